@@ -1,0 +1,32 @@
+/* addr.h - socket addresses: "1.2.3.4:80" and "[::1]:80" parsing and printing. */
+#ifndef LB_ADDR_H
+#define LB_ADDR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define LB_ADDR_STRLEN 64 /* "[" INET6_ADDRSTRLEN "]:65535" fits */
+
+struct lb_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+/*
+ * Parse an IPv4 "a.b.c.d:port" or IPv6 "[addr]:port" literal (no host names: a load
+ * balancer must not depend on DNS at start).  Port 1-65535 (0 allowed when allow_port0).
+ * Returns 0 or -EINVAL; on failure writes the reason to err.
+ */
+int lb_addr_parse(const char *s, bool allow_port0, struct lb_addr *ret, char *err, size_t errlen);
+
+/* Format as the parser accepts it.  Returns buf. */
+char *lb_addr_format(const struct lb_addr *a, char *buf, size_t len);
+
+bool lb_addr_equal(const struct lb_addr *a, const struct lb_addr *b);
+
+/* 64-bit hash of the IP only (not the port): the maglev key for a client. */
+uint64_t lb_addr_hash_ip(const struct sockaddr *sa);
+
+#endif

@@ -1,0 +1,85 @@
+/* config.h - the dataplane configuration (lb.yaml): types, loading and validation. */
+#ifndef LB_CONFIG_H
+#define LB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/addr.h"
+#include "common/log.h"
+
+#define LB_NAME_MAX 64
+#define LB_PATH_MAX 108 /* sizeof(sun_path) */
+
+enum lb_algo {
+	LB_ALGO_ROUND_ROBIN = 0, /* smooth weighted round robin (nginx's) */
+	LB_ALGO_LEAST_CONN,      /* fewest active connections, weighted */
+	LB_ALGO_RANDOM_TWO,      /* power of two random choices, by active/weight */
+	LB_ALGO_MAGLEV,          /* consistent hash of the client IP */
+};
+
+enum lb_io_engine {
+	LB_ENGINE_AUTO = 0,
+	LB_ENGINE_IO_URING,
+	LB_ENGINE_EPOLL,
+};
+
+const char *lb_algo_name(enum lb_algo a);
+const char *lb_engine_name(enum lb_io_engine e);
+
+struct lb_backend_conf {
+	struct lb_addr addr;
+	char addr_str[LB_ADDR_STRLEN];
+	unsigned weight; /* 1..256, default 1 */
+};
+
+struct lb_health_conf {
+	bool enabled;         /* true when the health_check block is present */
+	unsigned interval_ms; /* default 2000 */
+	unsigned timeout_ms;  /* default 1000, must be < interval */
+	unsigned rise;        /* default 2 */
+	unsigned fall;        /* default 3 */
+};
+
+struct lb_listener_conf {
+	char name[LB_NAME_MAX];
+	struct lb_addr listen;
+	char listen_str[LB_ADDR_STRLEN];
+	enum lb_algo algorithm;            /* default round_robin */
+	struct lb_backend_conf *backends;  /* at least one */
+	size_t n_backends;
+	struct lb_health_conf health;
+	unsigned connect_timeout_ms;       /* default 3000 */
+	unsigned idle_timeout_ms;          /* default 300000 */
+	unsigned max_connections;          /* per listener, whole process; default 100000 */
+	unsigned connect_retries;          /* other backends tried after a failed connect; default 2 */
+	unsigned max_fails;                /* passive health: consecutive connect failures; default 3 */
+	unsigned fail_timeout_ms;          /* passive health: time out of rotation; default 10000 */
+	int line;                          /* line of the listener in the file, for messages */
+};
+
+struct lb_config {
+	char path[LB_PATH_MAX * 4];        /* file it came from ("" for a string) */
+	unsigned acceptors;                /* 0 = auto */
+	bool log_level_set;
+	enum lb_log_level log_level;       /* default info */
+	char control_socket[LB_PATH_MAX];  /* "" = none */
+	char metrics[LB_ADDR_STRLEN];      /* "" = none */
+	enum lb_io_engine io_engine;       /* default auto */
+	unsigned drain_timeout_ms;         /* SIGTERM drain limit, default 30000 */
+	unsigned buffer_size;              /* provided buffer size, default 65536, 4096..1048576, power of 2 */
+	unsigned buffer_count;             /* per worker, default 1024, power of 2, 64..32768 */
+	struct lb_listener_conf *listeners;
+	size_t n_listeners;
+};
+
+/*
+ * Parse and validate a whole configuration.  On failure returns -EINVAL (or -errno for
+ * I/O), sets nothing, and writes "<file>:<line>: <what is wrong>" to err.
+ */
+int lb_config_load(const char *path, struct lb_config **ret, char *err, size_t errlen);
+int lb_config_parse(const char *text, size_t len, const char *name, struct lb_config **ret,
+		    char *err, size_t errlen);
+void lb_config_free(struct lb_config *c);
+
+#endif
