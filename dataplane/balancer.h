@@ -32,6 +32,7 @@ struct dp_lb {
 	unsigned n;
 	struct dp_lb_backend *b;
 	uint64_t rng;           /* xorshift64* state, never 0 */
+	unsigned lc_next;       /* least_conn: where the next scan starts, so ties take turns */
 	struct dp_maglev maglev; /* LB_ALGO_MAGLEV only */
 };
 

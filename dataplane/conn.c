@@ -1,1 +1,501 @@
-/* placeholder */
+/* conn.c - the proxied connection's state machine, independent of the I/O engine. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "dataplane/dp.h"
+
+/*
+ * A connection is two halves: C2B reads the client and writes the backend, B2C the reverse.
+ * Each half keeps at most one receive and one send in flight and at most DP_HALF_QMAX buffers
+ * queued; a full queue stops the receive (backpressure).  A FIN from the source is passed on
+ * with shutdown(SHUT_WR) once the queue is empty; the connection ends when both halves are
+ * shut, or at once on an error.
+ *
+ * Lifetime: every request issued holds c->inflight.  dp_conn_close() only marks the
+ * connection and cancels what is in flight; the slot is freed by dp_conn_put() once the last
+ * completion has come back, so no completion ever finds freed memory.
+ */
+
+static inline int src_fd(const struct dp_conn *c, int h)
+{
+	return c->fd[h == DP_C2B ? 0 : 1];
+}
+
+static inline int dst_fd(const struct dp_conn *c, int h)
+{
+	return c->fd[h == DP_C2B ? 1 : 0];
+}
+
+/* --- slab ---------------------------------------------------------------------------- */
+
+static int slab_grow(struct dp_worker *w)
+{
+	struct dp_conn **chunks, *chunk;
+	uint32_t *free_slots, base = w->n_chunks * DP_SLAB_CHUNK;
+
+	if (base > UINT32_MAX - DP_SLAB_CHUNK)
+		return -ENOMEM;
+	chunks = realloc(w->chunks, (w->n_chunks + 1) * sizeof(*chunks));
+	if (!chunks)
+		return -ENOMEM;
+	w->chunks = chunks;
+	free_slots = realloc(w->free_slots, (base + DP_SLAB_CHUNK) * sizeof(*free_slots));
+	if (!free_slots)
+		return -ENOMEM;
+	w->free_slots = free_slots;
+	chunk = calloc(DP_SLAB_CHUNK, sizeof(*chunk));
+	if (!chunk)
+		return -ENOMEM;
+	w->chunks[w->n_chunks++] = chunk;
+	/* Push in reverse so the lowest slots are used first. */
+	for (uint32_t i = DP_SLAB_CHUNK; i-- > 0;) {
+		chunk[i].slot = base + i;
+		w->free_slots[w->n_free++] = base + i;
+	}
+	return 0;
+}
+
+struct dp_conn *dp_conn_alloc(struct dp_worker *w)
+{
+	struct dp_conn *c;
+	uint32_t slot, gen;
+
+	if (!w->n_free && slab_grow(w))
+		return NULL;
+	slot = w->free_slots[--w->n_free];
+	c = &w->chunks[slot / DP_SLAB_CHUNK][slot % DP_SLAB_CHUNK];
+	gen = c->gen;
+	memset(c, 0, sizeof(*c));
+	c->slot = slot;
+	c->gen = gen;
+	c->fd[0] = c->fd[1] = -1;
+	c->bidx = -1;
+	dp_list_init(&c->idle);
+	dp_list_init(&c->half[0].nobuf);
+	dp_list_init(&c->half[1].nobuf);
+	c->half[1].which = 1;
+	return c;
+}
+
+struct dp_conn *dp_conn_get(struct dp_worker *w, uint32_t slot, uint32_t gen)
+{
+	struct dp_conn *c;
+
+	if (slot / DP_SLAB_CHUNK >= w->n_chunks)
+		return NULL;
+	c = &w->chunks[slot / DP_SLAB_CHUNK][slot % DP_SLAB_CHUNK];
+	if (c->state == DP_CS_FREE || (c->gen & 0xffffff) != gen)
+		return NULL;
+	return c;
+}
+
+void dp_conn_slab_free(struct dp_worker *w)
+{
+	for (unsigned i = 0; i < w->n_chunks; i++)
+		free(w->chunks[i]);
+	free(w->chunks);
+	free(w->free_slots);
+	w->chunks = NULL;
+	w->free_slots = NULL;
+	w->n_chunks = w->n_free = 0;
+}
+
+/* --- teardown ----------------------------------------------------------------------- */
+
+static void buf_put(struct dp_worker *w, unsigned bid)
+{
+	w->eng->buf_put(w, bid);
+	w->bufs_held--;
+}
+
+static void half_release(struct dp_worker *w, struct dp_half *hf)
+{
+	while (hf->count) {
+		buf_put(w, hf->bid[hf->head]);
+		hf->head = (hf->head + 1) % DP_HALF_QMAX;
+		hf->count--;
+	}
+	dp_list_del(&hf->nobuf);
+}
+
+static void backend_release(struct dp_worker *w, struct dp_conn *c)
+{
+	if (c->bidx < 0)
+		return;
+	dp_lb_conn_end(&c->set->lb, c->bidx);
+	atomic_fetch_sub(&c->set->sl->backends[c->bidx].st->active, 1);
+	c->bidx = -1;
+}
+
+static void conn_free(struct dp_worker *w, struct dp_conn *c)
+{
+	half_release(w, &c->half[0]);
+	half_release(w, &c->half[1]);
+	for (int i = 0; i < 2; i++)
+		if (c->fd[i] >= 0)
+			close(c->fd[i]);
+	dp_list_del(&c->idle);
+	if (c->kind == DP_CONN_CHECK) {
+		dp_bstate_put(c->check);
+		w->n_checks--;
+	} else {
+		backend_release(w, c);
+		atomic_fetch_sub(&c->set->sl->st->active, 1);
+		dp_lset_put(w, c->set);
+		w->n_conns--;
+		w->stats.closed++;
+	}
+	c->state = DP_CS_FREE;
+	c->gen++;
+	w->free_slots[w->n_free++] = c->slot;
+}
+
+void dp_conn_put(struct dp_worker *w, struct dp_conn *c)
+{
+	if (c->state == DP_CS_CLOSING && !c->inflight)
+		conn_free(w, c);
+}
+
+/*
+ * Abortive on errors (SO_LINGER 0 sends RST, so the peer learns the transfer broke), orderly
+ * otherwise.  Never frees: see dp_conn_put().
+ */
+static void conn_abort(struct dp_worker *w, struct dp_conn *c)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	for (int i = 0; i < 2; i++)
+		if (c->fd[i] >= 0)
+			setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	dp_conn_close(w, c);
+}
+
+void dp_conn_close(struct dp_worker *w, struct dp_conn *c)
+{
+	if (c->state == DP_CS_CLOSING)
+		return;
+	c->state = DP_CS_CLOSING;
+	dp_list_del(&c->idle);
+	dp_list_del(&c->half[0].nobuf);
+	dp_list_del(&c->half[1].nobuf);
+	if (c->inflight)
+		w->eng->cancel(w, c);
+}
+
+/* --- connect ------------------------------------------------------------------------ */
+
+struct pick_ctx {
+	struct dp_worker *w;
+	struct dp_conn *c;
+};
+
+static bool backend_usable(void *arg, unsigned idx)
+{
+	struct pick_ctx *p = arg;
+
+	if (idx < 64 && (p->c->tried & (1ull << idx)))
+		return false;
+	return dp_bstate_usable(p->c->set->sl->backends[idx].st, p->w->now_ms);
+}
+
+static int backend_socket(const struct lb_addr *a)
+{
+	int fd, one = 1;
+
+	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+/* Try the next backend; closes the client when none is left or usable. */
+static void connect_next(struct dp_worker *w, struct dp_conn *c)
+{
+	const struct dp_slistener *sl = c->set->sl;
+	struct pick_ctx ctx = { w, c };
+
+	while (c->tries <= sl->conf->connect_retries) {
+		struct dp_backend *b;
+		int idx, fd;
+
+		idx = dp_lb_pick(&c->set->lb, c->key, backend_usable, &ctx);
+		if (idx < 0)
+			break;
+		c->tries++;
+		if (idx < 64)
+			c->tried |= 1ull << idx;
+		b = &sl->backends[idx];
+		fd = backend_socket(&b->addr);
+		if (fd < 0) /* out of fds or memory: no other backend would fare better */
+			break;
+		c->fd[1] = fd;
+		c->bidx = idx;
+		dp_lb_conn_start(&c->set->lb, idx);
+		atomic_fetch_add(&b->st->active, 1);
+		atomic_fetch_add(&b->st->conns_total, 1);
+		c->state = DP_CS_CONNECTING;
+		w->eng->connect(w, c, &b->addr, sl->conf->connect_timeout_ms);
+		return;
+	}
+	w->stats.no_backend++;
+	atomic_fetch_add(&sl->st->refused, 1);
+	dp_conn_close(w, c);
+}
+
+static void start_relay(struct dp_worker *w, struct dp_conn *c)
+{
+	c->state = DP_CS_RELAY;
+	/* The client has usually sent already; the backend has not answered yet. */
+	c->half[DP_B2C].flags |= DP_H_POLLFIRST;
+	w->eng->recv(w, c, DP_C2B);
+	c->half[DP_C2B].flags |= DP_H_RECV;
+	w->eng->recv(w, c, DP_B2C);
+	c->half[DP_B2C].flags |= DP_H_RECV;
+}
+
+void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res)
+{
+	struct dp_backend *b;
+
+	if (c->kind == DP_CONN_CHECK)
+		return dp_hcheck_done(w, c, res);
+	if (c->state != DP_CS_CONNECTING)
+		return;
+	b = &c->set->sl->backends[c->bidx];
+	if (!res) {
+		dp_bstate_report(b->st, true, 0, 0, w->now_ms);
+		return start_relay(w, c);
+	}
+	/* The link timeout cancels a connect that runs out of time. */
+	if (res == -ECANCELED || res == -EINTR)
+		res = -ETIMEDOUT;
+	w->stats.connect_errors++;
+	atomic_fetch_add(&b->st->connect_failures, 1);
+	if (dp_bstate_report(b->st, false, c->set->sl->conf->max_fails,
+			     c->set->sl->conf->fail_timeout_ms, w->now_ms))
+		log_warn("listener %s: backend %s taken out after %u failed connects (last: %s)",
+			 c->set->sl->conf->name, b->name, c->set->sl->conf->max_fails,
+			 strerror(-res));
+	else
+		log_debug("conn %u: connect to %s failed: %s", c->slot, b->name, strerror(-res));
+	backend_release(w, c);
+	close(c->fd[1]);
+	c->fd[1] = -1;
+	connect_next(w, c);
+}
+
+void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
+{
+	struct dp_lset *set = wl->set;
+	const struct dp_slistener *sl;
+	struct dp_conn *c;
+
+	if (!set || w->draining) {
+		close(fd);
+		return;
+	}
+	sl = set->sl;
+	if ((unsigned)atomic_fetch_add(&sl->st->active, 1) >= sl->conf->max_connections) {
+		atomic_fetch_sub(&sl->st->active, 1);
+		atomic_fetch_add(&sl->st->refused, 1);
+		w->stats.over_limit++;
+		close(fd);
+		dp_worker_pause_accept(w, wl); /* the rest wait in the backlog */
+		return;
+	}
+	c = dp_conn_alloc(w);
+	if (!c) {
+		atomic_fetch_sub(&sl->st->active, 1);
+		close(fd);
+		return;
+	}
+	c->kind = DP_CONN_PROXY;
+	c->state = DP_CS_CONNECTING;
+	c->fd[0] = fd;
+	c->set = set;
+	set->refs++;
+	w->n_conns++;
+	w->stats.accepted++;
+	atomic_fetch_add(&sl->st->accepted, 1);
+	if (sl->conf->algorithm == LB_ALGO_MAGLEV) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+
+		if (!getpeername(fd, (struct sockaddr *)&ss, &len))
+			c->key = lb_addr_hash_ip((struct sockaddr *)&ss);
+	}
+	c->last_ms = w->now_ms;
+	dp_list_add_tail(&set->idle, &c->idle);
+	connect_next(w, c);
+	dp_conn_put(w, c);
+}
+
+/* --- relay -------------------------------------------------------------------------- */
+
+static void half_recv(struct dp_worker *w, struct dp_conn *c, int h)
+{
+	struct dp_half *hf = &c->half[h];
+
+	if (c->state != DP_CS_RELAY || (hf->flags & (DP_H_RECV | DP_H_EOF | DP_H_NOBUF)) ||
+	    hf->count >= DP_HALF_QMAX)
+		return;
+	w->eng->recv(w, c, h);
+	hf->flags |= DP_H_RECV;
+}
+
+static void half_send(struct dp_worker *w, struct dp_conn *c, int h)
+{
+	struct dp_half *hf = &c->half[h];
+
+	if (hf->flags & DP_H_SEND || !hf->count)
+		return;
+	w->eng->send(w, c, h);
+	hf->flags |= DP_H_SEND;
+}
+
+/* A half is finished once its FIN has been passed on; both finished ends the connection. */
+static void half_maybe_shut(struct dp_worker *w, struct dp_conn *c, int h)
+{
+	struct dp_half *hf = &c->half[h];
+
+	if (!(hf->flags & DP_H_EOF) || hf->count || (hf->flags & (DP_H_SEND | DP_H_SHUT)))
+		return;
+	shutdown(dst_fd(c, h), SHUT_WR);
+	hf->flags |= DP_H_SHUT;
+	if (c->half[!h].flags & DP_H_SHUT)
+		dp_conn_close(w, c);
+}
+
+static void touch(struct dp_worker *w, struct dp_conn *c)
+{
+	c->last_ms = w->now_ms;
+	dp_list_move_tail(&c->set->idle, &c->idle);
+}
+
+void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, int bid, bool more)
+{
+	struct dp_half *hf = &c->half[h];
+
+	hf->flags &= ~DP_H_RECV;
+	if (bid >= 0)
+		w->bufs_held++;
+	if (c->state != DP_CS_RELAY) {
+		if (bid >= 0)
+			buf_put(w, bid);
+		return;
+	}
+	if (res > 0 && bid >= 0) {
+		unsigned k = (hf->head + hf->count) % DP_HALF_QMAX;
+
+		hf->bid[k] = bid;
+		hf->len[k] = res;
+		hf->count++;
+		hf->bytes += res;
+		if (more)
+			hf->flags &= ~DP_H_POLLFIRST;
+		else
+			hf->flags |= DP_H_POLLFIRST;
+		touch(w, c);
+		half_send(w, c, h);
+		half_recv(w, c, h);
+		return;
+	}
+	if (bid >= 0)
+		buf_put(w, bid);
+	if (res == 0) {
+		hf->flags |= DP_H_EOF;
+		touch(w, c);
+		half_maybe_shut(w, c, h);
+	} else if (res == -ENOBUFS) {
+		/* The worker's pool is empty: wait for buffers rather than spin on re-arming. */
+		hf->flags |= DP_H_NOBUF;
+		dp_list_add_tail(&w->nobuf, &hf->nobuf);
+		w->stats.nobufs++;
+	} else {
+		log_debug("conn %u: recv from %s: %s", c->slot, h == DP_C2B ? "client" : "backend",
+			  strerror(-res));
+		conn_abort(w, c);
+	}
+}
+
+/* Drop `n` sent bytes from the front of the queue, giving emptied buffers back. */
+static void half_consume(struct dp_worker *w, struct dp_half *hf, unsigned n)
+{
+	while (n && hf->count) {
+		unsigned left = hf->len[hf->head] - hf->off;
+
+		if (n < left) {
+			hf->off += n;
+			return;
+		}
+		n -= left;
+		buf_put(w, hf->bid[hf->head]);
+		hf->off = 0;
+		hf->head = (hf->head + 1) % DP_HALF_QMAX;
+		hf->count--;
+	}
+}
+
+void dp_conn_sent(struct dp_worker *w, struct dp_conn *c, int h, int res)
+{
+	struct dp_half *hf = &c->half[h];
+
+	hf->flags &= ~DP_H_SEND;
+	hf->nsend = 0;
+	if (res < 0) {
+		if (c->state == DP_CS_RELAY)
+			log_debug("conn %u: send to %s: %s", c->slot,
+				  h == DP_C2B ? "backend" : "client", strerror(-res));
+		return conn_abort(w, c);
+	}
+	half_consume(w, hf, res);
+	if (c->state != DP_CS_RELAY)
+		return;
+	half_send(w, c, h);
+	half_recv(w, c, h);
+	half_maybe_shut(w, c, h);
+}
+
+/* --- timers and buffer waits ---------------------------------------------------------- */
+
+void dp_conn_expire_idle(struct dp_worker *w, struct dp_lset *set, uint64_t *next_ms)
+{
+	uint64_t timeout = set->sl->conf->idle_timeout_ms;
+
+	while (!dp_list_empty(&set->idle)) {
+		struct dp_conn *c = dp_list_first(&set->idle, struct dp_conn, idle);
+
+		if (c->last_ms + timeout > w->now_ms) {
+			if (c->last_ms + timeout < *next_ms)
+				*next_ms = c->last_ms + timeout;
+			return;
+		}
+		log_debug("conn %u: idle for %llu ms, closing", c->slot,
+			  (unsigned long long)(w->now_ms - c->last_ms));
+		dp_conn_close(w, c);
+		dp_conn_put(w, c);
+	}
+}
+
+/* Re-arm receives that found the pool empty, once a quarter of it is back. */
+void dp_conn_retry_nobuf(struct dp_worker *w)
+{
+	struct dp_list *pos, *tmp;
+
+	if (w->bufs_held > w->buffer_count - w->buffer_count / 4)
+		return;
+	dp_list_for_each(pos, tmp, &w->nobuf) {
+		struct dp_half *hf = dp_container_of(pos, struct dp_half, nobuf);
+		struct dp_conn *c = dp_container_of(hf - hf->which, struct dp_conn, half);
+
+		dp_list_del(&hf->nobuf);
+		hf->flags &= ~DP_H_NOBUF;
+		half_recv(w, c, hf->which);
+	}
+}

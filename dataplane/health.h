@@ -39,6 +39,8 @@ struct dp_bstate {
 	atomic_uint_fast64_t conns_total;
 	atomic_uint_fast64_t connect_failures;
 	atomic_int active;          /* open connections, all workers */
+	/* Active-check machine: touched only by the worker that runs the checks. */
+	struct dp_health check;
 };
 
 void dp_bstate_init(struct dp_bstate *b);

@@ -19,7 +19,8 @@ uint32_t dp_maglev_size_for(uint32_t n);
 /*
  * Build the table with the paper's population algorithm: backend i's permutation comes from
  * offset = h1(id) % m, skip = h2(id) % (m - 1) + 1; weights give a backend proportionally
- * more turns.  Returns 0, -EINVAL (n == 0, m not prime or < n) or -ENOMEM.
+ * more turns (weights may be NULL: all 1).  Fills mg only on success; it does not free a
+ * previous table.  Returns 0, -EINVAL (n == 0, m not prime or < n, a zero weight) or -ENOMEM.
  */
 int dp_maglev_build(struct dp_maglev *mg, const uint64_t *ids, const unsigned *weights, uint32_t n,
 		    uint32_t m);

@@ -1,1 +1,246 @@
-/* placeholder */
+/* snapshot.c - turn a validated config into the immutable snapshot the workers run from. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dataplane/dp.h"
+
+#define DP_LISTEN_BACKLOG 4096
+
+/*
+ * Every socket of a listener is created here, in the main thread, before the snapshot is
+ * handed to any worker: a bind failure is then an error of the whole reload, and the
+ * workers only ever switch between snapshots that are known to work.
+ */
+static int listen_socket(const struct lb_addr *a, int *ret_fd)
+{
+	int fd, one = 1;
+
+	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1 ||
+	    /* Accepted sockets inherit it: no setsockopt per connection. */
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
+		goto out_close;
+	if (a->ss.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
+		goto out_close;
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 ||
+	    listen(fd, DP_LISTEN_BACKLOG) == -1)
+		goto out_close;
+	*ret_fd = fd;
+	return 0;
+out_close: {
+	int r = -errno;
+	close(fd);
+	return r;
+}
+}
+
+void dp_lsocks_put(struct dp_lsocks *ls)
+{
+	if (!ls || atomic_fetch_sub(&ls->refs, 1) != 1)
+		return;
+	for (unsigned i = 0; i < ls->n; i++)
+		if (ls->fds[i] >= 0)
+			close(ls->fds[i]);
+	free(ls);
+}
+
+static int lsocks_new(const struct lb_addr *a, unsigned n, struct dp_lsocks **ret)
+{
+	struct dp_lsocks *ls;
+	int r = 0;
+
+	ls = calloc(1, sizeof(*ls) + n * sizeof(int));
+	if (!ls)
+		return -ENOMEM;
+	atomic_init(&ls->refs, 1);
+	ls->addr = *a;
+	ls->n = n;
+	for (unsigned i = 0; i < n; i++)
+		ls->fds[i] = -1;
+	for (unsigned i = 0; i < n && !r; i++)
+		r = listen_socket(a, &ls->fds[i]);
+	if (r) {
+		dp_lsocks_put(ls);
+		return r;
+	}
+	*ret = ls;
+	return 0;
+}
+
+void dp_bstate_put(struct dp_bstate *b)
+{
+	if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+		free(b);
+}
+
+static void lstate_put(struct dp_lstate *s)
+{
+	if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+		free(s);
+}
+
+static const struct dp_slistener *find_by_name(const struct dp_snapshot *s, const char *name)
+{
+	for (unsigned i = 0; s && i < s->n_listeners; i++)
+		if (!strcmp(s->listeners[i].conf->name, name))
+			return &s->listeners[i];
+	return NULL;
+}
+
+static struct dp_lsocks *find_socks(const struct dp_snapshot *s, const struct lb_addr *a)
+{
+	for (unsigned i = 0; s && i < s->n_listeners; i++)
+		if (lb_addr_equal(&s->listeners[i].socks->addr, a))
+			return s->listeners[i].socks;
+	return NULL;
+}
+
+static struct dp_bstate *find_bstate(const struct dp_slistener *old, const struct lb_addr *a)
+{
+	for (unsigned i = 0; old && i < old->n_backends; i++)
+		if (lb_addr_equal(&old->backends[i].addr, a))
+			return old->backends[i].st;
+	return NULL;
+}
+
+static int build_backends(struct dp_slistener *sl, const struct dp_slistener *old)
+{
+	const struct lb_listener_conf *lc = sl->conf;
+
+	sl->backends = calloc(lc->n_backends, sizeof(*sl->backends));
+	if (!sl->backends)
+		return -ENOMEM;
+	for (size_t j = 0; j < lc->n_backends; j++) {
+		struct dp_backend *b = &sl->backends[j];
+		struct dp_bstate *st = find_bstate(old, &lc->backends[j].addr);
+
+		if (st) {
+			atomic_fetch_add(&st->refs, 1);
+		} else {
+			st = calloc(1, sizeof(*st));
+			if (!st)
+				return -ENOMEM;
+			dp_bstate_init(st);
+			dp_health_init(&st->check, true);
+		}
+		b->st = st;
+		b->addr = lc->backends[j].addr;
+		b->weight = lc->backends[j].weight;
+		snprintf(b->name, sizeof(b->name), "%s", lc->backends[j].addr_str);
+		sl->n_backends++;
+	}
+	return 0;
+}
+
+static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf *lc,
+			  const struct dp_snapshot *old, unsigned n_workers, char *err,
+			  size_t errlen)
+{
+	const struct dp_slistener *prev = find_by_name(old, lc->name);
+	struct dp_lsocks *socks = find_socks(old, &lc->listen);
+	int r;
+
+	sl->conf = lc;
+	if (socks) {
+		atomic_fetch_add(&socks->refs, 1);
+	} else {
+		r = lsocks_new(&lc->listen, n_workers, &socks);
+		if (r) {
+			snprintf(err, errlen, "listener %s: cannot listen on %s: %s", lc->name,
+				 lc->listen_str, strerror(-r));
+			return r;
+		}
+	}
+	sl->socks = socks;
+	if (prev) {
+		sl->st = prev->st;
+		atomic_fetch_add(&sl->st->refs, 1);
+	} else {
+		sl->st = calloc(1, sizeof(*sl->st));
+		if (!sl->st)
+			goto out_nomem;
+		atomic_init(&sl->st->refs, 1);
+	}
+	if (build_backends(sl, prev))
+		goto out_nomem;
+	return 0;
+out_nomem:
+	snprintf(err, errlen, "out of memory");
+	return -ENOMEM;
+}
+
+static void snapshot_free(struct dp_snapshot *s)
+{
+	for (unsigned i = 0; i < s->n_listeners; i++) {
+		struct dp_slistener *sl = &s->listeners[i];
+
+		for (unsigned j = 0; j < sl->n_backends; j++)
+			dp_bstate_put(sl->backends[j].st);
+		free(sl->backends);
+		lstate_put(sl->st);
+		dp_lsocks_put(sl->socks);
+	}
+	free(s->listeners);
+	lb_config_free(s->conf);
+	free(s);
+}
+
+/*
+ * Takes ownership of conf (also on failure).  Sockets, listener and backend state are shared
+ * with `old` where the address (sockets), listener name (counters) or listener name and
+ * backend address (health) are unchanged, so a reload neither rebinds nor forgets health.
+ */
+int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, unsigned n_workers,
+		      uint64_t version, struct dp_snapshot **ret, char *err, size_t errlen)
+{
+	struct dp_snapshot *s;
+	int r = -ENOMEM;
+
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		lb_config_free(conf);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	atomic_init(&s->refs, 1);
+	s->conf = conf;
+	s->version = version;
+	s->n_workers = n_workers;
+	s->listeners = calloc(conf->n_listeners, sizeof(*s->listeners));
+	if (!s->listeners) {
+		snprintf(err, errlen, "out of memory");
+		goto out_free;
+	}
+	for (size_t i = 0; i < conf->n_listeners; i++) {
+		r = build_listener(&s->listeners[i], &conf->listeners[i], old, n_workers, err,
+				   errlen);
+		s->n_listeners++;
+		if (r)
+			goto out_free;
+	}
+	*ret = s;
+	return 0;
+out_free:
+	snapshot_free(s);
+	return r;
+}
+
+void dp_snapshot_get(struct dp_snapshot *s)
+{
+	atomic_fetch_add(&s->refs, 1);
+}
+
+void dp_snapshot_put(struct dp_snapshot *s)
+{
+	if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+		snapshot_free(s);
+}

@@ -1,1 +1,420 @@
-/* placeholder */
+/* worker.c - one worker thread: its listeners, balancers, timers and drain, around its engine. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "dataplane/dp.h"
+
+/*
+ * The loop: take the time once, run the timers (idle connections, paused listeners, health
+ * checks, the drain deadline), then let the engine submit everything queued and sleep until
+ * the next completion or the nearest timer.  Nothing here blocks, and the main thread talks to
+ * the worker only through w->next / w->drain and the eventfd read kept armed in the ring.
+ */
+
+#define DP_ACCEPT_RETRY_MS 100
+#define DP_MAX_WAIT_MS 1000
+
+uint64_t dp_now_ms(void)
+{
+	struct timespec ts;
+
+	/* Coarse: a few ms of precision is plenty for timeouts and costs no vDSO read of the TSC. */
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- balancer sets ------------------------------------------------------------------ */
+
+/* A backend's identity for maglev: its address and port, so reordering the list moves nothing. */
+static uint64_t backend_id(const struct lb_addr *a)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+	in_port_t port = sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+						   : ((const struct sockaddr_in *)sa)->sin_port;
+
+	return dp_hash64(lb_addr_hash_ip(sa) ^ port);
+}
+
+static struct dp_lset *lset_new(struct dp_worker *w, struct dp_snapshot *s,
+				const struct dp_slistener *sl)
+{
+	struct dp_lb_spec *specs;
+	struct dp_lset *set;
+	int r;
+
+	set = calloc(1, sizeof(*set));
+	specs = calloc(sl->n_backends, sizeof(*specs));
+	if (!set || !specs)
+		goto out_free;
+	for (unsigned i = 0; i < sl->n_backends; i++) {
+		specs[i].weight = sl->backends[i].weight;
+		specs[i].id = backend_id(&sl->backends[i].addr);
+	}
+	w->rng = dp_hash64(w->rng + 0x9e3779b97f4a7c15ull);
+	r = dp_lb_init(&set->lb, sl->conf->algorithm, specs, sl->n_backends, w->rng);
+	if (r)
+		goto out_free;
+	free(specs);
+	set->refs = 1;
+	set->snap = s;
+	dp_snapshot_get(s);
+	set->sl = sl;
+	dp_list_init(&set->idle);
+	dp_list_add_tail(&w->lsets, &set->link);
+	return set;
+out_free:
+	free(specs);
+	free(set);
+	return NULL;
+}
+
+void dp_lset_put(struct dp_worker *w, struct dp_lset *set)
+{
+	if (!set || --set->refs)
+		return;
+	dp_list_del(&set->link);
+	dp_lb_fini(&set->lb);
+	dp_snapshot_put(set->snap);
+	free(set);
+}
+
+/* --- listeners ---------------------------------------------------------------------- */
+
+static void wl_free(struct dp_worker *w, struct dp_wlistener *wl)
+{
+	/* Our accept has ended, so the socket can go; the other workers' are theirs. */
+	close(wl->fd);
+	wl->socks->fds[w->id] = -1;
+	dp_lsocks_put(wl->socks);
+	dp_lset_put(w, wl->set);
+	w->wls[wl->idx] = NULL;
+	free(wl);
+}
+
+static void wl_arm(struct dp_worker *w, struct dp_wlistener *wl)
+{
+	wl->flags &= ~DP_WL_PAUSED;
+	wl->flags |= DP_WL_ARMED;
+	w->eng->accept(w, wl);
+}
+
+static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
+{
+	dp_lset_put(w, wl->set);
+	wl->set = NULL;
+	if (!(wl->flags & DP_WL_ARMED))
+		return wl_free(w, wl);
+	if (!(wl->flags & DP_WL_STOPPING)) {
+		wl->flags |= DP_WL_STOPPING;
+		w->eng->accept_cancel(w, wl);
+	}
+}
+
+static struct dp_wlistener *wl_add(struct dp_worker *w, const struct dp_slistener *sl,
+				   struct dp_lset *set)
+{
+	struct dp_wlistener *wl;
+	unsigned idx;
+
+	for (idx = 0; idx < w->n_wls && w->wls[idx]; idx++)
+		;
+	if (idx == w->n_wls) {
+		struct dp_wlistener **wls = realloc(w->wls, (w->n_wls + 8) * sizeof(*wls));
+
+		if (!wls)
+			return NULL;
+		memset(wls + w->n_wls, 0, 8 * sizeof(*wls));
+		w->wls = wls;
+		w->n_wls += 8;
+	}
+	wl = calloc(1, sizeof(*wl));
+	if (!wl)
+		return NULL;
+	wl->gen = ++w->wl_gen & 0xffffff; /* tells a reused idx from its predecessor */
+	wl->idx = idx;
+	wl->fd = sl->socks->fds[w->id];
+	wl->socks = sl->socks;
+	atomic_fetch_add(&sl->socks->refs, 1);
+	wl->set = set;
+	w->wls[idx] = wl;
+	return wl;
+}
+
+void dp_worker_pause_accept(struct dp_worker *w, struct dp_wlistener *wl)
+{
+	if (wl->flags & (DP_WL_PAUSED | DP_WL_STOPPING))
+		return;
+	wl->flags |= DP_WL_PAUSED;
+	wl->resume_ms = w->now_ms + DP_ACCEPT_RETRY_MS;
+	w->stats.accept_pauses++;
+	if (wl->flags & DP_WL_ARMED)
+		w->eng->accept_cancel(w, wl);
+}
+
+/* The multishot accept stopped: decide whether to re-arm, pause or give up. */
+void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err)
+{
+	wl->flags &= ~DP_WL_ARMED;
+	if ((wl->flags & DP_WL_STOPPING) || !wl->set)
+		return wl_free(w, wl);
+	if (wl->flags & DP_WL_PAUSED)
+		return;
+	switch (err) {
+	case -EMFILE:
+	case -ENFILE:
+	case -ENOMEM:
+	case -ENOBUFS:
+		if (!w->fd_exhausted_logged)
+			log_warn("worker %u: accept failed: %s; pausing accepts for %d ms (raise "
+				 "the file descriptor limit)",
+				 w->id, strerror(-err), DP_ACCEPT_RETRY_MS);
+		w->fd_exhausted_logged = true;
+		dp_worker_pause_accept(w, wl);
+		return;
+	case 0:
+	case -ECONNABORTED:
+	case -EINTR:
+	case -EPROTO:
+	case -EPERM:
+	case -ECANCELED: /* the CQ was full, not our cancel: that sets STOPPING or PAUSED */
+		return wl_arm(w, wl);
+	default:
+		log_err("worker %u: listener %s: accept failed: %s; retrying in 1 s", w->id,
+			wl->set->sl->conf->name, strerror(-err));
+		dp_worker_pause_accept(w, wl);
+		wl->resume_ms = w->now_ms + 1000;
+	}
+}
+
+static void resume_paused(struct dp_worker *w, uint64_t *next_ms)
+{
+	for (unsigned i = 0; i < w->n_wls; i++) {
+		struct dp_wlistener *wl = w->wls[i];
+		const struct dp_slistener *sl;
+
+		if (!wl || !(wl->flags & DP_WL_PAUSED) || (wl->flags & DP_WL_ARMED) || !wl->set)
+			continue;
+		sl = wl->set->sl;
+		if (w->now_ms >= wl->resume_ms) {
+			if ((unsigned)atomic_load(&sl->st->active) < sl->conf->max_connections)
+				wl_arm(w, wl);
+			else
+				wl->resume_ms = w->now_ms + DP_ACCEPT_RETRY_MS;
+		}
+		if ((wl->flags & DP_WL_PAUSED) && wl->resume_ms < *next_ms)
+			*next_ms = wl->resume_ms;
+	}
+}
+
+/* --- snapshots and drain ----------------------------------------------------------- */
+
+static struct dp_wlistener *wl_find(struct dp_worker *w, const struct dp_lsocks *socks)
+{
+	for (unsigned i = 0; i < w->n_wls; i++)
+		if (w->wls[i] && w->wls[i]->set && w->wls[i]->socks == socks)
+			return w->wls[i];
+	return NULL;
+}
+
+/*
+ * Switch to a new snapshot.  Listeners whose sockets carry over keep accepting (only their
+ * balancer changes); connections keep the balancer set they were opened with until they end.
+ */
+static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
+{
+	bool *kept = calloc(w->n_wls + 1, sizeof(*kept));
+
+	for (unsigned i = 0; i < s->n_listeners; i++) {
+		const struct dp_slistener *sl = &s->listeners[i];
+		struct dp_wlistener *wl = wl_find(w, sl->socks);
+		struct dp_lset *set = lset_new(w, s, sl);
+
+		if (!set) {
+			log_err("worker %u: listener %s: out of memory building its balancer", w->id,
+				sl->conf->name);
+			if (wl && kept)
+				kept[wl->idx] = true;
+			continue;
+		}
+		if (wl) {
+			dp_lset_put(w, wl->set);
+			wl->set = set;
+		} else if ((wl = wl_add(w, sl, set))) {
+			if (!w->draining)
+				wl_arm(w, wl);
+		} else {
+			dp_lset_put(w, set);
+			continue;
+		}
+		if (kept && wl->idx < w->n_wls)
+			kept[wl->idx] = true;
+	}
+	for (unsigned i = 0; kept && i < w->n_wls; i++)
+		if (w->wls[i] && w->wls[i]->set && !kept[i])
+			wl_stop(w, w->wls[i]);
+	free(kept);
+	dp_snapshot_put(w->snap);
+	w->snap = s;
+	if (w->id == 0)
+		dp_hcheck_sync(w);
+}
+
+static void start_drain(struct dp_worker *w)
+{
+	w->draining = true;
+	w->drain_deadline_ms = w->now_ms + w->snap->conf->drain_timeout_ms;
+	for (unsigned i = 0; i < w->n_wls; i++)
+		if (w->wls[i] && w->wls[i]->set)
+			wl_stop(w, w->wls[i]);
+	if (w->n_conns)
+		log_info("worker %u: draining %u connections (at most %u ms)", w->id, w->n_conns,
+			 w->snap->conf->drain_timeout_ms);
+}
+
+void dp_worker_woken(struct dp_worker *w)
+{
+	struct dp_snapshot *s = atomic_exchange(&w->next, NULL);
+	int drain = atomic_load(&w->drain);
+
+	w->now_ms = dp_now_ms();
+	if (s)
+		apply_snapshot(w, s);
+	if (drain && !w->draining)
+		start_drain(w);
+	if (drain == 2)
+		w->drain_deadline_ms = w->now_ms;
+}
+
+void dp_worker_wake(struct dp_worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->efd, &one, sizeof(one)) < 0) {
+		/* Only EAGAIN at a counter near 2^64: the worker is already due to wake. */
+	}
+}
+
+static void close_all(struct dp_worker *w)
+{
+	struct dp_list *pos, *tmp;
+
+	dp_list_for_each(pos, tmp, &w->lsets) {
+		struct dp_lset *set = dp_container_of(pos, struct dp_lset, link);
+
+		set->refs++;
+		while (!dp_list_empty(&set->idle)) {
+			struct dp_conn *c = dp_list_first(&set->idle, struct dp_conn, idle);
+
+			dp_conn_close(w, c);
+			dp_conn_put(w, c);
+		}
+		tmp = set->link.next;
+		dp_lset_put(w, set);
+	}
+}
+
+/* Run every timer that is due; returns the time of the next one. */
+static uint64_t run_timers(struct dp_worker *w)
+{
+	uint64_t next = w->now_ms + DP_MAX_WAIT_MS;
+	struct dp_list *pos, *tmp;
+
+	dp_list_for_each(pos, tmp, &w->lsets) {
+		struct dp_lset *set = dp_container_of(pos, struct dp_lset, link);
+
+		set->refs++; /* expiring its last connection must not free it under us */
+		dp_conn_expire_idle(w, set, &next);
+		tmp = set->link.next;
+		dp_lset_put(w, set);
+	}
+	resume_paused(w, &next);
+	if (w->id == 0 && !w->draining)
+		dp_hcheck_run(w, &next);
+	if (w->draining) {
+		if (w->now_ms >= w->drain_deadline_ms && w->n_conns) {
+			log_warn("worker %u: drain timeout, closing %u connections", w->id,
+				 w->n_conns);
+			close_all(w);
+		}
+		if (w->drain_deadline_ms < next)
+			next = w->drain_deadline_ms;
+	}
+	return next;
+}
+
+static bool drained(const struct dp_worker *w)
+{
+	if (w->n_conns || w->n_checks)
+		return false;
+	for (unsigned i = 0; i < w->n_wls; i++)
+		if (w->wls[i])
+			return false;
+	return true;
+}
+
+static void *worker_main(void *arg)
+{
+	struct dp_worker *w = arg;
+	char err[512] = "";
+	int r;
+
+	r = w->eng->init(w, err, sizeof(err));
+	if (r) {
+		log_err("worker %u: %s", w->id, err[0] ? err : strerror(-r));
+		atomic_store(&w->init_result, r);
+		goto out;
+	}
+	atomic_store(&w->init_result, 1);
+	dp_worker_woken(w);
+	for (;;) {
+		uint64_t next;
+
+		w->now_ms = dp_now_ms();
+		next = run_timers(w);
+		if (w->draining && drained(w))
+			break;
+		r = w->eng->run(w, next > w->now_ms ? next - w->now_ms : 0);
+		if (r < 0) {
+			log_err("worker %u: %s engine failed: %s", w->id, w->eng->name,
+				strerror(-r));
+			break;
+		}
+		if (!dp_list_empty(&w->nobuf))
+			dp_conn_retry_nobuf(w);
+	}
+	dp_hcheck_free(w);
+	w->eng->fini(w);
+	dp_conn_slab_free(w);
+	free(w->wls);
+	w->wls = NULL;
+	dp_snapshot_put(w->snap);
+	w->snap = NULL;
+out:
+	atomic_store(&w->stopped, true);
+	return NULL;
+}
+
+int dp_worker_start(struct dp_worker *w)
+{
+	int r;
+
+	dp_list_init(&w->lsets);
+	dp_list_init(&w->nobuf);
+	w->rng = dp_hash64(w->id + 1);
+	w->efd = eventfd(0, EFD_CLOEXEC);
+	if (w->efd == -1)
+		return -errno;
+	r = pthread_create(&w->thread, NULL, worker_main, w);
+	if (r) {
+		close(w->efd);
+		w->efd = -1;
+		return -r;
+	}
+	return 0;
+}

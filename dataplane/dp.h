@@ -1,0 +1,280 @@
+/* dp.h - dataplane types shared by the worker loop, the connection machine and the engines. */
+#ifndef DP_DP_H
+#define DP_DP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <linux/time_types.h>
+
+#include "common/config.h"
+#include "dataplane/balancer.h"
+#include "dataplane/health.h"
+#include "dataplane/list.h"
+
+/*
+ * Object graph (who owns what):
+ *
+ *   main thread --builds--> dp_snapshot (immutable, refcounted across threads)
+ *       dp_snapshot.listeners[i].socks  -> dp_lsocks (one SO_REUSEPORT fd per worker, shared by
+ *                                          successive snapshots while the address is unchanged)
+ *       dp_snapshot.listeners[i].backends[j].st -> dp_bstate (health and counters, shared by
+ *                                          successive snapshots while the backend stays)
+ *   worker --owns--> dp_wlistener (its accept on one dp_lsocks fd)
+ *          --owns--> dp_lset (its balancer for one snapshot listener; refcounted by conns)
+ *          --owns--> dp_conn slab
+ *
+ * A connection holds a reference on the dp_lset it was balanced by, and the lset holds one on
+ * its snapshot, so a reload never frees backends that open connections still point at.
+ */
+
+struct dp_worker;
+struct dp_conn;
+
+/* The listening sockets of one listener address: fds[i] is worker i's. */
+struct dp_lsocks {
+	atomic_uint refs;
+	unsigned n;
+	struct lb_addr addr;
+	int fds[];
+};
+
+/* Process-wide state of a named listener, kept across reloads. */
+struct dp_lstate {
+	atomic_uint refs;
+	atomic_int active;                /* open connections, all workers (max_connections) */
+	atomic_uint_fast64_t accepted;
+	atomic_uint_fast64_t refused;     /* closed at once: no backend or over the limit */
+};
+
+struct dp_backend {
+	struct lb_addr addr;
+	char name[LB_ADDR_STRLEN];
+	unsigned weight;
+	struct dp_bstate *st;
+};
+
+struct dp_slistener {
+	const struct lb_listener_conf *conf;
+	struct dp_lsocks *socks;
+	struct dp_lstate *st;
+	struct dp_backend *backends;
+	unsigned n_backends;
+};
+
+struct dp_snapshot {
+	atomic_uint refs;
+	uint64_t version;
+	unsigned n_workers;
+	struct lb_config *conf;
+	struct dp_slistener *listeners;
+	unsigned n_listeners;
+};
+
+/* A worker's balancer for one listener of one snapshot. */
+struct dp_lset {
+	unsigned refs;                     /* the worker (while current) + its connections */
+	struct dp_snapshot *snap;          /* holds a snapshot reference */
+	const struct dp_slistener *sl;
+	struct dp_lb lb;
+	struct dp_list idle;               /* connections, least recently active first */
+	struct dp_list link;               /* in worker->lsets */
+};
+
+/* A worker's accept on one listening socket. */
+enum {
+	DP_WL_ARMED = 1 << 0,              /* multishot accept in flight */
+	DP_WL_STOPPING = 1 << 1,           /* cancel sent; close the fd on the final CQE */
+	DP_WL_PAUSED = 1 << 2,             /* not armed: fd limit or max_connections; retry */
+};
+
+struct dp_wlistener {
+	unsigned idx;                      /* slot in worker->wls: user_data of its accept */
+	uint32_t gen;
+	unsigned flags;
+	int fd;
+	struct dp_lsocks *socks;           /* reference */
+	struct dp_lset *set;               /* current balancer (reference) or NULL when stopping */
+	uint64_t resume_ms;                /* when paused: when to try again */
+};
+
+/* One direction of a proxied connection. */
+#define DP_HALF_QMAX 4                     /* buffers queued per direction: the backpressure cap */
+
+enum {
+	DP_H_RECV = 1 << 0,                /* a recv is in flight on the source */
+	DP_H_SEND = 1 << 1,                /* a send is in flight on the destination */
+	DP_H_EOF = 1 << 2,                 /* the source sent FIN */
+	DP_H_SHUT = 1 << 3,                /* we shut the destination's write side */
+	DP_H_NOBUF = 1 << 4,               /* waiting in worker->nobuf for free buffers */
+	DP_H_POLLFIRST = 1 << 5,           /* next recv: poll before trying (socket likely empty) */
+};
+
+struct dp_half {
+	uint8_t which;                     /* DP_C2B or DP_B2C: finds the conn from the half */
+	uint8_t flags;
+	uint8_t head;                      /* first queued buffer */
+	uint8_t count;                     /* queued buffers */
+	uint8_t nsend;                     /* of them, in the in-flight send */
+	uint16_t bid[DP_HALF_QMAX];
+	uint32_t len[DP_HALF_QMAX];
+	struct dp_list nobuf;              /* in worker->nobuf while DP_H_NOBUF */
+	uint32_t off;                      /* bytes of bid[head] already sent */
+	uint64_t bytes;
+	/* The gathered send in flight: must stay put until the engine has submitted it. */
+	struct iovec iov[DP_HALF_QMAX];
+	struct msghdr msg;
+};
+
+enum dp_conn_kind {
+	DP_CONN_PROXY = 0,
+	DP_CONN_CHECK,                     /* an active health-check probe */
+};
+
+enum dp_conn_state {
+	DP_CS_FREE = 0,
+	DP_CS_CONNECTING,
+	DP_CS_RELAY,
+	DP_CS_CLOSING,
+};
+
+enum { DP_C2B = 0, DP_B2C = 1 };          /* half index: client->backend, backend->client */
+
+struct dp_conn {
+	uint32_t slot;
+	uint32_t gen;                      /* bumped on free: late completions are recognised */
+	uint8_t kind;
+	uint8_t state;
+	uint8_t tries;                     /* connect attempts made */
+	uint8_t cancelled;                 /* cancel requests issued since CLOSING */
+	uint16_t inflight;                 /* requests that will still post a completion */
+	int fd[2];                         /* [0] client, [1] backend */
+	int bidx;                          /* backend index in set->sl, -1 none */
+	uint64_t tried;                    /* bitmap of backends tried (first 64) */
+	uint64_t key;                      /* client hash (maglev) */
+	uint64_t last_ms;
+	struct dp_lset *set;               /* reference */
+	struct dp_list idle;               /* in set->idle */
+	struct dp_half half[2];
+	struct __kernel_timespec cts;      /* connect timeout, kept while linked */
+	struct dp_bstate *check;           /* DP_CONN_CHECK: the backend checked (reference) */
+};
+
+/*
+ * The I/O engine: how requests are issued and completions reaped.  The connection machine
+ * (conn.c) never sees an io_uring or epoll structure; engines report completions by calling the
+ * dp_conn_* and dp_worker_* entry points below.  Every request issued for a connection
+ * increments c->inflight and its completion is followed by dp_conn_put().
+ */
+struct dp_engine {
+	const char *name;
+	int (*init)(struct dp_worker *w, char *err, size_t errlen);
+	void (*fini)(struct dp_worker *w);
+	int (*accept)(struct dp_worker *w, struct dp_wlistener *wl);
+	int (*accept_cancel)(struct dp_worker *w, struct dp_wlistener *wl);
+	int (*connect)(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
+		       unsigned timeout_ms);
+	int (*recv)(struct dp_worker *w, struct dp_conn *c, int h);
+	int (*send)(struct dp_worker *w, struct dp_conn *c, int h);
+	int (*cancel)(struct dp_worker *w, struct dp_conn *c);
+	void *(*buf)(struct dp_worker *w, unsigned bid);
+	void (*buf_put)(struct dp_worker *w, unsigned bid);
+	/* Submit what is queued, wait up to timeout_ms, dispatch completions. */
+	int (*run)(struct dp_worker *w, unsigned timeout_ms);
+};
+
+extern const struct dp_engine dp_engine_uring;
+
+/* Counters a worker keeps; read racily by status code. */
+struct dp_wstats {
+	uint64_t accepted;
+	uint64_t closed;
+	uint64_t connect_errors;
+	uint64_t no_backend;
+	uint64_t over_limit;
+	uint64_t nobufs;
+	uint64_t stale_cqes;
+	uint64_t accept_pauses;
+};
+
+struct dp_worker {
+	unsigned id;
+	pthread_t thread;
+	const struct dp_engine *eng;
+	void *engine;                      /* the engine's private state */
+	int efd;                           /* eventfd: the main thread wakes us */
+	uint64_t efd_val;
+	struct dp_snapshot *snap;          /* current (reference) */
+	_Atomic(struct dp_snapshot *) next; /* handed over by main */
+	atomic_int drain;                  /* 0 run, 1 drain, 2 drain now (second signal) */
+	atomic_bool stopped;               /* set when the loop has exited */
+	bool draining;
+	uint64_t drain_deadline_ms;
+	uint64_t now_ms;
+	unsigned buffer_size;
+	unsigned buffer_count;
+
+	struct dp_wlistener **wls;         /* by idx; NULL = free */
+	unsigned n_wls;
+	uint32_t wl_gen;
+	struct dp_list lsets;              /* every live dp_lset */
+	struct dp_list nobuf;              /* halves waiting for buffers */
+
+	struct dp_conn **chunks;           /* connection slab: chunks of DP_SLAB_CHUNK */
+	unsigned n_chunks;
+	uint32_t *free_slots;
+	unsigned n_free;
+	unsigned n_conns;                  /* proxied connections open */
+	unsigned n_checks;                 /* health probes in flight */
+
+	struct dp_hcheck *hc;              /* active health checks (worker 0 only) */
+	struct dp_wstats stats;
+	uint64_t rng;
+	unsigned bufs_held;                /* provided buffers taken by receives, not yet returned */
+	atomic_int init_result;            /* 1 running, < 0 engine setup failed, 0 not yet */
+	bool fd_exhausted_logged;
+};
+
+#define DP_SLAB_CHUNK 1024u
+
+/* conn.c: the connection state machine. */
+void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd);
+void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res);
+void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, int bid, bool more);
+void dp_conn_sent(struct dp_worker *w, struct dp_conn *c, int h, int res);
+void dp_conn_put(struct dp_worker *w, struct dp_conn *c);
+void dp_conn_close(struct dp_worker *w, struct dp_conn *c);
+struct dp_conn *dp_conn_get(struct dp_worker *w, uint32_t slot, uint32_t gen);
+struct dp_conn *dp_conn_alloc(struct dp_worker *w);
+void dp_conn_expire_idle(struct dp_worker *w, struct dp_lset *set, uint64_t *next_ms);
+void dp_conn_retry_nobuf(struct dp_worker *w);
+void dp_conn_slab_free(struct dp_worker *w);
+
+/* worker.c */
+int dp_worker_start(struct dp_worker *w);
+void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err);
+void dp_worker_pause_accept(struct dp_worker *w, struct dp_wlistener *wl);
+void dp_worker_wake(struct dp_worker *w);
+void dp_worker_woken(struct dp_worker *w);
+void dp_lset_put(struct dp_worker *w, struct dp_lset *set);
+
+/* snapshot.c */
+int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, unsigned n_workers,
+		      uint64_t version, struct dp_snapshot **ret, char *err, size_t errlen);
+void dp_snapshot_get(struct dp_snapshot *s);
+void dp_snapshot_put(struct dp_snapshot *s);
+void dp_lsocks_put(struct dp_lsocks *ls);
+void dp_bstate_put(struct dp_bstate *b);
+
+/* hcheck.c: active health checks, run by worker 0 from its own ring. */
+int dp_hcheck_sync(struct dp_worker *w);
+void dp_hcheck_run(struct dp_worker *w, uint64_t *next_ms);
+void dp_hcheck_done(struct dp_worker *w, struct dp_conn *c, int res);
+void dp_hcheck_free(struct dp_worker *w);
+
+uint64_t dp_now_ms(void);
+
+#endif
