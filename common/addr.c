@@ -1,1 +1,205 @@
-/* placeholder */
+/* addr.c - parse, print, compare and hash IPv4/IPv6 socket addresses. */
+#include "common/addr.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+
+static int addr_fail(char *err, size_t errlen, const char *why)
+{
+	if (err && errlen)
+		snprintf(err, errlen, "%s", why);
+	return -EINVAL;
+}
+
+/* Decimal digits only: strtoul would take "+80", " 80" and "0x50". */
+static int parse_port(const char *s, bool allow_port0, in_port_t *ret, char *err, size_t errlen)
+{
+	unsigned long v = 0;
+	size_t i;
+
+	if (!*s)
+		return addr_fail(err, errlen, "missing port after ':'");
+	for (i = 0; s[i]; i++) {
+		if (!isdigit((unsigned char)s[i]) || i >= 5)
+			return addr_fail(err, errlen, "port must be a number between 1 and 65535");
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (v > 65535 || (v == 0 && !allow_port0))
+		return addr_fail(err, errlen, "port must be a number between 1 and 65535");
+	*ret = htons((in_port_t)v);
+	return 0;
+}
+
+static int parse_v6(const char *s, bool allow_port0, struct lb_addr *a, char *err, size_t errlen)
+{
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+	char host[INET6_ADDRSTRLEN];
+	const char *end = strchr(s, ']');
+	size_t n;
+
+	if (!end)
+		return addr_fail(err, errlen, "missing ']' after the IPv6 address");
+	n = (size_t)(end - s - 1);
+	if (n == 0 || n >= sizeof(host))
+		return addr_fail(err, errlen, "not a valid IPv6 address");
+	memcpy(host, s + 1, n);
+	host[n] = '\0';
+	if (end[1] != ':')
+		return addr_fail(err, errlen, "missing port: expected [addr]:port");
+	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+		return addr_fail(err, errlen, "not a valid IPv6 address");
+	sin6->sin6_family = AF_INET6;
+	a->len = sizeof(*sin6);
+	return parse_port(end + 2, allow_port0, &sin6->sin6_port, err, errlen);
+}
+
+static bool looks_like_hostname(const char *host, const char *end)
+{
+	for (; host < end; host++) {
+		if (isalpha((unsigned char)*host))
+			return true;
+	}
+	return false;
+}
+
+static int parse_v4(const char *s, bool allow_port0, struct lb_addr *a, char *err, size_t errlen)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+	const char *colon = strrchr(s, ':');
+	char host[INET_ADDRSTRLEN];
+	size_t n;
+
+	if (!colon)
+		return addr_fail(err, errlen, "missing port: expected ip:port");
+	if (memchr(s, ':', (size_t)(colon - s)))
+		return addr_fail(err, errlen, "IPv6 addresses must be written as [addr]:port");
+	n = (size_t)(colon - s);
+	if (n >= sizeof(host) || n == 0)
+		goto bad_host;
+	memcpy(host, s, n);
+	host[n] = '\0';
+	if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+		goto bad_host;
+	sin->sin_family = AF_INET;
+	a->len = sizeof(*sin);
+	return parse_port(colon + 1, allow_port0, &sin->sin_port, err, errlen);
+
+bad_host:
+	/* Resolving names at start would make the balancer depend on DNS being up. */
+	if (looks_like_hostname(s, colon))
+		return addr_fail(err, errlen, "host names are not supported; use an IP address");
+	return addr_fail(err, errlen, "not a valid IPv4 address");
+}
+
+int lb_addr_parse(const char *s, bool allow_port0, struct lb_addr *ret, char *err, size_t errlen)
+{
+	struct lb_addr a;
+	int r;
+
+	if (!s || !*s)
+		return addr_fail(err, errlen, "empty address");
+	memset(&a, 0, sizeof(a));
+	if (s[0] == '[')
+		r = parse_v6(s, allow_port0, &a, err, errlen);
+	else
+		r = parse_v4(s, allow_port0, &a, err, errlen);
+	if (r < 0)
+		return r;
+	*ret = a;
+	return 0;
+}
+
+char *lb_addr_format(const struct lb_addr *a, char *buf, size_t len)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+	char host[INET6_ADDRSTRLEN];
+
+	if (!buf || !len)
+		return buf;
+	switch (a->ss.ss_family) {
+	case AF_INET:
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(sin->sin_port));
+		break;
+	case AF_INET6:
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, ntohs(sin6->sin6_port));
+		break;
+	default:
+		snprintf(buf, len, "?");
+		break;
+	}
+	return buf;
+}
+
+bool lb_addr_equal(const struct lb_addr *a, const struct lb_addr *b)
+{
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&a->ss;
+	const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)&b->ss;
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in *b4 = (const struct sockaddr_in *)&b->ss;
+
+	if (a->ss.ss_family != b->ss.ss_family)
+		return false;
+	switch (a->ss.ss_family) {
+	case AF_INET:
+		return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+	case AF_INET6:
+		return a6->sin6_port == b6->sin6_port && a6->sin6_scope_id == b6->sin6_scope_id &&
+		       !memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr));
+	default:
+		return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+	}
+}
+
+/* splitmix64's finaliser: FNV-1a alone mixes the last bytes poorly into the high bits. */
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+static uint64_t fnv1a64(const unsigned char *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	while (n--) {
+		h ^= *p++;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+uint64_t lb_addr_hash_ip(const struct sockaddr *sa)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+	const unsigned char *ip;
+
+	if (!sa)
+		return 0;
+	switch (sa->sa_family) {
+	case AF_INET:
+		return mix64(fnv1a64((const unsigned char *)&sin->sin_addr, 4));
+	case AF_INET6:
+		ip = sin6->sin6_addr.s6_addr;
+		/*
+		 * A dual-stack [::] listener sees IPv4 clients as ::ffff:a.b.c.d; hash the
+		 * embedded IPv4 address so the client maps to the same backend either way.
+		 */
+		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+			return mix64(fnv1a64(ip + 12, 4));
+		return mix64(fnv1a64(ip, 16));
+	default:
+		return 0;
+	}
+}

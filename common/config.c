@@ -1,1 +1,894 @@
-/* placeholder */
+/* config.c - lb.yaml into struct lb_config: one table of keys per scope, all validated. */
+#include "common/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/*
+ * libyaml's document API gives a node tree with a mark (line) on every node.  Each mapping
+ * (top level, listener, backend, health_check) is read by parse_scope() against a table of
+ * rows {key, type, offset, min, max, default}, as nginx reads its directives: defaults come
+ * from the table, unknown and duplicate keys are refused, and each type has one setter.
+ * The first error stops the parse; its message names the file, the line and the key path
+ * ("listeners[0].backends[1].weight") so a reader can go straight to it.
+ */
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define CONF_FILE_MAX (16u << 20) /* more than any sane config: a wrong file, not a config */
+#define CONF_KEYS_MAX 16          /* rows in the largest table */
+#define KEYPATH_MAX 256
+#define QUOTE_MAX 72
+
+enum conf_type {
+	CT_UINT,      /* decimal integer in [min, max] */
+	CT_POW2,      /* CT_UINT that is also a power of two */
+	CT_AUTO_UINT, /* "auto" (stored as 0) or CT_UINT */
+	CT_ENUM,      /* one of names[], stored as its index in an int-sized enum */
+	CT_NAME,      /* [A-Za-z0-9_.-]{1,LB_NAME_MAX-1} into char[LB_NAME_MAX] */
+	CT_PATH,      /* absolute path shorter than max bytes, into char[max] */
+	CT_ADDR,      /* ip:port: struct lb_addr at off unless addr_off_none, text at str_off */
+	CT_PROTOCOL,  /* "tcp"; nothing stored while it is the only one */
+	CT_MAPPING,   /* nested scope: table sub read into obj + off */
+	CT_LISTENERS, /* the top-level listeners sequence */
+	CT_BACKENDS,  /* a listener's backends sequence */
+	CT_NTYPES
+};
+
+enum {
+	KF_REQUIRED = 1 << 0, /* a missing key is an error */
+	KF_MARK = 1 << 1,     /* presence sets the bool at mark_off */
+	KF_NO_ADDR = 1 << 2,  /* CT_ADDR: only the canonical text is stored */
+};
+
+struct parser;
+struct scope;
+
+struct conf_table {
+	const struct conf_key *keys;
+	size_t n;
+	/* Checks across keys of one mapping, once it is read. */
+	int (*check)(struct parser *p, void *obj, const struct scope *s, const char *path);
+};
+
+struct conf_key {
+	const char *key;
+	enum conf_type type;
+	unsigned flags;
+	size_t off;
+	unsigned long min, max, def;
+	size_t str_off;               /* CT_ADDR: canonical "ip:port" text */
+	size_t mark_off;              /* KF_MARK */
+	const char *const *names;     /* CT_ENUM, NULL-terminated, in enum order */
+	const struct conf_table *sub; /* CT_MAPPING */
+};
+
+/* One mapping being read: where it starts and the line of each key seen (0 = absent). */
+struct scope {
+	int line;
+	int key_line[CONF_KEYS_MAX];
+};
+
+struct parser {
+	yaml_document_t *doc;
+	const char *name; /* file name for messages */
+	char *err;
+	size_t errlen;
+};
+
+static int check_health(struct parser *p, void *obj, const struct scope *s, const char *path);
+
+_Static_assert(sizeof(enum lb_algo) == sizeof(int), "CT_ENUM stores an int");
+_Static_assert(sizeof(enum lb_io_engine) == sizeof(int), "CT_ENUM stores an int");
+_Static_assert(sizeof(enum lb_log_level) == sizeof(int), "CT_ENUM stores an int");
+
+/* Enum names, in the order of their enum's values. */
+static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
+static const char *const algo_names[] = { "round_robin", "least_conn", "random_two", "maglev",
+					  NULL };
+static const char *const engine_names[] = { "auto", "io_uring", "epoll", NULL };
+
+#define UINT_KEY(k, o, lo, hi, d)                                                                  \
+	{ .key = k, .type = CT_UINT, .off = o, .min = lo, .max = hi, .def = d }
+#define POW2_KEY(k, o, lo, hi, d)                                                                  \
+	{ .key = k, .type = CT_POW2, .off = o, .min = lo, .max = hi, .def = d }
+#define TOP(f) offsetof(struct lb_config, f)
+#define LSN(f) offsetof(struct lb_listener_conf, f)
+#define BKD(f) offsetof(struct lb_backend_conf, f)
+#define HLT(f) offsetof(struct lb_health_conf, f)
+
+static const struct conf_key health_keys[] = {
+	UINT_KEY("interval_ms", HLT(interval_ms), 100, 3600000, 2000),
+	UINT_KEY("timeout_ms", HLT(timeout_ms), 10, 3600000, 1000),
+	UINT_KEY("rise", HLT(rise), 1, 100, 2),
+	UINT_KEY("fall", HLT(fall), 1, 100, 3),
+};
+static const struct conf_table health_table = { health_keys, ARRAY_SIZE(health_keys),
+						check_health };
+
+static const struct conf_key backend_keys[] = {
+	{ .key = "address", .type = CT_ADDR, .flags = KF_REQUIRED, .off = BKD(addr),
+	  .str_off = BKD(addr_str) },
+	UINT_KEY("weight", BKD(weight), 1, 256, 1),
+};
+static const struct conf_table backend_table = { backend_keys, ARRAY_SIZE(backend_keys), NULL };
+
+static const struct conf_key listener_keys[] = {
+	{ .key = "name", .type = CT_NAME, .flags = KF_REQUIRED, .off = LSN(name) },
+	{ .key = "listen", .type = CT_ADDR, .flags = KF_REQUIRED, .off = LSN(listen),
+	  .str_off = LSN(listen_str) },
+	{ .key = "protocol", .type = CT_PROTOCOL },
+	{ .key = "algorithm", .type = CT_ENUM, .off = LSN(algorithm), .def = LB_ALGO_ROUND_ROBIN,
+	  .names = algo_names },
+	{ .key = "backends", .type = CT_BACKENDS, .flags = KF_REQUIRED },
+	{ .key = "health_check", .type = CT_MAPPING, .flags = KF_MARK, .off = LSN(health),
+	  .mark_off = LSN(health.enabled), .sub = &health_table },
+	UINT_KEY("connect_timeout_ms", LSN(connect_timeout_ms), 1, 600000, 3000),
+	UINT_KEY("idle_timeout_ms", LSN(idle_timeout_ms), 1, 86400000, 300000),
+	UINT_KEY("max_connections", LSN(max_connections), 1, 10000000, 100000),
+	UINT_KEY("connect_retries", LSN(connect_retries), 0, 16, 2),
+	UINT_KEY("max_fails", LSN(max_fails), 1, 1000, 3),
+	UINT_KEY("fail_timeout_ms", LSN(fail_timeout_ms), 100, 3600000, 10000),
+};
+static const struct conf_table listener_table = { listener_keys, ARRAY_SIZE(listener_keys),
+						  NULL };
+
+static const struct conf_key top_keys[] = {
+	/* 0 means auto: the CPUs this process may use (see cpus.h). */
+	{ .key = "acceptors", .type = CT_AUTO_UINT, .off = TOP(acceptors), .min = 1, .max = 1024,
+	  .def = 0 },
+	{ .key = "log_level", .type = CT_ENUM, .flags = KF_MARK, .off = TOP(log_level),
+	  .def = LB_LOG_INFO, .mark_off = TOP(log_level_set), .names = log_level_names },
+	{ .key = "control_socket", .type = CT_PATH, .off = TOP(control_socket),
+	  .max = LB_PATH_MAX },
+	{ .key = "metrics", .type = CT_ADDR, .flags = KF_NO_ADDR, .str_off = TOP(metrics) },
+	{ .key = "io_engine", .type = CT_ENUM, .off = TOP(io_engine), .def = LB_ENGINE_AUTO,
+	  .names = engine_names },
+	UINT_KEY("drain_timeout_ms", TOP(drain_timeout_ms), 0, 3600000, 30000),
+	POW2_KEY("buffer_size", TOP(buffer_size), 4096, 1048576, 65536),
+	POW2_KEY("buffer_count", TOP(buffer_count), 64, 32768, 1024),
+	{ .key = "listeners", .type = CT_LISTENERS, .flags = KF_REQUIRED },
+};
+static const struct conf_table top_table = { top_keys, ARRAY_SIZE(top_keys), NULL };
+
+_Static_assert(ARRAY_SIZE(listener_keys) <= CONF_KEYS_MAX, "grow CONF_KEYS_MAX");
+_Static_assert(ARRAY_SIZE(top_keys) <= CONF_KEYS_MAX, "grow CONF_KEYS_MAX");
+
+const char *lb_algo_name(enum lb_algo a)
+{
+	return (unsigned)a < ARRAY_SIZE(algo_names) - 1 ? algo_names[a] : "?";
+}
+
+const char *lb_engine_name(enum lb_io_engine e)
+{
+	return (unsigned)e < ARRAY_SIZE(engine_names) - 1 ? engine_names[e] : "?";
+}
+
+/* ---- messages ---- */
+
+__attribute__((format(printf, 3, 4))) static int fail(struct parser *p, int line, const char *fmt,
+						      ...)
+{
+	va_list ap;
+	int n;
+
+	if (!p->errlen)
+		return -EINVAL;
+	n = snprintf(p->err, p->errlen, "%s:%d: ", p->name, line);
+	if (n >= 0 && (size_t)n < p->errlen) {
+		va_start(ap, fmt);
+		vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+static int fail_nomem(struct parser *p)
+{
+	if (p->errlen)
+		snprintf(p->err, p->errlen, "%s: out of memory", p->name);
+	return -ENOMEM;
+}
+
+/* A value as the user wrote it, quoted, cut short, with control bytes made harmless for logs. */
+static const char *quote(const char *s, char *buf, size_t len)
+{
+	size_t i = 0, max = len - 5; /* room for the quotes, "..." and NUL */
+
+	buf[i++] = '"';
+	for (; *s && i < max; s++)
+		buf[i++] = (*s < 0x20 || *s == 0x7f || *s == '"') ? '?' : *s;
+	if (*s) {
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i++] = '"';
+	buf[i] = '\0';
+	return buf;
+}
+
+/* "listeners[0]" + "name" -> "listeners[0].name"; the top level has no prefix. */
+static const char *key_path(const char *path, const char *key, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s%s", path, *path ? "." : "", key);
+	return buf;
+}
+
+/* ---- nodes ---- */
+
+static yaml_node_t *node(struct parser *p, int index)
+{
+	return yaml_document_get_node(p->doc, index);
+}
+
+static int node_line(const yaml_node_t *n)
+{
+	return (int)n->start_mark.line + 1;
+}
+
+static const char *node_text(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+/* "key:" with nothing after it: accepted where an empty mapping is meant. */
+static bool node_is_null(const yaml_node_t *n)
+{
+	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+
+	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	for (size_t i = 0; i < ARRAY_SIZE(nulls); i++) {
+		if (!strcmp(node_text(n), nulls[i]))
+			return true;
+	}
+	return false;
+}
+
+static const char *node_kind(const yaml_node_t *n)
+{
+	if (n->type == YAML_MAPPING_NODE)
+		return "a mapping";
+	if (n->type == YAML_SEQUENCE_NODE)
+		return "a list";
+	return node_is_null(n) ? "nothing" : "a single value";
+}
+
+static size_t seq_len(const yaml_node_t *n)
+{
+	return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
+
+/* The text of scalar v, or an error saying what path must be. */
+static int scalar(struct parser *p, const yaml_node_t *v, const char *path, const char *what,
+		  const char **ret)
+{
+	if (v->type != YAML_SCALAR_NODE)
+		return fail(p, node_line(v), "%s: must be %s, got %s", path, what, node_kind(v));
+	if (strlen(node_text(v)) != v->data.scalar.length)
+		return fail(p, node_line(v), "%s: must be %s, got a value with a NUL byte", path,
+			    what);
+	*ret = node_text(v);
+	return 0;
+}
+
+static int bad_value(struct parser *p, const yaml_node_t *v, const char *path, const char *what)
+{
+	char q[QUOTE_MAX];
+
+	return fail(p, node_line(v), "%s: must be %s, got %s", path, what,
+		    quote(node_text(v), q, sizeof(q)));
+}
+
+/* ---- setters, one per type ---- */
+
+/*
+ * Decimal digits only: strtoul would take " 5", "+5", "-5" (as a huge number) and "0x5",
+ * and YAML 1.1 readers take "010" as octal, so a leading zero is refused as ambiguous.
+ */
+static int parse_decimal(const char *s, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (!*s || (s[0] == '0' && s[1]))
+		return -EINVAL;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*s - '0');
+		if (v > UINT32_MAX)
+			return -ERANGE;
+	}
+	*ret = v;
+	return 0;
+}
+
+static int set_uint(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+		    const char *path)
+{
+	bool pow2 = k->type == CT_POW2, autok = k->type == CT_AUTO_UINT;
+	const char *s;
+	char what[96];
+	uint64_t n;
+	int r;
+
+	snprintf(what, sizeof(what), "%s%s between %lu and %lu", autok ? "\"auto\" or " : "",
+		 pow2 ? "a power of two" : "an integer", k->min, k->max);
+	r = scalar(p, v, path, what, &s);
+	if (r < 0)
+		return r;
+	if (autok && !strcmp(s, "auto")) {
+		n = 0;
+	} else if (parse_decimal(s, &n) < 0 || n < k->min || n > k->max ||
+		   (pow2 && (n & (n - 1)))) {
+		return bad_value(p, v, path, what);
+	}
+	*(unsigned *)((char *)obj + k->off) = (unsigned)n;
+	return 0;
+}
+
+static int set_enum(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+		    const char *path)
+{
+	char what[128] = "one of ";
+	const char *s;
+	size_t i;
+	int r;
+
+	for (i = 0; k->names[i]; i++) {
+		strncat(what, k->names[i], sizeof(what) - strlen(what) - 1);
+		if (k->names[i + 1])
+			strncat(what, ", ", sizeof(what) - strlen(what) - 1);
+	}
+	r = scalar(p, v, path, what, &s);
+	if (r < 0)
+		return r;
+	for (i = 0; k->names[i]; i++) {
+		if (!strcmp(s, k->names[i])) {
+			*(int *)((char *)obj + k->off) = (int)i;
+			return 0;
+		}
+	}
+	return bad_value(p, v, path, what);
+}
+
+static int set_name(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+		    const char *path)
+{
+	static const char what[] = "a name of 1 to 63 characters from A-Z a-z 0-9 _ . -";
+	const char *s;
+	size_t len;
+	int r;
+
+	_Static_assert(LB_NAME_MAX == 64, "update the message");
+	r = scalar(p, v, path, what, &s);
+	if (r < 0)
+		return r;
+	len = strlen(s);
+	if (len == 0 || len >= LB_NAME_MAX ||
+	    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != len)
+		return bad_value(p, v, path, what);
+	memcpy((char *)obj + k->off, s, len + 1);
+	return 0;
+}
+
+static int set_path(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+		    const char *path)
+{
+	const char *s;
+	char what[96];
+	int r;
+
+	/* max is sizeof(sun_path): a longer path cannot be bound, and must not be cut. */
+	snprintf(what, sizeof(what), "an absolute path shorter than %lu bytes", k->max);
+	r = scalar(p, v, path, what, &s);
+	if (r < 0)
+		return r;
+	if (s[0] != '/' || strlen(s) >= k->max)
+		return bad_value(p, v, path, what);
+	memcpy((char *)obj + k->off, s, strlen(s) + 1);
+	return 0;
+}
+
+static int set_addr(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+		    const char *path)
+{
+	char why[128], q[QUOTE_MAX];
+	struct lb_addr a;
+	const char *s;
+	int r;
+
+	r = scalar(p, v, path, "an address ip:port or [ipv6]:port", &s);
+	if (r < 0)
+		return r;
+	if (lb_addr_parse(s, false, &a, why, sizeof(why)) < 0)
+		return fail(p, node_line(v), "%s: invalid address %s: %s", path,
+			    quote(s, q, sizeof(q)), why);
+	if (!(k->flags & KF_NO_ADDR))
+		*(struct lb_addr *)((char *)obj + k->off) = a;
+	lb_addr_format(&a, (char *)obj + k->str_off, LB_ADDR_STRLEN);
+	return 0;
+}
+
+static int set_protocol(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+			const char *path)
+{
+	const char *s;
+	int r;
+
+	r = scalar(p, v, path, "tcp", &s);
+	if (r < 0)
+		return r;
+	if (!strcmp(s, "udp"))
+		return fail(p, node_line(v), "%s: UDP is not supported yet; only tcp", path);
+	if (strcmp(s, "tcp"))
+		return bad_value(p, v, path, "tcp");
+	return 0;
+}
+
+static int parse_scope(struct parser *p, const struct conf_table *t, yaml_node_t *map,
+		       void *obj, const char *path, struct scope *s);
+
+static int set_mapping(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+		       const char *path)
+{
+	struct scope s;
+
+	return parse_scope(p, k->sub, v, (char *)obj + k->off, path, &s);
+}
+
+static int scope_line(const struct conf_table *t, const struct scope *s, const char *key)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		if (!strcmp(t->keys[i].key, key))
+			return s->key_line[i];
+	}
+	return 0;
+}
+
+static void apply_defaults(const struct conf_table *t, void *obj)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct conf_key *k = &t->keys[i];
+		char *field = (char *)obj + k->off;
+
+		switch (k->type) {
+		case CT_UINT:
+		case CT_POW2:
+		case CT_AUTO_UINT:
+			*(unsigned *)field = (unsigned)k->def;
+			break;
+		case CT_ENUM:
+			*(int *)field = (int)k->def;
+			break;
+		case CT_MAPPING:
+			apply_defaults(k->sub, field);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/* A duplicate would get the same connections twice as often as its weight says. */
+static int check_backend_unique(struct parser *p, const struct lb_listener_conf *l, size_t i,
+				const struct scope *s, const char *path, const char *seq_path)
+{
+	const struct lb_backend_conf *b = &l->backends[i];
+
+	for (size_t j = 0; j < i; j++) {
+		if (lb_addr_equal(&l->backends[j].addr, &b->addr))
+			return fail(p, scope_line(&backend_table, s, "address"),
+				    "%s.address: duplicate backend %s (same as %s[%zu])", path,
+				    b->addr_str, seq_path, j);
+	}
+	return 0;
+}
+
+static int set_backends(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+			const char *path)
+{
+	struct lb_listener_conf *l = obj;
+	char ipath[KEYPATH_MAX];
+	struct scope s;
+	size_t i, n;
+	int r;
+
+	if (v->type != YAML_SEQUENCE_NODE || seq_len(v) == 0)
+		return fail(p, node_line(v), "%s: must be a list of 1 to %d backends, got %s",
+			    path, LB_BACKENDS_MAX,
+			    v->type == YAML_SEQUENCE_NODE ? "an empty list" : node_kind(v));
+	n = seq_len(v);
+	if (n > LB_BACKENDS_MAX)
+		return fail(p, node_line(v), "%s: must be a list of 1 to %d backends, got %zu",
+			    path, LB_BACKENDS_MAX, n);
+	l->backends = calloc(n, sizeof(*l->backends));
+	if (!l->backends)
+		return fail_nomem(p);
+	l->n_backends = n;
+	for (i = 0; i < n; i++) {
+		yaml_node_t *item = node(p, v->data.sequence.items.start[i]);
+
+		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
+		apply_defaults(&backend_table, &l->backends[i]);
+		r = parse_scope(p, &backend_table, item, &l->backends[i], ipath, &s);
+		if (r < 0)
+			return r;
+		r = check_backend_unique(p, l, i, &s, ipath, path);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Two listeners on one address would split its connections between two configurations. */
+static int check_listener_unique(struct parser *p, const struct lb_config *c, size_t i,
+				 const struct scope *s, const char *path)
+{
+	const struct lb_listener_conf *l = &c->listeners[i];
+
+	for (size_t j = 0; j < i; j++) {
+		const struct lb_listener_conf *o = &c->listeners[j];
+
+		if (!strcmp(o->name, l->name))
+			return fail(p, scope_line(&listener_table, s, "name"),
+				    "%s.name: duplicate listener name \"%s\" (also listeners[%zu] "
+				    "at line %d)",
+				    path, l->name, j, o->line);
+		if (lb_addr_equal(&o->listen, &l->listen))
+			return fail(p, scope_line(&listener_table, s, "listen"),
+				    "%s.listen: %s is already the address of listener \"%s\" "
+				    "(listeners[%zu] at line %d)",
+				    path, l->listen_str, o->name, j, o->line);
+	}
+	return 0;
+}
+
+static int set_listeners(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+			 const char *path)
+{
+	struct lb_config *c = obj;
+	char ipath[KEYPATH_MAX];
+	struct scope s;
+	size_t i, n;
+	int r;
+
+	if (v->type != YAML_SEQUENCE_NODE || seq_len(v) == 0)
+		return fail(p, node_line(v), "%s: must be a list of 1 to %d listeners, got %s",
+			    path, LB_LISTENERS_MAX,
+			    v->type == YAML_SEQUENCE_NODE ? "an empty list" : node_kind(v));
+	n = seq_len(v);
+	if (n > LB_LISTENERS_MAX)
+		return fail(p, node_line(v), "%s: must be a list of 1 to %d listeners, got %zu",
+			    path, LB_LISTENERS_MAX, n);
+	c->listeners = calloc(n, sizeof(*c->listeners));
+	if (!c->listeners)
+		return fail_nomem(p);
+	c->n_listeners = n;
+	for (i = 0; i < n; i++) {
+		yaml_node_t *item = node(p, v->data.sequence.items.start[i]);
+		struct lb_listener_conf *l = &c->listeners[i];
+
+		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
+		apply_defaults(&listener_table, l);
+		l->line = node_line(item);
+		r = parse_scope(p, &listener_table, item, l, ipath, &s);
+		if (r < 0)
+			return r;
+		r = check_listener_unique(p, c, i, &s, ipath);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+typedef int (*conf_setter)(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
+			   const char *path);
+
+static const conf_setter setters[CT_NTYPES] = {
+	[CT_UINT] = set_uint,         [CT_POW2] = set_uint,           [CT_AUTO_UINT] = set_uint,
+	[CT_ENUM] = set_enum,         [CT_NAME] = set_name,           [CT_PATH] = set_path,
+	[CT_ADDR] = set_addr,         [CT_PROTOCOL] = set_protocol,   [CT_MAPPING] = set_mapping,
+	[CT_LISTENERS] = set_listeners, [CT_BACKENDS] = set_backends,
+};
+
+/* ---- scopes ---- */
+
+/* A timeout as long as the interval would overlap the next probe to the same backend. */
+static int check_health(struct parser *p, void *obj, const struct scope *s, const char *path)
+{
+	const struct lb_health_conf *h = obj;
+	int line;
+
+	if (h->timeout_ms < h->interval_ms)
+		return 0;
+	line = scope_line(&health_table, s, "timeout_ms");
+	if (!line)
+		line = scope_line(&health_table, s, "interval_ms");
+	return fail(p, line ? line : s->line,
+		    "%s.timeout_ms: must be less than interval_ms (%u), got %u", path,
+		    h->interval_ms, h->timeout_ms);
+}
+
+static int unknown_key(struct parser *p, const struct conf_table *t, const yaml_node_t *k,
+		       const char *path)
+{
+	char known[512] = "", q[QUOTE_MAX];
+
+	for (size_t i = 0; i < t->n; i++) {
+		strncat(known, t->keys[i].key, sizeof(known) - strlen(known) - 1);
+		if (i + 1 < t->n)
+			strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+	}
+	return fail(p, node_line(k), "%s%sunknown key %s (known keys: %s)", path,
+		    *path ? ": " : "", quote(node_text(k), q, sizeof(q)), known);
+}
+
+static int find_key(const struct conf_table *t, const yaml_node_t *k)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const char *key = t->keys[i].key;
+
+		if (strlen(key) == k->data.scalar.length && !strcmp(key, node_text(k)))
+			return (int)i;
+	}
+	return -1;
+}
+
+static int parse_pair(struct parser *p, const struct conf_table *t, const yaml_node_pair_t *pair,
+		      void *obj, const char *path, struct scope *s)
+{
+	yaml_node_t *k = node(p, pair->key), *v = node(p, pair->value);
+	char kpath[KEYPATH_MAX];
+	const struct conf_key *row;
+	int i, r;
+
+	if (k->type != YAML_SCALAR_NODE)
+		return fail(p, node_line(k), "%s%skeys must be plain words, got %s", path,
+			    *path ? ": " : "", node_kind(k));
+	i = find_key(t, k);
+	if (i < 0)
+		return unknown_key(p, t, k, path);
+	row = &t->keys[i];
+	key_path(path, row->key, kpath, sizeof(kpath));
+	if (s->key_line[i])
+		return fail(p, node_line(k), "%s: duplicate key (first at line %d)", kpath,
+			    s->key_line[i]);
+	s->key_line[i] = node_line(k);
+	r = setters[row->type](p, row, v, obj, kpath);
+	if (r < 0)
+		return r;
+	if (row->flags & KF_MARK)
+		*(bool *)((char *)obj + row->mark_off) = true;
+	return 0;
+}
+
+/* Read one mapping into obj (its defaults already applied) against table t. */
+static int parse_scope(struct parser *p, const struct conf_table *t, yaml_node_t *map,
+		       void *obj, const char *path, struct scope *s)
+{
+	yaml_node_pair_t *pair;
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	s->line = node_line(map);
+	if (map->type == YAML_MAPPING_NODE) {
+		for (pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
+		     pair++) {
+			r = parse_pair(p, t, pair, obj, path, s);
+			if (r < 0)
+				return r;
+		}
+	} else if (!node_is_null(map)) {
+		return fail(p, s->line, "%s%s must be a mapping of keys, got %s",
+			    *path ? path : "the top level", *path ? ":" : "", node_kind(map));
+	}
+	for (size_t i = 0; i < t->n; i++) {
+		if ((t->keys[i].flags & KF_REQUIRED) && !s->key_line[i])
+			return fail(p, s->line, "%s%smissing required key \"%s\"", path,
+				    *path ? ": " : "", t->keys[i].key);
+	}
+	return t->check ? t->check(p, obj, s, path) : 0;
+}
+
+/* ---- documents and files ---- */
+
+/* Reader errors (bad UTF-8) carry a byte offset, not a mark. */
+static int line_of_offset(const char *text, size_t len, size_t off)
+{
+	int line = 1;
+
+	for (size_t i = 0; i < off && i < len; i++)
+		line += text[i] == '\n';
+	return line;
+}
+
+static int yaml_fail(struct parser *p, const yaml_parser_t *yp, const char *text, size_t len)
+{
+	const char *problem = yp->problem ? yp->problem : "unknown error";
+	int line;
+
+	if (yp->error == YAML_MEMORY_ERROR)
+		return fail_nomem(p);
+	if (yp->error == YAML_READER_ERROR)
+		line = line_of_offset(text, len, yp->problem_offset);
+	else
+		line = (int)yp->problem_mark.line + 1;
+	if (yp->context)
+		return fail(p, line, "YAML syntax error: %s (%s at line %d)", problem, yp->context,
+			    (int)yp->context_mark.line + 1);
+	return fail(p, line, "YAML syntax error: %s", problem);
+}
+
+/* Load the first document; a second one is refused, as it would be silently ignored. */
+static int load_document(struct parser *p, const char *text, size_t len, yaml_document_t *doc)
+{
+	yaml_parser_t yp;
+	yaml_document_t extra;
+	int r = 0;
+
+	if (!yaml_parser_initialize(&yp))
+		return fail_nomem(p);
+	yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&yp, doc)) {
+		r = yaml_fail(p, &yp, text, len);
+		goto out_parser;
+	}
+	if (!yaml_parser_load(&yp, &extra)) {
+		r = yaml_fail(p, &yp, text, len);
+		goto out_doc;
+	}
+	if (yaml_document_get_root_node(&extra))
+		r = fail(p, (int)extra.start_mark.line + 1,
+			 "only one YAML document is allowed in a configuration file");
+	yaml_document_delete(&extra);
+	if (r < 0)
+		goto out_doc;
+	goto out_parser;
+
+out_doc:
+	yaml_document_delete(doc);
+out_parser:
+	yaml_parser_delete(&yp);
+	return r;
+}
+
+static int parse_text(struct parser *p, const char *text, size_t len, struct lb_config *c)
+{
+	yaml_document_t doc;
+	yaml_node_t *root;
+	struct scope s;
+	int r;
+
+	r = load_document(p, text, len, &doc);
+	if (r < 0)
+		return r;
+	p->doc = &doc;
+	apply_defaults(&top_table, c);
+	root = yaml_document_get_root_node(&doc);
+	if (!root)
+		r = fail(p, 1, "the file is empty: missing required key \"listeners\"");
+	else
+		r = parse_scope(p, &top_table, root, c, "", &s);
+	yaml_document_delete(&doc);
+	p->doc = NULL;
+	return r;
+}
+
+static int config_parse(const char *text, size_t len, const char *name, const char *path,
+			struct lb_config **ret, char *err, size_t errlen)
+{
+	struct parser p = { .name = name, .err = err, .errlen = err ? errlen : 0 };
+	struct lb_config *c;
+	int r;
+
+	if (p.errlen)
+		err[0] = '\0';
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return fail_nomem(&p);
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	r = parse_text(&p, text, len, c);
+	if (r < 0)
+		goto out_free;
+	*ret = c;
+	return 0;
+
+out_free:
+	lb_config_free(c);
+	return r;
+}
+
+int lb_config_parse(const char *text, size_t len, const char *name, struct lb_config **ret,
+		    char *err, size_t errlen)
+{
+	return config_parse(text, len, name ? name : "<config>", "", ret, err, errlen);
+}
+
+/* The whole file, NUL-terminated (for messages only: the parser is given its length). */
+static int read_file(const char *path, char **ret, size_t *ret_len)
+{
+	size_t len = 0, cap = 4096;
+	char *buf, *nbuf;
+	ssize_t n;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -errno;
+	r = -ENOMEM;
+	buf = malloc(cap);
+	if (!buf)
+		goto out_close;
+	for (;;) {
+		if (len + 1 == cap) {
+			r = -EFBIG;
+			if (cap >= CONF_FILE_MAX)
+				goto out_free;
+			r = -ENOMEM;
+			nbuf = realloc(buf, cap * 2);
+			if (!nbuf)
+				goto out_free;
+			buf = nbuf;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n == 0)
+			break;
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out_free;
+		}
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+
+out_free:
+	free(buf);
+out_close:
+	close(fd);
+	return r;
+}
+
+int lb_config_load(const char *path, struct lb_config **ret, char *err, size_t errlen)
+{
+	char *text;
+	size_t len;
+	int r;
+
+	if (strlen(path) >= sizeof(((struct lb_config *)NULL)->path))
+		r = -ENAMETOOLONG;
+	else
+		r = read_file(path, &text, &len);
+	if (r < 0) {
+		if (err && errlen)
+			snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
+		return r;
+	}
+	r = config_parse(text, len, path, path, ret, err, errlen);
+	free(text);
+	return r;
+}
+
+void lb_config_free(struct lb_config *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n_listeners; i++)
+		free(c->listeners[i].backends);
+	free(c->listeners);
+	free(c);
+}

@@ -10,6 +10,8 @@
 
 #define LB_NAME_MAX 64
 #define LB_PATH_MAX 108 /* sizeof(sun_path) */
+#define LB_LISTENERS_MAX 1024 /* listeners in one configuration */
+#define LB_BACKENDS_MAX 4096  /* backends in one listener */
 
 enum lb_algo {
 	LB_ALGO_ROUND_ROBIN = 0, /* smooth weighted round robin (nginx's) */

@@ -14,7 +14,7 @@ static const uint32_t maglev_sizes[] = {
 
 uint32_t dp_maglev_size_for(uint32_t n)
 {
-	uint64_t want = (uint64_t)n * 100;
+	uint64_t want = (uint64_t)n * 1000;
 	size_t i;
 
 	for (i = 0; i < sizeof(maglev_sizes) / sizeof(maglev_sizes[0]); i++)

@@ -11,7 +11,8 @@ struct dp_maglev {
 };
 
 /*
- * Smallest prime table size from a fixed list that is >= 100 * n (the paper's M >> N), capped at
+ * Smallest prime table size from a fixed list that is >= 1000 * n (M >> N keeps the keys moved
+ * by a removal near the minimum 1/N), capped at
  * 131071.
  */
 uint32_t dp_maglev_size_for(uint32_t n);

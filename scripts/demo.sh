@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# demo.sh - build layer4-lb, start two demo backends and the load balancer on
+# examples/lb.yaml, and show requests passing through.  Ctrl-C stops everything it started.
+# With --once it stops by itself after showing the traffic.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" --target layer4-lb >/dev/null
+
+pids=()
+cleanup() {
+	trap - EXIT INT TERM
+	# Only the processes this script started, by pid.
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'echo; echo "stopping"; exit 0' INT TERM
+
+python3 examples/demo_backend.py 9001 backend-1 & pids+=($!)
+python3 examples/demo_backend.py 9002 backend-2 & pids+=($!)
+build/layer4-lb --config examples/lb.yaml & pids+=($!)
+
+for _ in $(seq 50); do
+	curl -s -o /dev/null http://127.0.0.1:8080/ && break
+	sleep 0.1
+done
+echo
+echo "layer4-lb listens on 127.0.0.1:8080 and balances over 127.0.0.1:9001 and :9002:"
+for i in $(seq 6); do
+	printf '  request %d -> %s' "$i" "$(curl -s -m 2 http://127.0.0.1:8080/ || echo 'FAILED')"
+	echo
+done
+if [ "${1:-}" = "--once" ]; then
+	exit 0
+fi
+echo
+echo "Try: curl http://127.0.0.1:8080/   (Ctrl-C stops the load balancer and the backends)"
+wait "${pids[2]}"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# test.sh - every test: unit and integration tests on the Release build, the same again on the
+# ASan+UBSan build, and a clang build to keep both compilers warning-clean.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+jobs=$(nproc)
+
+echo "== Release build (gcc) =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure)
+
+echo "== ASan + UBSan build =="
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLB_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure)
+
+echo "== clang build (warnings are errors) =="
+cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang \
+	-DLB_TESTS=ON >/dev/null
+cmake --build build-clang -j"$jobs"
+echo "all tests passed"

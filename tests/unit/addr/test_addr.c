@@ -1,0 +1,212 @@
+/* test_addr.c - address parsing, printing, equality and the client-IP hash. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/addr.h"
+
+static struct lb_addr parse_ok(const char *s, bool allow_port0)
+{
+	struct lb_addr a;
+	char err[128] = "";
+
+	if (lb_addr_parse(s, allow_port0, &a, err, sizeof(err)) != 0)
+		fail_msg("\"%s\": unexpected error: %s", s, err);
+	return a;
+}
+
+/* Parse then print: the canonical form. */
+static void assert_roundtrip(const char *in, const char *want)
+{
+	struct lb_addr a = parse_ok(in, false);
+	char buf[LB_ADDR_STRLEN];
+
+	assert_string_equal(lb_addr_format(&a, buf, sizeof(buf)), want);
+}
+
+static void test_parse_v4(void **state)
+{
+	struct lb_addr a = parse_ok("10.1.2.3:8080", false);
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a.ss;
+
+	assert_int_equal(sin->sin_family, AF_INET);
+	assert_int_equal(a.len, sizeof(*sin));
+	assert_int_equal(ntohs(sin->sin_port), 8080);
+	assert_int_equal(ntohl(sin->sin_addr.s_addr), 0x0a010203);
+	assert_roundtrip("0.0.0.0:1", "0.0.0.0:1");
+	assert_roundtrip("255.255.255.255:65535", "255.255.255.255:65535");
+}
+
+static void test_parse_v6(void **state)
+{
+	struct lb_addr a = parse_ok("[::1]:443", false);
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a.ss;
+
+	assert_int_equal(sin6->sin6_family, AF_INET6);
+	assert_int_equal(a.len, sizeof(*sin6));
+	assert_int_equal(ntohs(sin6->sin6_port), 443);
+	assert_true(IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr));
+	assert_roundtrip("[::]:80", "[::]:80");
+	assert_roundtrip("[2001:DB8:0:0::1]:80", "[2001:db8::1]:80");
+	assert_roundtrip("[::ffff:10.0.0.1]:80", "[::ffff:10.0.0.1]:80");
+}
+
+static void test_port0(void **state)
+{
+	struct lb_addr a;
+	char err[128];
+
+	assert_int_equal(lb_addr_parse("127.0.0.1:0", false, &a, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "port"));
+	a = parse_ok("127.0.0.1:0", true);
+	assert_int_equal(((struct sockaddr_in *)&a.ss)->sin_port, 0);
+	a = parse_ok("[::1]:0", true);
+	assert_int_equal(((struct sockaddr_in6 *)&a.ss)->sin6_port, 0);
+}
+
+static void test_parse_bad(void **state)
+{
+	static const struct {
+		const char *in, *why;
+	} cases[] = {
+		{ "", "empty" },
+		{ "localhost:80", "host names" },
+		{ "lb.example.com:443", "host names" },
+		{ "10.0.0.1", "missing port" },
+		{ "10.0.0.1:", "missing port" },
+		{ "10.0.0.1:0", "port" },
+		{ "10.0.0.1:65536", "port" },
+		{ "10.0.0.1:123456", "port" },
+		{ "10.0.0.1:-1", "port" },
+		{ "10.0.0.1:+80", "port" },
+		{ "10.0.0.1:80 ", "port" },
+		{ "10.0.0.1:8o", "port" },
+		{ " 10.0.0.1:80", "IPv4" },
+		{ "10.0.0:80", "IPv4" },
+		{ "10.0.0.256:80", "IPv4" },
+		{ "1.2.3.4.5:80", "IPv4" },
+		{ ":80", "IPv4" },
+		{ "::1:80", "[addr]:port" },
+		{ "::1", "[addr]:port" },
+		{ "[::1]", "missing port" },
+		{ "[::1]80", "missing port" },
+		{ "[::1]:", "missing port" },
+		{ "[::1", "']'" },
+		{ "[]:80", "IPv6" },
+		{ "[1.2.3.4]:80", "IPv6" },
+		{ "[fe80::1%eth0]:80", "IPv6" },
+		{ "[::1]:65536", "port" },
+	};
+	struct lb_addr a, before;
+	char err[128];
+
+	memset(&before, 0xa5, sizeof(before));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		a = before;
+		err[0] = '\0';
+		if (lb_addr_parse(cases[i].in, false, &a, err, sizeof(err)) != -EINVAL)
+			fail_msg("\"%s\" was accepted", cases[i].in);
+		if (!strstr(err, cases[i].why))
+			fail_msg("\"%s\": want '%s' in '%s'", cases[i].in, cases[i].why, err);
+		/* Failure leaves the output alone. */
+		assert_memory_equal(&a, &before, sizeof(a));
+	}
+	assert_int_equal(lb_addr_parse(NULL, false, &a, err, sizeof(err)), -EINVAL);
+	/* No message buffer is fine. */
+	assert_int_equal(lb_addr_parse("x", false, &a, NULL, 0), -EINVAL);
+}
+
+static void test_format_small_buffer(void **state)
+{
+	struct lb_addr a = parse_ok("[2001:db8::1]:8080", false), z;
+	char buf[8];
+
+	assert_ptr_equal(lb_addr_format(&a, buf, sizeof(buf)), buf);
+	assert_string_equal(buf, "[2001:d");
+	memset(&z, 0, sizeof(z));
+	assert_string_equal(lb_addr_format(&z, buf, sizeof(buf)), "?");
+}
+
+static void test_equal(void **state)
+{
+	struct lb_addr a = parse_ok("10.0.0.1:80", false);
+	struct lb_addr b = parse_ok("10.0.0.1:80", false);
+	struct lb_addr c = parse_ok("10.0.0.1:81", false);
+	struct lb_addr d = parse_ok("10.0.0.2:80", false);
+	struct lb_addr e = parse_ok("[::ffff:10.0.0.1]:80", false);
+	struct lb_addr f = parse_ok("[2001:db8::1]:80", false);
+	struct lb_addr g = parse_ok("[2001:db8:0::1]:80", false);
+	struct lb_addr h = parse_ok("[2001:db8::1]:81", false);
+
+	assert_true(lb_addr_equal(&a, &b));
+	assert_false(lb_addr_equal(&a, &c));
+	assert_false(lb_addr_equal(&a, &d));
+	assert_false(lb_addr_equal(&a, &e)); /* different families */
+	assert_true(lb_addr_equal(&f, &g));
+	assert_false(lb_addr_equal(&f, &h));
+	assert_false(lb_addr_equal(&f, &a));
+}
+
+static void test_hash_ip(void **state)
+{
+	struct lb_addr a = parse_ok("10.0.0.1:80", false);
+	struct lb_addr b = parse_ok("10.0.0.1:9999", false);
+	struct lb_addr c = parse_ok("10.0.0.2:80", false);
+	struct lb_addr m = parse_ok("[::ffff:10.0.0.1]:5", false);
+	struct lb_addr v6a = parse_ok("[2001:db8::1]:80", false);
+	struct lb_addr v6b = parse_ok("[2001:db8::1]:443", false);
+	struct lb_addr v6c = parse_ok("[2001:db8::2]:80", false);
+	uint64_t ha = lb_addr_hash_ip((struct sockaddr *)&a.ss);
+
+	/* The port is not part of the key: one client, one backend. */
+	assert_true(ha == lb_addr_hash_ip((struct sockaddr *)&b.ss));
+	assert_true(ha != lb_addr_hash_ip((struct sockaddr *)&c.ss));
+	/* An IPv4 client seen through a dual-stack socket hashes the same. */
+	assert_true(ha == lb_addr_hash_ip((struct sockaddr *)&m.ss));
+	assert_true(lb_addr_hash_ip((struct sockaddr *)&v6a.ss) ==
+		    lb_addr_hash_ip((struct sockaddr *)&v6b.ss));
+	assert_true(lb_addr_hash_ip((struct sockaddr *)&v6a.ss) !=
+		    lb_addr_hash_ip((struct sockaddr *)&v6c.ss));
+	assert_true(lb_addr_hash_ip(NULL) == 0);
+}
+
+/* Neighbouring addresses must spread over the whole range, not only the low bits. */
+static void test_hash_spread(void **state)
+{
+	unsigned top[16] = { 0 };
+	struct lb_addr a;
+	char s[32];
+
+	for (unsigned i = 0; i < 4096; i++) {
+		snprintf(s, sizeof(s), "10.0.%u.%u:1", i / 256, i % 256);
+		a = parse_ok(s, false);
+		top[lb_addr_hash_ip((struct sockaddr *)&a.ss) >> 60]++;
+	}
+	/* 256 expected per bucket; a broken mix puts them all in a few. */
+	for (unsigned i = 0; i < 16; i++)
+		assert_in_range(top[i], 160, 352);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_v4),
+		cmocka_unit_test(test_parse_v6),
+		cmocka_unit_test(test_port0),
+		cmocka_unit_test(test_parse_bad),
+		cmocka_unit_test(test_format_small_buffer),
+		cmocka_unit_test(test_equal),
+		cmocka_unit_test(test_hash_ip),
+		cmocka_unit_test(test_hash_spread),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
