@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -34,7 +33,7 @@ enum conf_type {
 	CT_ENUM,      /* one of names[], stored as its index in an int-sized enum */
 	CT_NAME,      /* [A-Za-z0-9_.-]{1,LB_NAME_MAX-1} into char[LB_NAME_MAX] */
 	CT_PATH,      /* absolute path shorter than max bytes, into char[max] */
-	CT_ADDR,      /* ip:port: struct lb_addr at off unless addr_off_none, text at str_off */
+	CT_ADDR,      /* ip:port: struct lb_addr at off (unless KF_NO_ADDR), text at str_off */
 	CT_PROTOCOL,  /* "tcp"; nothing stored while it is the only one */
 	CT_MAPPING,   /* nested scope: table sub read into obj + off */
 	CT_LISTENERS, /* the top-level listeners sequence */
