@@ -296,6 +296,12 @@ int main(int argc, char **argv)
 		lb_config_free(conf);
 		return r;
 	}
+	if (conf->io_engine == LB_ENGINE_EPOLL) {
+		log_err("io_engine: epoll is not available in this version yet; use auto or "
+			"io_uring");
+		lb_config_free(conf);
+		return 1;
+	}
 	if (conf->control_socket[0] || conf->metrics[0])
 		log_warn("control_socket and metrics are accepted but not served by this version");
 	raise_nofile();
