@@ -89,6 +89,7 @@ enum {
 	DP_WL_ARMED = 1 << 0,              /* multishot accept in flight */
 	DP_WL_STOPPING = 1 << 1,           /* cancel sent; close the fd on the final CQE */
 	DP_WL_PAUSED = 1 << 2,             /* not armed: fd limit or max_connections; retry */
+	DP_WL_KEEP = 1 << 3,               /* in the snapshot being applied */
 };
 
 struct dp_wlistener {

@@ -102,6 +102,11 @@ int dp_hcheck_sync(struct dp_worker *w)
 
 static void report(struct dp_hc_target *t, bool ok, int res)
 {
+	/* A check that connects is as good as a proxied connect: it ends a passive time-out. */
+	if (ok) {
+		dp_bstate_report(t->st, true, 0, 0, 0);
+		atomic_store(&t->st->down_until_ms, 0);
+	}
 	if (!dp_health_report(&t->st->check, &t->conf, ok))
 		return;
 	atomic_store(&t->st->check_up, t->st->check.up);

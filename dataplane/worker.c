@@ -228,8 +228,9 @@ static struct dp_wlistener *wl_find(struct dp_worker *w, const struct dp_lsocks 
  */
 static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 {
-	bool *kept = calloc(w->n_wls + 1, sizeof(*kept));
-
+	for (unsigned i = 0; i < w->n_wls; i++)
+		if (w->wls[i])
+			w->wls[i]->flags &= ~DP_WL_KEEP;
 	for (unsigned i = 0; i < s->n_listeners; i++) {
 		const struct dp_slistener *sl = &s->listeners[i];
 		struct dp_wlistener *wl = wl_find(w, sl->socks);
@@ -238,8 +239,8 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 		if (!set) {
 			log_err("worker %u: listener %s: out of memory building its balancer", w->id,
 				sl->conf->name);
-			if (wl && kept)
-				kept[wl->idx] = true;
+			if (wl)
+				wl->flags |= DP_WL_KEEP; /* on its old set rather than not at all */
 			continue;
 		}
 		if (wl) {
@@ -252,13 +253,11 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 			dp_lset_put(w, set);
 			continue;
 		}
-		if (kept && wl->idx < w->n_wls)
-			kept[wl->idx] = true;
+		wl->flags |= DP_WL_KEEP;
 	}
-	for (unsigned i = 0; kept && i < w->n_wls; i++)
-		if (w->wls[i] && w->wls[i]->set && !kept[i])
+	for (unsigned i = 0; i < w->n_wls; i++)
+		if (w->wls[i] && w->wls[i]->set && !(w->wls[i]->flags & DP_WL_KEEP))
 			wl_stop(w, w->wls[i]);
-	free(kept);
 	dp_snapshot_put(w->snap);
 	w->snap = s;
 	if (w->id == 0)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# run.sh - benchmark layer4-lb against HAProxy and nginx stream on this machine, loopback only.
+#
+#   bench/run.sh                 full run: 5 rounds alternating the proxies (about 6 minutes)
+#   bench/run.sh --quick         smoke run (about a minute)
+#   bench/run.sh --acceptors 2   2 workers in every proxy (layer4-lb NUM_ACCEPTORS, HAProxy
+#                                nbthread, nginx worker_processes)
+#   bench/run.sh --help          every option (rounds, durations, wrk -t/-c, CPU pinning, ...)
+#
+# Builds the Release binary, installs the Debian packages it needs when run as root (else
+# prints the apt-get line and stops), then runs bench/bench.py.  Results: a table on stdout,
+# bench/results/latest.md, latest.json and latest.png.  See docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case " $* " in *" -h "*|*" --help "*) exec python3 bench/bench.py --help ;; esac
+
+PKGS=(haproxy nginx libnginx-mod-stream wrk iperf3 gnuplot-nox python3 iproute2 util-linux
+      cmake build-essential pkg-config liburing-dev libyaml-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "bench needs these Debian packages: ${missing[*]}" >&2
+		echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "bench: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian nginx package starts a system nginx on port 80; the bench never uses it.
+
+echo "bench: building the Release binary"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" --target layer4-lb >/dev/null
+
+# 5,000 idle connections need 10,000 descriptors in a proxy: use the hard limit.
+ulimit -n "$(ulimit -Hn)"
+
+pid=
+cleanup() {
+	# bench.py stops everything it started, by PID; this only makes sure bench.py itself
+	# is told to when this script is interrupted.
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+python3 bench/bench.py "$@" &
+pid=$!
+wait "$pid"
