@@ -21,11 +21,6 @@
  * completion has come back, so no completion ever finds freed memory.
  */
 
-static inline int src_fd(const struct dp_conn *c, int h)
-{
-	return c->fd[h == DP_C2B ? 0 : 1];
-}
-
 static inline int dst_fd(const struct dp_conn *c, int h)
 {
 	return c->fd[h == DP_C2B ? 1 : 0];
