@@ -80,6 +80,7 @@ struct parser {
 	const char *name; /* file name for messages */
 	char *err;
 	size_t errlen;
+	bool allow_empty; /* listeners: [] is valid (an apply that removes every managed one) */
 };
 
 static int check_health(struct parser *p, void *obj, const struct scope *s, const char *path);
@@ -147,6 +148,7 @@ static const struct conf_key top_keys[] = {
 	  .def = LB_LOG_INFO, .mark_off = TOP(log_level_set), .names = log_level_names },
 	{ .key = "control_socket", .type = CT_PATH, .off = TOP(control_socket),
 	  .max = LB_PATH_MAX },
+	{ .key = "control_socket_group", .type = CT_NAME, .off = TOP(control_socket_group) },
 	{ .key = "metrics", .type = CT_ADDR, .flags = KF_NO_ADDR, .str_off = TOP(metrics) },
 	{ .key = "io_engine", .type = CT_ENUM, .off = TOP(io_engine), .def = LB_ENGINE_AUTO,
 	  .names = engine_names },
@@ -156,6 +158,12 @@ static const struct conf_key top_keys[] = {
 	{ .key = "listeners", .type = CT_LISTENERS, .flags = KF_REQUIRED },
 };
 static const struct conf_table top_table = { top_keys, ARRAY_SIZE(top_keys), NULL };
+
+/* An apply over the control socket carries listeners only: it cannot resize the process. */
+static const struct conf_key apply_keys[] = {
+	{ .key = "listeners", .type = CT_LISTENERS, .flags = KF_REQUIRED },
+};
+static const struct conf_table apply_table = { apply_keys, ARRAY_SIZE(apply_keys), NULL };
 
 _Static_assert(ARRAY_SIZE(listener_keys) <= CONF_KEYS_MAX, "grow CONF_KEYS_MAX");
 _Static_assert(ARRAY_SIZE(top_keys) <= CONF_KEYS_MAX, "grow CONF_KEYS_MAX");
@@ -559,11 +567,13 @@ static int set_listeners(struct parser *p, const struct conf_key *k, yaml_node_t
 	size_t i, n;
 	int r;
 
-	if (v->type != YAML_SEQUENCE_NODE || seq_len(v) == 0)
+	if (v->type != YAML_SEQUENCE_NODE || (seq_len(v) == 0 && !p->allow_empty))
 		return fail(p, node_line(v), "%s: must be a list of 1 to %d listeners, got %s",
 			    path, LB_LISTENERS_MAX,
 			    v->type == YAML_SEQUENCE_NODE ? "an empty list" : node_kind(v));
 	n = seq_len(v);
+	if (n == 0)
+		return 0;
 	if (n > LB_LISTENERS_MAX)
 		return fail(p, node_line(v), "%s: must be a list of 1 to %d listeners, got %zu",
 			    path, LB_LISTENERS_MAX, n);
@@ -759,7 +769,8 @@ out_parser:
 	return r;
 }
 
-static int parse_text(struct parser *p, const char *text, size_t len, struct lb_config *c)
+static int parse_text(struct parser *p, const struct conf_table *top, const char *text,
+		      size_t len, struct lb_config *c)
 {
 	yaml_document_t doc;
 	yaml_node_t *root;
@@ -775,16 +786,18 @@ static int parse_text(struct parser *p, const char *text, size_t len, struct lb_
 	if (!root)
 		r = fail(p, 1, "the file is empty: missing required key \"listeners\"");
 	else
-		r = parse_scope(p, &top_table, root, c, "", &s);
+		r = parse_scope(p, top, root, c, "", &s);
 	yaml_document_delete(&doc);
 	p->doc = NULL;
 	return r;
 }
 
-static int config_parse(const char *text, size_t len, const char *name, const char *path,
-			struct lb_config **ret, char *err, size_t errlen)
+static int config_parse(const struct conf_table *top, const char *text, size_t len,
+			const char *name, const char *path, struct lb_config **ret, char *err,
+			size_t errlen)
 {
-	struct parser p = { .name = name, .err = err, .errlen = err ? errlen : 0 };
+	struct parser p = { .name = name, .err = err, .errlen = err ? errlen : 0,
+			    .allow_empty = top == &apply_table };
 	struct lb_config *c;
 	int r;
 
@@ -794,7 +807,7 @@ static int config_parse(const char *text, size_t len, const char *name, const ch
 	if (!c)
 		return fail_nomem(&p);
 	snprintf(c->path, sizeof(c->path), "%s", path);
-	r = parse_text(&p, text, len, c);
+	r = parse_text(&p, top, text, len, c);
 	if (r < 0)
 		goto out_free;
 	*ret = c;
@@ -808,7 +821,22 @@ out_free:
 int lb_config_parse(const char *text, size_t len, const char *name, struct lb_config **ret,
 		    char *err, size_t errlen)
 {
-	return config_parse(text, len, name ? name : "<config>", "", ret, err, errlen);
+	return config_parse(&top_table, text, len, name ? name : "<config>", "", ret, err, errlen);
+}
+
+int lb_config_parse_listeners(const char *text, size_t len, const char *name,
+			      struct lb_config **ret, char *err, size_t errlen)
+{
+	struct lb_config *c;
+	int r;
+
+	r = config_parse(&apply_table, text, len, name ? name : "<apply>", "", &c, err, errlen);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < c->n_listeners; i++)
+		c->listeners[i].managed = true;
+	*ret = c;
+	return 0;
 }
 
 /* The whole file, NUL-terminated (for messages only: the parser is given its length). */
@@ -877,7 +905,7 @@ int lb_config_load(const char *path, struct lb_config **ret, char *err, size_t e
 			snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
 		return r;
 	}
-	r = config_parse(text, len, path, path, ret, err, errlen);
+	r = config_parse(&top_table, text, len, path, path, ret, err, errlen);
 	free(text);
 	return r;
 }
@@ -890,4 +918,144 @@ void lb_config_free(struct lb_config *c)
 		free(c->listeners[i].backends);
 	free(c->listeners);
 	free(c);
+}
+
+static int listener_copy(struct lb_listener_conf *dst, const struct lb_listener_conf *src)
+{
+	*dst = *src;
+	dst->backends = calloc(src->n_backends, sizeof(*dst->backends));
+	if (!dst->backends)
+		return -ENOMEM;
+	memcpy(dst->backends, src->backends, src->n_backends * sizeof(*dst->backends));
+	return 0;
+}
+
+static const struct lb_listener_conf *listener_named(const struct lb_config *c, const char *name)
+{
+	for (size_t i = 0; c && i < c->n_listeners; i++)
+		if (!strcmp(c->listeners[i].name, name))
+			return &c->listeners[i];
+	return NULL;
+}
+
+/* The listeners in force: file ones not overridden by name, then every managed one. */
+static int merge_listeners(struct lb_config *c, const struct lb_config *file,
+			   const struct lb_config *managed)
+{
+	size_t n = managed ? managed->n_listeners : 0;
+
+	c->listeners = calloc(file->n_listeners + n + 1, sizeof(*c->listeners));
+	if (!c->listeners)
+		return -ENOMEM;
+	for (size_t i = 0; i < file->n_listeners; i++) {
+		if (listener_named(managed, file->listeners[i].name))
+			continue;
+		if (listener_copy(&c->listeners[c->n_listeners], &file->listeners[i]))
+			return -ENOMEM;
+		c->n_listeners++;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (listener_copy(&c->listeners[c->n_listeners], &managed->listeners[i]))
+			return -ENOMEM;
+		c->n_listeners++;
+	}
+	return 0;
+}
+
+int lb_config_merge(const struct lb_config *file, const struct lb_config *managed,
+		    struct lb_config **ret, char *err, size_t errlen)
+{
+	struct lb_config *c;
+	int r;
+
+	c = malloc(sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	*c = *file;
+	c->listeners = NULL;
+	c->n_listeners = 0;
+	r = merge_listeners(c, file, managed);
+	if (r < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto out_free;
+	}
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		for (size_t j = 0; j < i; j++) {
+			const struct lb_listener_conf *a = &c->listeners[j], *b = &c->listeners[i];
+
+			if (!lb_addr_equal(&a->listen, &b->listen))
+				continue;
+			snprintf(err, errlen,
+				 "listener \"%s\" would listen on %s, already the address of %s "
+				 "listener \"%s\"",
+				 b->name, b->listen_str, a->managed ? "managed" : "config file",
+				 a->name);
+			r = -EINVAL;
+			goto out_free;
+		}
+	}
+	*ret = c;
+	return 0;
+out_free:
+	lb_config_free(c);
+	return r;
+}
+
+static bool backends_equal(const struct lb_listener_conf *a, const struct lb_listener_conf *b)
+{
+	if (a->n_backends != b->n_backends)
+		return false;
+	for (size_t i = 0; i < a->n_backends; i++)
+		if (!lb_addr_equal(&a->backends[i].addr, &b->backends[i].addr) ||
+		    a->backends[i].weight != b->backends[i].weight)
+			return false;
+	return true;
+}
+
+/* Same name and every setting alike, backends in the same order with the same weights. */
+static bool listener_equal(const struct lb_listener_conf *a, const struct lb_listener_conf *b)
+{
+	return lb_addr_equal(&a->listen, &b->listen) && a->algorithm == b->algorithm &&
+	       !memcmp(&a->health, &b->health, sizeof(a->health)) &&
+	       a->connect_timeout_ms == b->connect_timeout_ms &&
+	       a->idle_timeout_ms == b->idle_timeout_ms &&
+	       a->max_connections == b->max_connections &&
+	       a->connect_retries == b->connect_retries && a->max_fails == b->max_fails &&
+	       a->fail_timeout_ms == b->fail_timeout_ms && backends_equal(a, b);
+}
+
+static bool has_backend(const struct lb_listener_conf *l, const struct lb_addr *a)
+{
+	for (size_t i = 0; l && i < l->n_backends; i++)
+		if (lb_addr_equal(&l->backends[i].addr, a))
+			return true;
+	return false;
+}
+
+/* Backends are matched by address within a listener of the same name. */
+void lb_config_diff(const struct lb_config *old, const struct lb_config *new,
+		    struct lb_config_diff *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	for (size_t i = 0; new && i < new->n_listeners; i++) {
+		const struct lb_listener_conf *n = &new->listeners[i];
+		const struct lb_listener_conf *o = listener_named(old, n->name);
+
+		if (!o)
+			ret->listeners_added++;
+		else if (listener_equal(o, n))
+			ret->listeners_unchanged++;
+		else
+			ret->listeners_changed++;
+		for (size_t j = 0; j < n->n_backends; j++)
+			ret->backends_added += !has_backend(o, &n->backends[j].addr);
+	}
+	for (size_t i = 0; old && i < old->n_listeners; i++) {
+		const struct lb_listener_conf *o = &old->listeners[i];
+		const struct lb_listener_conf *n = listener_named(new, o->name);
+
+		ret->listeners_removed += !n;
+		for (size_t j = 0; j < o->n_backends; j++)
+			ret->backends_removed += !has_backend(n, &o->backends[j].addr);
+	}
 }

@@ -58,6 +58,7 @@ struct lb_listener_conf {
 	unsigned max_fails;                /* passive health: consecutive connect failures; default 3 */
 	unsigned fail_timeout_ms;          /* passive health: time out of rotation; default 10000 */
 	int line;                          /* line of the listener in the file, for messages */
+	bool managed;                      /* came from the control socket, not the file */
 };
 
 struct lb_config {
@@ -66,6 +67,7 @@ struct lb_config {
 	bool log_level_set;
 	enum lb_log_level log_level;       /* default info */
 	char control_socket[LB_PATH_MAX];  /* "" = none */
+	char control_socket_group[LB_NAME_MAX]; /* "" = socket mode 0600, else 0660 and this group */
 	char metrics[LB_ADDR_STRLEN];      /* "" = none */
 	enum lb_io_engine io_engine;       /* default auto */
 	unsigned drain_timeout_ms;         /* SIGTERM drain limit, default 30000 */
@@ -83,5 +85,29 @@ int lb_config_load(const char *path, struct lb_config **ret, char *err, size_t e
 int lb_config_parse(const char *text, size_t len, const char *name, struct lb_config **ret,
 		    char *err, size_t errlen);
 void lb_config_free(struct lb_config *c);
+
+/*
+ * The listeners of an apply: the same keys and checks as the file's listeners, nothing else at
+ * the top level, and an empty list is valid.  Every listener is marked managed.
+ */
+int lb_config_parse_listeners(const char *text, size_t len, const char *name,
+			      struct lb_config **ret, char *err, size_t errlen);
+
+/*
+ * The configuration in force: the file's settings and listeners, with managed listeners added
+ * and replacing file listeners of the same name.  -EINVAL when two listeners would share an
+ * address (err says which).
+ */
+int lb_config_merge(const struct lb_config *file, const struct lb_config *managed,
+		    struct lb_config **ret, char *err, size_t errlen);
+
+/* What an apply changes, for its reply and the log. */
+struct lb_config_diff {
+	unsigned listeners_added, listeners_removed, listeners_changed, listeners_unchanged;
+	unsigned backends_added, backends_removed;
+};
+
+void lb_config_diff(const struct lb_config *old, const struct lb_config *new,
+		    struct lb_config_diff *ret);
 
 #endif

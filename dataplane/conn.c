@@ -120,10 +120,26 @@ static void half_release(struct dp_worker *w, struct dp_half *hf)
 
 static void backend_release(struct dp_worker *w, struct dp_conn *c)
 {
+	struct dp_bstate *st;
+
 	if (c->bidx < 0)
 		return;
+	st = c->set->sl->backends[c->bidx].st;
 	dp_lb_conn_end(&c->set->lb, c->bidx);
-	atomic_fetch_sub(&c->set->sl->backends[c->bidx].st->active, 1);
+	atomic_fetch_sub(&st->active, 1);
+	/* Once per connection, not per chunk: the relay path touches no shared cache line. */
+	if (c->half[DP_C2B].bytes | c->half[DP_B2C].bytes) {
+		struct dp_lstate *ls = c->set->sl->st;
+
+		atomic_fetch_add_explicit(&st->bytes_in, c->half[DP_C2B].bytes,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&st->bytes_out, c->half[DP_B2C].bytes,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&ls->bytes_in, c->half[DP_C2B].bytes,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&ls->bytes_out, c->half[DP_B2C].bytes,
+					  memory_order_relaxed);
+	}
 	c->bidx = -1;
 }
 
@@ -143,7 +159,8 @@ static void conn_free(struct dp_worker *w, struct dp_conn *c)
 		atomic_fetch_sub(&c->set->sl->st->active, 1);
 		dp_lset_put(w, c->set);
 		w->n_conns--;
-		w->stats.closed++;
+		DP_STAT_INC(w->stats.closed);
+		DP_STAT_ADD(w->stats.active, -1);
 	}
 	c->state = DP_CS_FREE;
 	c->gen++;
@@ -238,7 +255,7 @@ static void connect_next(struct dp_worker *w, struct dp_conn *c)
 		w->eng->connect(w, c, &b->addr, sl->conf->connect_timeout_ms);
 		return;
 	}
-	w->stats.no_backend++;
+	DP_STAT_INC(w->stats.no_backend);
 	atomic_fetch_add(&sl->st->refused, 1);
 	dp_conn_close(w, c);
 }
@@ -252,6 +269,23 @@ static void start_relay(struct dp_worker *w, struct dp_conn *c)
 	c->half[DP_C2B].flags |= DP_H_RECV;
 	w->eng->recv(w, c, DP_B2C);
 	c->half[DP_B2C].flags |= DP_H_RECV;
+}
+
+static enum dp_connect_error connect_error_kind(int res)
+{
+	switch (res) {
+	case -ECONNREFUSED:
+		return DP_CERR_REFUSED;
+	case -ETIMEDOUT:
+		return DP_CERR_TIMEOUT;
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -EHOSTDOWN:
+	case -ENETDOWN:
+		return DP_CERR_UNREACHABLE;
+	default:
+		return DP_CERR_OTHER;
+	}
 }
 
 void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res)
@@ -270,8 +304,9 @@ void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res)
 	/* The link timeout cancels a connect that runs out of time. */
 	if (res == -ECANCELED || res == -EINTR)
 		res = -ETIMEDOUT;
-	w->stats.connect_errors++;
+	DP_STAT_INC(w->stats.connect_errors);
 	atomic_fetch_add(&b->st->connect_failures, 1);
+	atomic_fetch_add(&b->st->connect_errors[connect_error_kind(res)], 1);
 	if (dp_bstate_report(b->st, false, c->set->sl->conf->max_fails,
 			     c->set->sl->conf->fail_timeout_ms, w->now_ms))
 		log_warn("listener %s: backend %s taken out after %u failed connects (last: %s)",
@@ -299,7 +334,7 @@ void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 	if ((unsigned)atomic_fetch_add(&sl->st->active, 1) >= sl->conf->max_connections) {
 		atomic_fetch_sub(&sl->st->active, 1);
 		atomic_fetch_add(&sl->st->refused, 1);
-		w->stats.over_limit++;
+		DP_STAT_INC(w->stats.over_limit);
 		close(fd);
 		dp_worker_pause_accept(w, wl); /* the rest wait in the backlog */
 		return;
@@ -316,7 +351,8 @@ void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 	c->set = set;
 	set->refs++;
 	w->n_conns++;
-	w->stats.accepted++;
+	DP_STAT_INC(w->stats.accepted);
+	DP_STAT_INC(w->stats.active);
 	atomic_fetch_add(&sl->st->accepted, 1);
 	if (sl->conf->algorithm == LB_ALGO_MAGLEV) {
 		struct sockaddr_storage ss;
@@ -411,7 +447,7 @@ void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, in
 		/* The worker's pool is empty: wait for buffers rather than spin on re-arming. */
 		hf->flags |= DP_H_NOBUF;
 		dp_list_add_tail(&w->nobuf, &hf->nobuf);
-		w->stats.nobufs++;
+		DP_STAT_INC(w->stats.nobufs);
 	} else {
 		log_debug("conn %u: recv from %s: %s", c->slot, h == DP_C2B ? "client" : "backend",
 			  strerror(-res));

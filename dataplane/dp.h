@@ -48,6 +48,8 @@ struct dp_lstate {
 	atomic_int active;                /* open connections, all workers (max_connections) */
 	atomic_uint_fast64_t accepted;
 	atomic_uint_fast64_t refused;     /* closed at once: no backend or over the limit */
+	atomic_uint_fast64_t bytes_in;    /* client to backend, added as each connection ends */
+	atomic_uint_fast64_t bytes_out;
 };
 
 struct dp_backend {
@@ -67,7 +69,7 @@ struct dp_slistener {
 
 struct dp_snapshot {
 	atomic_uint refs;
-	uint64_t version;
+	uint64_t generation;               /* counts snapshots made by this process */
 	unsigned n_workers;
 	struct lb_config *conf;
 	struct dp_slistener *listeners;
@@ -82,6 +84,8 @@ struct dp_lset {
 	struct dp_lb lb;
 	struct dp_list idle;               /* connections, least recently active first */
 	struct dp_list link;               /* in worker->lsets */
+	bool retired;                      /* replaced: no new connections */
+	uint64_t sweep_ms;                 /* retired: when to close those on removed backends */
 };
 
 /* A worker's accept on one listening socket. */
@@ -189,17 +193,27 @@ struct dp_engine {
 
 extern const struct dp_engine dp_engine_uring;
 
-/* Counters a worker keeps; read racily by status code. */
+/*
+ * Counters a worker keeps.  Only the worker writes them, so an increment is a relaxed load and
+ * store (no locked instruction); the main thread reads them for metrics.
+ */
 struct dp_wstats {
-	uint64_t accepted;
-	uint64_t closed;
-	uint64_t connect_errors;
-	uint64_t no_backend;
-	uint64_t over_limit;
-	uint64_t nobufs;
-	uint64_t stale_cqes;
-	uint64_t accept_pauses;
+	atomic_uint_fast64_t accepted;
+	atomic_uint_fast64_t closed;
+	atomic_uint_fast64_t connect_errors;
+	atomic_uint_fast64_t no_backend;
+	atomic_uint_fast64_t over_limit;
+	atomic_uint_fast64_t nobufs;
+	atomic_uint_fast64_t stale_cqes;
+	atomic_uint_fast64_t accept_pauses;
+	atomic_uint_fast64_t active;       /* open proxied connections */
 };
+
+#define DP_STAT_ADD(field, n)                                                                      \
+	atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),  \
+			      memory_order_relaxed)
+#define DP_STAT_INC(field) DP_STAT_ADD(field, 1)
+#define DP_STAT_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
 
 struct dp_worker {
 	unsigned id;
@@ -264,8 +278,10 @@ void dp_lset_put(struct dp_worker *w, struct dp_lset *set);
 
 /* snapshot.c */
 int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, unsigned n_workers,
-		      uint64_t version, struct dp_snapshot **ret, char *err, size_t errlen);
+		      uint64_t generation, struct dp_snapshot **ret, char *err, size_t errlen);
 void dp_snapshot_get(struct dp_snapshot *s);
+void dp_snapshot_publish(struct dp_snapshot *s);
+extern atomic_uint_fast64_t dp_generation_published;
 void dp_snapshot_put(struct dp_snapshot *s);
 void dp_lsocks_put(struct dp_lsocks *ls);
 void dp_bstate_put(struct dp_bstate *b);

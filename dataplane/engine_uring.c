@@ -326,7 +326,7 @@ static void dispatch_accept(struct dp_worker *w, struct io_uring_cqe *cqe, uint3
 		/* A listener freed before this CQE would be our bug; the fd must not leak. */
 		if (cqe->res >= 0)
 			close(cqe->res);
-		w->stats.stale_cqes++;
+		DP_STAT_INC(w->stats.stale_cqes);
 		return;
 	}
 	if (cqe->res >= 0)
@@ -353,7 +353,7 @@ static void dispatch(struct dp_worker *w, struct io_uring_cqe *cqe)
 		return;
 	c = dp_conn_get(w, slot, gen);
 	if (!c) {
-		w->stats.stale_cqes++;
+		DP_STAT_INC(w->stats.stale_cqes);
 		return;
 	}
 	c->inflight--;

@@ -39,7 +39,12 @@ void dp_bstate_init(struct dp_bstate *b)
 	atomic_init(&b->refs, 1);
 	atomic_init(&b->conns_total, 0);
 	atomic_init(&b->connect_failures, 0);
+	for (int i = 0; i < DP_CERR_N; i++)
+		atomic_init(&b->connect_errors[i], 0);
+	atomic_init(&b->bytes_in, 0);
+	atomic_init(&b->bytes_out, 0);
 	atomic_init(&b->active, 0);
+	atomic_init(&b->generation, 0);
 	dp_health_init(&b->check, true);
 }
 

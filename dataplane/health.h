@@ -23,6 +23,14 @@ void dp_health_init(struct dp_health *h, bool up);
 /* Record one check result.  Returns true when h->up changed. */
 bool dp_health_report(struct dp_health *h, const struct lb_health_conf *conf, bool ok);
 
+enum dp_connect_error {
+	DP_CERR_REFUSED = 0,
+	DP_CERR_TIMEOUT,
+	DP_CERR_UNREACHABLE,
+	DP_CERR_OTHER,
+	DP_CERR_N,
+};
+
 /*
  * Shared state of one backend, read and written by every worker without locks.  Passive
  * health: max_fails consecutive connect failures (from any worker) take the backend out for
@@ -38,7 +46,12 @@ struct dp_bstate {
 	/* Counters for status and metrics. */
 	atomic_uint_fast64_t conns_total;
 	atomic_uint_fast64_t connect_failures;
+	atomic_uint_fast64_t connect_errors[DP_CERR_N]; /* by kind, enum dp_connect_error */
+	atomic_uint_fast64_t bytes_in;  /* client to backend, added as each connection ends */
+	atomic_uint_fast64_t bytes_out; /* backend to client */
 	atomic_int active;          /* open connections, all workers */
+	/* The newest snapshot generation listing this backend: older means it was removed. */
+	atomic_uint_fast64_t generation;
 	/* Active-check machine: touched only by the worker that runs the checks. */
 	struct dp_health check;
 };

@@ -200,7 +200,7 @@ static void snapshot_free(struct dp_snapshot *s)
  * backend address (health) are unchanged, so a reload neither rebinds nor forgets health.
  */
 int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, unsigned n_workers,
-		      uint64_t version, struct dp_snapshot **ret, char *err, size_t errlen)
+		      uint64_t generation, struct dp_snapshot **ret, char *err, size_t errlen)
 {
 	struct dp_snapshot *s;
 	int r = -ENOMEM;
@@ -213,7 +213,7 @@ int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, uns
 	}
 	atomic_init(&s->refs, 1);
 	s->conf = conf;
-	s->version = version;
+	s->generation = generation;
 	s->n_workers = n_workers;
 	s->listeners = calloc(conf->n_listeners, sizeof(*s->listeners));
 	if (!s->listeners) {
@@ -232,6 +232,21 @@ int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, uns
 out_free:
 	snapshot_free(s);
 	return r;
+}
+
+atomic_uint_fast64_t dp_generation_published;
+
+/*
+ * Called by the main thread just before handing s to the workers: the backends of s are
+ * stamped with its generation first, so a worker that sees the new published generation
+ * also sees every backend of s as current; anything stamped older has been removed.
+ */
+void dp_snapshot_publish(struct dp_snapshot *s)
+{
+	for (unsigned i = 0; i < s->n_listeners; i++)
+		for (unsigned j = 0; j < s->listeners[i].n_backends; j++)
+			atomic_store(&s->listeners[i].backends[j].st->generation, s->generation);
+	atomic_store(&dp_generation_published, s->generation);
 }
 
 void dp_snapshot_get(struct dp_snapshot *s)

@@ -84,6 +84,43 @@ void dp_lset_put(struct dp_worker *w, struct dp_lset *set)
 	free(set);
 }
 
+/*
+ * A set replaced by a reload or apply takes no new connections.  Its connections to backends
+ * that are still configured live on; those to removed backends (or of a removed listener) get
+ * drain_timeout_ms to finish and are then closed.
+ */
+static void lset_retire(struct dp_worker *w, struct dp_lset *set, unsigned drain_ms)
+{
+	if (!set || set->retired)
+		return;
+	set->retired = true;
+	set->sweep_ms = w->now_ms + drain_ms;
+}
+
+static void lset_sweep(struct dp_worker *w, struct dp_lset *set, uint64_t *next_ms)
+{
+	uint64_t current = atomic_load(&dp_generation_published);
+	struct dp_list *pos, *tmp;
+
+	if (w->now_ms < set->sweep_ms) {
+		if (set->sweep_ms < *next_ms)
+			*next_ms = set->sweep_ms;
+		return;
+	}
+	dp_list_for_each(pos, tmp, &set->idle) {
+		struct dp_conn *c = dp_container_of(pos, struct dp_conn, idle);
+
+		if (c->bidx >= 0 &&
+		    atomic_load(&set->sl->backends[c->bidx].st->generation) >= current)
+			continue;
+		log_debug("conn %u: backend removed and drain time over, closing", c->slot);
+		dp_conn_close(w, c);
+		dp_conn_put(w, c);
+	}
+	/* A backend removed by a snapshot not yet published here is caught on a later pass. */
+	set->sweep_ms = w->now_ms + DP_MAX_WAIT_MS;
+}
+
 /* --- listeners ---------------------------------------------------------------------- */
 
 static void wl_free(struct dp_worker *w, struct dp_wlistener *wl)
@@ -106,6 +143,7 @@ static void wl_arm(struct dp_worker *w, struct dp_wlistener *wl)
 
 static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
 {
+	lset_retire(w, wl->set, w->snap->conf->drain_timeout_ms);
 	dp_lset_put(w, wl->set);
 	wl->set = NULL;
 	if (!(wl->flags & DP_WL_ARMED))
@@ -152,7 +190,7 @@ void dp_worker_pause_accept(struct dp_worker *w, struct dp_wlistener *wl)
 		return;
 	wl->flags |= DP_WL_PAUSED;
 	wl->resume_ms = w->now_ms + DP_ACCEPT_RETRY_MS;
-	w->stats.accept_pauses++;
+	DP_STAT_INC(w->stats.accept_pauses);
 	if (wl->flags & DP_WL_ARMED)
 		w->eng->accept_cancel(w, wl);
 }
@@ -244,6 +282,7 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 			continue;
 		}
 		if (wl) {
+			lset_retire(w, wl->set, s->conf->drain_timeout_ms);
 			dp_lset_put(w, wl->set);
 			wl->set = set;
 		} else if ((wl = wl_add(w, sl, set))) {
@@ -255,11 +294,11 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 		}
 		wl->flags |= DP_WL_KEEP;
 	}
+	dp_snapshot_put(w->snap);
+	w->snap = s;
 	for (unsigned i = 0; i < w->n_wls; i++)
 		if (w->wls[i] && w->wls[i]->set && !(w->wls[i]->flags & DP_WL_KEEP))
 			wl_stop(w, w->wls[i]);
-	dp_snapshot_put(w->snap);
-	w->snap = s;
 	if (w->id == 0)
 		dp_hcheck_sync(w);
 }
@@ -329,6 +368,8 @@ static uint64_t run_timers(struct dp_worker *w)
 
 		set->refs++; /* expiring its last connection must not free it under us */
 		dp_conn_expire_idle(w, set, &next);
+		if (set->retired && !dp_list_empty(&set->idle))
+			lset_sweep(w, set, &next);
 		tmp = set->link.next;
 		dp_lset_put(w, set);
 	}

@@ -1,0 +1,48 @@
+/* ctlproto.h - control protocol messages: request parsing and reply framing, no I/O. */
+#ifndef LB_CTLPROTO_H
+#define LB_CTLPROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/config.h"
+
+/* One request or reply per line; a longer line is refused unread. */
+#define LB_CTL_LINE_MAX (8u << 20)
+#define LB_CTL_ID_MAX 64
+#define LB_CTL_VERSION_MAX 9007199254740991ull /* 2^53 - 1: exact in every JSON reader */
+
+enum lb_ctl_op {
+	LB_CTL_PING = 0,
+	LB_CTL_STATUS,
+	LB_CTL_APPLY,
+};
+
+struct lb_ctl_request {
+	enum lb_ctl_op op;
+	char id[LB_CTL_ID_MAX];      /* optional "id", echoed in the reply ("" = none) */
+	uint64_t version;            /* apply */
+	struct lb_config *listeners; /* apply: the managed listeners, owned */
+};
+
+const char *lb_ctl_op_name(enum lb_ctl_op op);
+
+/*
+ * Parse one line (without its newline).  On failure returns -EINVAL, writes the reason to err
+ * and fills what it could of ret (op, id, version) so the error reply can echo them; ret never
+ * owns anything after a failure.
+ */
+int lb_ctl_request_parse(const char *line, size_t len, struct lb_ctl_request *ret, char *err,
+			 size_t errlen);
+void lb_ctl_request_clear(struct lb_ctl_request *r);
+
+/* A reply object with "ok" and the request's "op", "id" and, for apply, "version". */
+cJSON *lb_ctl_reply_new(const struct lb_ctl_request *req, int ok);
+/* An error reply line for req (which may be NULL or partly parsed). */
+char *lb_ctl_reply_error(const struct lb_ctl_request *req, const char *msg);
+/* Serialise and free a reply: one line ending in '\n' (malloc'd), or NULL without memory. */
+char *lb_ctl_reply_finish(cJSON *reply);
+
+#endif

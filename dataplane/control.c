@@ -1,0 +1,360 @@
+/* control.c - the Unix control socket: newline-delimited JSON requests from local peers. */
+#include <errno.h>
+#include <grp.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/ctlproto.h"
+#include "common/log.h"
+#include "dataplane/plane.h"
+
+/*
+ * Runs in the main thread, never in a worker: a large apply is parsed, validated and turned
+ * into a snapshot here while the workers keep relaying, and reaches them only as a finished
+ * snapshot.  Requests are answered in order, one reply line per request line.
+ */
+
+#define DP_CTL_CLIENTS_MAX 64
+
+struct dp_ctl {
+	struct dp_evsrc ev;
+	char path[LB_PATH_MAX];
+	struct dp_stream *clients;
+	unsigned n_clients;
+};
+
+static void client_free(struct dp_plane *p, struct dp_stream *s)
+{
+	struct dp_stream **pp;
+
+	for (pp = &p->ctl->clients; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	p->ctl->n_clients--;
+	dp_stream_free(s);
+}
+
+static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
+{
+	struct lb_config *managed = req->listeners;
+	struct lb_config_diff d;
+	char err[1024];
+	cJSON *reply, *ch;
+
+	lb_config_diff(p->managed, managed, &d);
+	if (dp_plane_commit(p, NULL, managed, err, sizeof(err))) {
+		p->applies_failed++;
+		log_warn("apply version %llu refused: %s", (unsigned long long)req->version, err);
+		return lb_ctl_reply_error(req, err);
+	}
+	req->listeners = NULL; /* the plane owns it now */
+	p->applies_ok++;
+	p->applied = true;
+	p->applied_version = req->version;
+	log_info("apply version %llu: listeners +%u -%u ~%u =%u, backends +%u -%u",
+		 (unsigned long long)req->version, d.listeners_added, d.listeners_removed,
+		 d.listeners_changed, d.listeners_unchanged, d.backends_added, d.backends_removed);
+	reply = lb_ctl_reply_new(req, 1);
+	ch = cJSON_AddObjectToObject(reply, "changes");
+	cJSON_AddNumberToObject(ch, "listeners_added", d.listeners_added);
+	cJSON_AddNumberToObject(ch, "listeners_removed", d.listeners_removed);
+	cJSON_AddNumberToObject(ch, "listeners_changed", d.listeners_changed);
+	cJSON_AddNumberToObject(ch, "listeners_unchanged", d.listeners_unchanged);
+	cJSON_AddNumberToObject(ch, "backends_added", d.backends_added);
+	cJSON_AddNumberToObject(ch, "backends_removed", d.backends_removed);
+	return lb_ctl_reply_finish(reply);
+}
+
+static char *do_status(struct dp_plane *p, const struct lb_ctl_request *req)
+{
+	cJSON *reply = lb_ctl_reply_new(req, 1), *st = dp_status_json(p), *item;
+
+	if (!reply || !st) {
+		cJSON_Delete(reply);
+		cJSON_Delete(st);
+		return lb_ctl_reply_error(req, "out of memory");
+	}
+	/* Move the status fields up next to "ok" and "op". */
+	while ((item = st->child)) {
+		cJSON_DetachItemViaPointer(st, item);
+		cJSON_AddItemToObject(reply, item->string, item);
+	}
+	cJSON_Delete(st);
+	return lb_ctl_reply_finish(reply);
+}
+
+static char *handle_line(struct dp_plane *p, const char *line, size_t len)
+{
+	struct lb_ctl_request req;
+	char err[1024], *reply;
+
+	if (lb_ctl_request_parse(line, len, &req, err, sizeof(err))) {
+		if (req.op == LB_CTL_APPLY)
+			p->applies_failed++;
+		log_debug("control: bad request: %s", err);
+		return lb_ctl_reply_error(&req, err);
+	}
+	switch (req.op) {
+	case LB_CTL_APPLY:
+		reply = do_apply(p, &req);
+		break;
+	case LB_CTL_STATUS:
+		reply = do_status(p, &req);
+		break;
+	default:
+		reply = lb_ctl_reply_finish(lb_ctl_reply_new(&req, 1));
+	}
+	lb_ctl_request_clear(&req);
+	return reply;
+}
+
+static int reply(struct dp_plane *p, struct dp_stream *s, char *line)
+{
+	int r;
+
+	if (!line)
+		return -ENOMEM;
+	r = dp_stream_write(p, s, line, strlen(line));
+	free(line);
+	return r;
+}
+
+/* Answer every complete line in the buffer; keep a partial one for later. */
+static int serve_lines(struct dp_plane *p, struct dp_stream *s)
+{
+	size_t start = 0;
+	char *nl;
+	int r = 0;
+
+	while (!r && (nl = memchr(s->in + start, '\n', s->in_len - start))) {
+		size_t len = nl - (s->in + start);
+
+		if (len && s->in[start + len - 1] == '\r')
+			len--;
+		if (len)
+			r = reply(p, s, handle_line(p, s->in + start, len));
+		start = nl + 1 - s->in;
+	}
+	memmove(s->in, s->in + start, s->in_len - start);
+	s->in_len -= start;
+	return r;
+}
+
+static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
+{
+	struct dp_stream *s = (struct dp_stream *)src;
+	int r = 0;
+
+	if (events & EPOLLOUT)
+		r = dp_stream_flush(p, s);
+	if (!r && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !s->close_after) {
+		int rd = dp_stream_read(s, LB_CTL_LINE_MAX);
+
+		r = serve_lines(p, s);
+		if (!r && rd == -E2BIG) {
+			/* No resync inside an unbounded line: say why, then hang up. */
+			r = reply(p, s, lb_ctl_reply_error(NULL, "message longer than the 8 MiB "
+							   "limit; closing the connection"));
+			s->close_after = true;
+		} else if (!r && rd) {
+			s->close_after = true; /* EOF or error: finish writing, then close */
+		}
+	}
+	if (r || (s->close_after && s->out_len == s->out_off))
+		client_free(p, s);
+}
+
+/* Only our own uid or root may drive the dataplane, whatever the socket file's mode. */
+static bool peer_allowed(int fd, struct ucred *cred)
+{
+	socklen_t len = sizeof(*cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) == -1)
+		return false;
+	return cred->uid == 0 || cred->uid == geteuid();
+}
+
+static void refuse(int fd, const char *msg)
+{
+	char *line = lb_ctl_reply_error(NULL, msg);
+
+	if (line && send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		/* Best effort: the peer is being turned away anyway. */
+	}
+	free(line);
+	close(fd);
+}
+
+static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
+{
+	struct dp_ctl *ctl = (struct dp_ctl *)src;
+
+	for (;;) {
+		struct dp_stream *s;
+		struct ucred cred;
+		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd == -1)
+			return; /* EAGAIN, or an error the next readiness will show again */
+		if (!peer_allowed(fd, &cred)) {
+			log_warn("control socket: refused pid %d uid %u (only uid %u or root)",
+				 (int)cred.pid, (unsigned)cred.uid, (unsigned)geteuid());
+			refuse(fd, "permission denied: only the dataplane's uid or root may connect");
+			continue;
+		}
+		if (ctl->n_clients >= DP_CTL_CLIENTS_MAX) {
+			refuse(fd, "too many control connections");
+			continue;
+		}
+		s = calloc(1, sizeof(*s));
+		if (!s) {
+			close(fd);
+			continue;
+		}
+		s->ev.fd = fd;
+		s->ev.handle = client_event;
+		if (dp_plane_watch(p, &s->ev, EPOLLIN)) {
+			dp_stream_free(s);
+			continue;
+		}
+		s->next = ctl->clients;
+		ctl->clients = s;
+		ctl->n_clients++;
+	}
+}
+
+/* A socket file left by a dead process is replaced; one that answers is someone's. */
+static int clear_stale(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) == -1)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "control socket %s: exists and is not a socket", path);
+		return -EEXIST;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	if (r == 0) {
+		snprintf(err, errlen, "control socket %s: another process is serving it", path);
+		return -EADDRINUSE;
+	}
+	return unlink(path) == -1 ? -errno : 0;
+}
+
+static int resolve_group(const char *group, gid_t *ret)
+{
+	struct group *gr = getgrnam(group);
+	char *end;
+	unsigned long v;
+
+	if (gr) {
+		*ret = gr->gr_gid;
+		return 0;
+	}
+	v = strtoul(group, &end, 10);
+	if (!*group || *end)
+		return -ENOENT;
+	*ret = v;
+	return 0;
+}
+
+static int bind_socket(const char *path, const char *group, int *ret_fd, char *err,
+		       size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	mode_t old_umask;
+	gid_t gid = -1;
+	int fd, r;
+
+	if (group[0] && resolve_group(group, &gid)) {
+		snprintf(err, errlen, "control_socket_group: no group \"%s\"", group);
+		return -ENOENT;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		goto out_errno;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	/* Created with no access for others from the first instant, not chmod'ed afterwards. */
+	old_umask = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old_umask);
+	if (r == -1)
+		goto out_errno;
+	if (group[0] && (chown(path, -1, gid) == -1 || chmod(path, 0660) == -1))
+		goto out_errno;
+	if (listen(fd, 16) == -1)
+		goto out_errno;
+	*ret_fd = fd;
+	return 0;
+out_errno:
+	r = -errno;
+	snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *err,
+		size_t errlen)
+{
+	struct dp_ctl *ctl;
+	char dir[LB_PATH_MAX];
+	int r;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	if (mkdir(dirname(dir), 0750) == -1 && errno != EEXIST) {
+		snprintf(err, errlen, "control socket %s: cannot create its directory: %s", path,
+			 strerror(errno));
+		return -errno;
+	}
+	r = clear_stale(path, err, errlen);
+	if (r) {
+		if (r != -EEXIST && r != -EADDRINUSE)
+			snprintf(err, errlen, "control socket %s: %s", path, strerror(-r));
+		return r;
+	}
+	ctl = calloc(1, sizeof(*ctl));
+	if (!ctl)
+		return -ENOMEM;
+	r = bind_socket(path, group, &ctl->ev.fd, err, errlen);
+	if (r) {
+		free(ctl);
+		return r;
+	}
+	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
+	ctl->ev.handle = listener_event;
+	p->ctl = ctl;
+	return dp_plane_watch(p, &ctl->ev, EPOLLIN);
+}
+
+void dp_ctl_close(struct dp_plane *p)
+{
+	struct dp_ctl *ctl = p->ctl;
+
+	if (!ctl)
+		return;
+	while (ctl->clients)
+		client_free(p, ctl->clients);
+	close(ctl->ev.fd);
+	unlink(ctl->path);
+	free(ctl);
+	p->ctl = NULL;
+}

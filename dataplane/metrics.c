@@ -1,0 +1,179 @@
+/* metrics.c - a minimal HTTP/1.x server for GET /metrics, in the main thread. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "dataplane/plane.h"
+
+/*
+ * One request per connection, answered and closed: scrapers open a connection per scrape
+ * anyway.  The text is rendered from counters the workers update with relaxed atomics, so a
+ * scrape never stops or slows the relay path.
+ */
+
+#define DP_HTTP_REQ_MAX 8192
+#define DP_METRICS_CLIENTS_MAX 32
+
+struct dp_metrics {
+	struct dp_evsrc ev;
+	struct dp_stream *clients;
+	unsigned n_clients;
+};
+
+static void client_free(struct dp_plane *p, struct dp_stream *s)
+{
+	struct dp_stream **pp;
+
+	for (pp = &p->metrics->clients; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	p->metrics->n_clients--;
+	dp_stream_free(s);
+}
+
+static int respond(struct dp_plane *p, struct dp_stream *s, const char *status,
+		   const char *type, const char *body, size_t len, bool head)
+{
+	char hdr[256];
+	int n, r;
+
+	n = snprintf(hdr, sizeof(hdr),
+		     "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		     "Connection: close\r\n\r\n",
+		     status, type, len);
+	s->close_after = true;
+	r = dp_stream_write(p, s, hdr, n);
+	if (!r && !head)
+		r = dp_stream_write(p, s, body, len);
+	return r;
+}
+
+static int serve(struct dp_plane *p, struct dp_stream *s)
+{
+	static const char not_found[] = "not found: try /metrics\n";
+	static const char bad[] = "bad request\n";
+	char method[8], path[64];
+	bool head;
+	size_t len;
+	char *text;
+	int r;
+
+	s->in[s->in_len < s->in_cap ? s->in_len : s->in_cap - 1] = '\0';
+	if (sscanf(s->in, "%7s %63s", method, path) != 2)
+		return respond(p, s, "400 Bad Request", "text/plain", bad, sizeof(bad) - 1, false);
+	head = !strcmp(method, "HEAD");
+	if (!head && strcmp(method, "GET"))
+		return respond(p, s, "405 Method Not Allowed", "text/plain", bad, sizeof(bad) - 1,
+			       false);
+	if (strcmp(path, "/metrics") && strncmp(path, "/metrics?", 9))
+		return respond(p, s, "404 Not Found", "text/plain", not_found,
+			       sizeof(not_found) - 1, head);
+	text = dp_metrics_text(p, &len);
+	if (!text)
+		return -ENOMEM;
+	r = respond(p, s, "200 OK", "text/plain; version=0.0.4; charset=utf-8", text, len, head);
+	free(text);
+	return r;
+}
+
+static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
+{
+	struct dp_stream *s = (struct dp_stream *)src;
+	int r = 0;
+
+	if (events & EPOLLOUT)
+		r = dp_stream_flush(p, s);
+	if (!r && !s->close_after && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+		int rd = dp_stream_read(s, DP_HTTP_REQ_MAX - 1);
+
+		if (rd < 0 && rd != -E2BIG) {
+			r = rd;
+		} else if (s->in_len && (rd == -E2BIG || rd == 1 ||
+					 memmem(s->in, s->in_len, "\r\n\r\n", 4) ||
+					 memmem(s->in, s->in_len, "\n\n", 2))) {
+			r = serve(p, s);
+		} else if (rd == 1) {
+			r = -ECONNRESET;
+		}
+	}
+	if (r || (s->close_after && s->out_len == s->out_off))
+		client_free(p, s);
+}
+
+static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
+{
+	struct dp_metrics *m = (struct dp_metrics *)src;
+
+	for (;;) {
+		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct dp_stream *s;
+
+		if (fd == -1)
+			return;
+		if (m->n_clients >= DP_METRICS_CLIENTS_MAX || !(s = calloc(1, sizeof(*s)))) {
+			close(fd);
+			continue;
+		}
+		s->ev.fd = fd;
+		s->ev.handle = client_event;
+		if (dp_plane_watch(p, &s->ev, EPOLLIN)) {
+			dp_stream_free(s);
+			continue;
+		}
+		s->next = m->clients;
+		m->clients = s;
+		m->n_clients++;
+	}
+}
+
+int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errlen)
+{
+	struct dp_metrics *m;
+	struct lb_addr a;
+	int fd, one = 1;
+
+	if (lb_addr_parse(addr, false, &a, err, errlen))
+		return -EINVAL;
+	fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		goto out_errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    bind(fd, (struct sockaddr *)&a.ss, a.len) == -1 || listen(fd, 64) == -1)
+		goto out_errno;
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		close(fd);
+		return -ENOMEM;
+	}
+	m->ev.fd = fd;
+	m->ev.handle = listener_event;
+	p->metrics = m;
+	return dp_plane_watch(p, &m->ev, EPOLLIN);
+out_errno:
+	snprintf(err, errlen, "metrics %s: %s", addr, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -errno;
+}
+
+void dp_metrics_close(struct dp_plane *p)
+{
+	struct dp_metrics *m = p->metrics;
+
+	if (!m)
+		return;
+	while (m->clients)
+		client_free(p, m->clients);
+	close(m->ev.fd);
+	free(m);
+	p->metrics = NULL;
+}

@@ -1,0 +1,196 @@
+/* plane.c - the main thread's loop: signals, control socket, metrics, configuration changes. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "dataplane/plane.h"
+
+/*
+ * Design: the workers never wait for the main thread and the main thread never touches a
+ * worker's ring.  Every change of configuration, from SIGHUP or an apply, goes the same way:
+ * merge the file's listeners with the managed ones, build a complete snapshot (validating it
+ * and binding every new socket), and only then hand it to each worker through an atomic
+ * pointer and an eventfd wake-up.  A change that fails anywhere before that point changes
+ * nothing.
+ */
+
+#define DP_PLANE_TICK_MS 200
+
+int dp_plane_watch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = src };
+
+	return epoll_ctl(p->epfd, EPOLL_CTL_ADD, src->fd, &ev) == -1 ? -errno : 0;
+}
+
+int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = src };
+
+	return epoll_ctl(p->epfd, EPOLL_CTL_MOD, src->fd, &ev) == -1 ? -errno : 0;
+}
+
+/* Hand a snapshot to every worker; each takes its own reference. */
+static void publish(struct dp_plane *p, struct dp_snapshot *s)
+{
+	dp_snapshot_publish(s);
+	for (unsigned i = 0; p->workers && i < p->n_workers; i++) {
+		struct dp_snapshot *old;
+
+		dp_snapshot_get(s);
+		old = atomic_exchange(&p->workers[i].next, s);
+		dp_snapshot_put(old); /* one the worker never picked up */
+		dp_worker_wake(&p->workers[i]);
+	}
+	dp_snapshot_put(p->snap);
+	p->snap = s;
+}
+
+int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config *managed,
+		    char *err, size_t errlen)
+{
+	struct lb_config *merged;
+	struct dp_snapshot *s;
+	int r;
+
+	r = lb_config_merge(file ? file : p->file, managed ? managed : p->managed, &merged, err,
+			    errlen);
+	if (r)
+		return r;
+	/* dp_snapshot_build owns merged from here, also on failure. */
+	r = dp_snapshot_build(merged, p->snap, p->n_workers, p->generation + 1, &s, err, errlen);
+	if (r)
+		return r;
+	p->generation++;
+	publish(p, s);
+	if (file) {
+		lb_config_free(p->file);
+		p->file = file;
+	}
+	if (managed) {
+		lb_config_free(p->managed);
+		p->managed = managed;
+	}
+	return 0;
+}
+
+static void reload(struct dp_plane *p)
+{
+	const struct lb_config *cur = p->file;
+	struct lb_config *conf;
+	char err[1024];
+
+	if (lb_config_load(p->config_path, &conf, err, sizeof(err)))
+		goto out_refused;
+	if (conf->acceptors != cur->acceptors || conf->io_engine != cur->io_engine ||
+	    conf->buffer_size != cur->buffer_size || conf->buffer_count != cur->buffer_count ||
+	    strcmp(conf->control_socket, cur->control_socket) ||
+	    strcmp(conf->control_socket_group, cur->control_socket_group) ||
+	    strcmp(conf->metrics, cur->metrics))
+		log_warn("reload: acceptors, io_engine, buffer_*, control_socket* and metrics take "
+			 "effect only at restart");
+	if (dp_plane_commit(p, conf, NULL, err, sizeof(err))) {
+		lb_config_free(conf);
+		goto out_refused;
+	}
+	if (!p->log_level_from_env && conf->log_level_set)
+		lb_log_threshold = conf->log_level;
+	p->reloads_ok++;
+	log_info("reloaded %s: %u listeners in force", p->config_path, p->snap->n_listeners);
+	return;
+out_refused:
+	p->reloads_failed++;
+	log_err("reload refused, keeping the running configuration: %s", err);
+}
+
+static void drain(struct dp_plane *p, int sig)
+{
+	p->draining++;
+	if (p->draining == 1)
+		log_info("%s: draining (at most %u ms), no new connections", strsignal(sig),
+			 p->snap->conf->drain_timeout_ms);
+	else
+		log_info("%s again: closing every connection now", strsignal(sig));
+	for (unsigned i = 0; i < p->n_workers; i++) {
+		atomic_store(&p->workers[i].drain, p->draining > 1 ? 2 : 1);
+		dp_worker_wake(&p->workers[i]);
+	}
+}
+
+static void signal_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
+{
+	struct signalfd_siginfo si;
+
+	while (read(src->fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP && !p->draining)
+			reload(p);
+		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			drain(p, si.ssi_signo);
+	}
+}
+
+static bool all_stopped(const struct dp_plane *p)
+{
+	for (unsigned i = 0; i < p->n_workers; i++)
+		if (!atomic_load(&p->workers[i].stopped))
+			return false;
+	return true;
+}
+
+/* SIGTERM, SIGINT and SIGHUP must already be blocked in every thread. */
+int dp_plane_open(struct dp_plane *p, const sigset_t *signals)
+{
+	p->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (p->epfd == -1)
+		return -errno;
+	p->sig.fd = signalfd(-1, signals, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (p->sig.fd == -1)
+		return -errno;
+	p->sig.handle = signal_event;
+	return dp_plane_watch(p, &p->sig, EPOLLIN);
+}
+
+/* Runs until every worker has stopped; returns the process exit status. */
+int dp_plane_run(struct dp_plane *p)
+{
+	struct epoll_event evs[32];
+
+	while (!all_stopped(p)) {
+		int n = epoll_wait(p->epfd, evs, 32, DP_PLANE_TICK_MS);
+
+		for (int i = 0; i < n; i++) {
+			struct dp_evsrc *src = evs[i].data.ptr;
+
+			src->handle(p, src, evs[i].events);
+		}
+	}
+	for (unsigned i = 0; i < p->n_workers; i++)
+		pthread_join(p->workers[i].thread, NULL);
+	if (!p->draining) {
+		log_err("every worker stopped unexpectedly");
+		return 1;
+	}
+	log_info("drained, exiting");
+	return 0;
+}
+
+void dp_plane_close(struct dp_plane *p)
+{
+	dp_ctl_close(p);
+	dp_metrics_close(p);
+	if (p->sig.fd > 0)
+		close(p->sig.fd);
+	if (p->epfd > 0)
+		close(p->epfd);
+	dp_snapshot_put(p->snap);
+	p->snap = NULL;
+	lb_config_free(p->file);
+	lb_config_free(p->managed);
+	free(p->workers);
+}

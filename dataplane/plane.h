@@ -1,0 +1,93 @@
+/* plane.h - the main thread: configuration in force, control socket, metrics, signals. */
+#ifndef DP_PLANE_H
+#define DP_PLANE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
+#include <sys/types.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/config.h"
+#include "dataplane/dp.h"
+
+struct dp_plane;
+
+/* Something in the main thread's epoll set: epoll_event.data.ptr points at it. */
+struct dp_evsrc {
+	int fd;
+	void (*handle)(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
+};
+
+/* A buffered, non-blocking stream socket of the main thread (control or metrics client). */
+struct dp_stream {
+	struct dp_evsrc ev;
+	char *in;
+	size_t in_len, in_cap;
+	char *out;
+	size_t out_len, out_off, out_cap;
+	bool want_out;       /* EPOLLOUT registered */
+	bool close_after;    /* close once the output is flushed */
+	struct dp_stream *next;
+};
+
+struct dp_plane {
+	const char *config_path;
+	struct lb_config *file;      /* the last good configuration file (owned) */
+	struct lb_config *managed;   /* listeners of the last successful apply (owned) or NULL */
+	bool applied;
+	uint64_t applied_version;
+	uint64_t applies_ok, applies_failed;
+	uint64_t reloads_ok, reloads_failed;
+	struct dp_snapshot *snap;    /* in force (reference) */
+	uint64_t generation;
+	struct dp_worker *workers;
+	unsigned n_workers;
+	const struct dp_engine *engine;
+	bool log_level_from_env;
+	int draining;
+	int epfd;
+	struct dp_evsrc sig;
+	struct dp_ctl *ctl;
+	struct dp_metrics *metrics;
+};
+
+/*
+ * Make `file` and `managed` (either may be NULL: keep the current one) the configuration in
+ * force: merge, build a snapshot (binding new sockets), hand it to every worker.  On success
+ * takes ownership of both; on failure frees neither, changes nothing and fills err.
+ */
+int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config *managed,
+		    char *err, size_t errlen);
+
+int dp_plane_open(struct dp_plane *p, const sigset_t *signals);
+int dp_plane_run(struct dp_plane *p);
+void dp_plane_close(struct dp_plane *p);
+int dp_plane_watch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
+int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
+
+/* stream.c */
+int dp_stream_read(struct dp_stream *s, size_t max);
+int dp_stream_write(struct dp_plane *p, struct dp_stream *s, const char *data, size_t len);
+int dp_stream_flush(struct dp_plane *p, struct dp_stream *s);
+void dp_stream_free(struct dp_stream *s);
+
+/* control.c: the Unix control socket. */
+int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *err,
+		size_t errlen);
+void dp_ctl_close(struct dp_plane *p);
+
+/* metrics.c: Prometheus text over HTTP. */
+int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errlen);
+void dp_metrics_close(struct dp_plane *p);
+
+/* ctl.c: `layer4-lb ctl ...`, the operator's client. */
+int dp_ctl_main(int argc, char **argv);
+
+/* status.c: what status replies and /metrics report. */
+cJSON *dp_status_json(const struct dp_plane *p);
+char *dp_metrics_text(const struct dp_plane *p, size_t *ret_len);
+
+#endif
