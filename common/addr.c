@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int addr_fail(char *err, size_t errlen, const char *why)
@@ -202,4 +203,66 @@ uint64_t lb_addr_hash_ip(const struct sockaddr *sa)
 	default:
 		return 0;
 	}
+}
+
+uint64_t lb_addr_hash(const struct lb_addr *a)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+	in_port_t port = sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+						   : ((const struct sockaddr_in *)sa)->sin_port;
+
+	return mix64(lb_addr_hash_ip(sa) ^ port);
+}
+
+static const struct lb_addr *index_addr(const struct lb_addr_index *x, uint32_t i)
+{
+	return (const struct lb_addr *)(x->base + (size_t)i * x->stride);
+}
+
+int lb_addr_index_init(struct lb_addr_index *x, const void *base, size_t stride, size_t n)
+{
+	size_t cap = 8;
+
+	while (cap < 2 * n)
+		cap *= 2;
+	x->slots = calloc(cap, sizeof(*x->slots));
+	if (!x->slots)
+		return -ENOMEM;
+	x->base = base;
+	x->stride = stride;
+	x->mask = cap - 1;
+	return 0;
+}
+
+/* Linear probing; a slot holds element index + 1, 0 when empty. */
+static uint32_t *index_slot(const struct lb_addr_index *x, const struct lb_addr *a)
+{
+	size_t k = lb_addr_hash(a) & x->mask;
+
+	while (x->slots[k] && !lb_addr_equal(index_addr(x, x->slots[k] - 1), a))
+		k = (k + 1) & x->mask;
+	return &x->slots[k];
+}
+
+long lb_addr_index_find(const struct lb_addr_index *x, const struct lb_addr *a)
+{
+	uint32_t v = x->slots ? *index_slot(x, a) : 0;
+
+	return (long)v - 1;
+}
+
+long lb_addr_index_add(struct lb_addr_index *x, uint32_t i)
+{
+	uint32_t *slot = index_slot(x, index_addr(x, i));
+
+	if (*slot)
+		return *slot - 1;
+	*slot = i + 1;
+	return -1;
+}
+
+void lb_addr_index_free(struct lb_addr_index *x)
+{
+	free(x->slots);
+	x->slots = NULL;
 }

@@ -29,4 +29,27 @@ bool lb_addr_equal(const struct lb_addr *a, const struct lb_addr *b);
 /* 64-bit hash of the IP only (not the port): the maglev key for a client. */
 uint64_t lb_addr_hash_ip(const struct sockaddr *sa);
 
+/* Hash of the whole address, IP and port. */
+uint64_t lb_addr_hash(const struct lb_addr *a);
+
+/*
+ * An index over an array whose elements each hold a struct lb_addr (at base + i * stride), for
+ * duplicate checks and matching in constant time instead of comparing every pair: a reload
+ * or apply of 1,000 backends would otherwise cost a million comparisons.  The array must not
+ * move while the index is used.  Capacity is fixed at init for n elements.
+ */
+struct lb_addr_index {
+	const char *base;
+	size_t stride;
+	uint32_t *slots;
+	size_t mask;
+};
+
+int lb_addr_index_init(struct lb_addr_index *x, const void *base, size_t stride, size_t n);
+/* Add element i: -1 when its address is new, else the index of the element that has it. */
+long lb_addr_index_add(struct lb_addr_index *x, uint32_t i);
+/* The index of an element with address a, or -1. */
+long lb_addr_index_find(const struct lb_addr_index *x, const struct lb_addr *a);
+void lb_addr_index_free(struct lb_addr_index *x);
+
 #endif

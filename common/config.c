@@ -485,17 +485,16 @@ static void apply_defaults(const struct conf_table *t, void *obj)
 }
 
 /* A duplicate would get the same connections twice as often as its weight says. */
-static int check_backend_unique(struct parser *p, const struct lb_listener_conf *l, size_t i,
-				const struct scope *s, const char *path, const char *seq_path)
+static int check_backend_unique(struct parser *p, const struct lb_listener_conf *l,
+				struct lb_addr_index *seen, size_t i, const struct scope *s,
+				const char *path, const char *seq_path)
 {
-	const struct lb_backend_conf *b = &l->backends[i];
+	long j = lb_addr_index_add(seen, i);
 
-	for (size_t j = 0; j < i; j++) {
-		if (lb_addr_equal(&l->backends[j].addr, &b->addr))
-			return fail(p, scope_line(&backend_table, s, "address"),
-				    "%s.address: duplicate backend %s (same as %s[%zu])", path,
-				    b->addr_str, seq_path, j);
-	}
+	if (j >= 0)
+		return fail(p, scope_line(&backend_table, s, "address"),
+			    "%s.address: duplicate backend %s (same as %s[%ld])", path,
+			    l->backends[i].addr_str, seq_path, j);
 	return 0;
 }
 
@@ -503,6 +502,7 @@ static int set_backends(struct parser *p, const struct conf_key *k, yaml_node_t 
 			const char *path)
 {
 	struct lb_listener_conf *l = obj;
+	struct lb_addr_index seen;
 	char ipath[KEYPATH_MAX];
 	struct scope s;
 	size_t i, n;
@@ -517,22 +517,21 @@ static int set_backends(struct parser *p, const struct conf_key *k, yaml_node_t 
 		return fail(p, node_line(v), "%s: must be a list of 1 to %d backends, got %zu",
 			    path, LB_BACKENDS_MAX, n);
 	l->backends = calloc(n, sizeof(*l->backends));
-	if (!l->backends)
+	if (!l->backends ||
+	    lb_addr_index_init(&seen, &l->backends[0].addr, sizeof(*l->backends), n))
 		return fail_nomem(p);
 	l->n_backends = n;
-	for (i = 0; i < n; i++) {
+	for (i = 0, r = 0; i < n && r >= 0; i++) {
 		yaml_node_t *item = node(p, v->data.sequence.items.start[i]);
 
 		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
 		apply_defaults(&backend_table, &l->backends[i]);
 		r = parse_scope(p, &backend_table, item, &l->backends[i], ipath, &s);
-		if (r < 0)
-			return r;
-		r = check_backend_unique(p, l, i, &s, ipath, path);
-		if (r < 0)
-			return r;
+		if (r >= 0)
+			r = check_backend_unique(p, l, &seen, i, &s, ipath, path);
 	}
-	return 0;
+	lb_addr_index_free(&seen);
+	return r < 0 ? r : 0;
 }
 
 /* Two listeners on one address would split its connections between two configurations. */
@@ -1024,12 +1023,22 @@ static bool listener_equal(const struct lb_listener_conf *a, const struct lb_lis
 	       a->fail_timeout_ms == b->fail_timeout_ms && backends_equal(a, b);
 }
 
-static bool has_backend(const struct lb_listener_conf *l, const struct lb_addr *a)
+/* Backends of `from` whose address `in` lacks (in may be NULL: all of them). */
+static unsigned backends_missing(const struct lb_listener_conf *from,
+				 const struct lb_listener_conf *in)
 {
-	for (size_t i = 0; l && i < l->n_backends; i++)
-		if (lb_addr_equal(&l->backends[i].addr, a))
-			return true;
-	return false;
+	struct lb_addr_index x = { 0 };
+	unsigned n = 0;
+
+	if (in && lb_addr_index_init(&x, &in->backends[0].addr, sizeof(*in->backends),
+				     in->n_backends))
+		return 0; /* out of memory: the diff is for messages only */
+	for (size_t i = 0; in && i < in->n_backends; i++)
+		lb_addr_index_add(&x, i);
+	for (size_t j = 0; j < from->n_backends; j++)
+		n += lb_addr_index_find(&x, &from->backends[j].addr) < 0;
+	lb_addr_index_free(&x);
+	return n;
 }
 
 /* Backends are matched by address within a listener of the same name. */
@@ -1047,15 +1056,12 @@ void lb_config_diff(const struct lb_config *old, const struct lb_config *new,
 			ret->listeners_unchanged++;
 		else
 			ret->listeners_changed++;
-		for (size_t j = 0; j < n->n_backends; j++)
-			ret->backends_added += !has_backend(o, &n->backends[j].addr);
+		ret->backends_added += backends_missing(n, o);
 	}
 	for (size_t i = 0; old && i < old->n_listeners; i++) {
 		const struct lb_listener_conf *o = &old->listeners[i];
-		const struct lb_listener_conf *n = listener_named(new, o->name);
 
-		ret->listeners_removed += !n;
-		for (size_t j = 0; j < o->n_backends; j++)
-			ret->backends_removed += !has_backend(n, &o->backends[j].addr);
+		ret->listeners_removed += !listener_named(new, o->name);
+		ret->backends_removed += backends_missing(o, listener_named(new, o->name));
 	}
 }

@@ -104,31 +104,38 @@ static struct dp_lsocks *find_socks(const struct dp_snapshot *s, const struct lb
 	return NULL;
 }
 
-static struct dp_bstate *find_bstate(const struct dp_slistener *old, const struct lb_addr *a)
+static struct dp_bstate *find_bstate(const struct dp_slistener *old,
+				     const struct lb_addr_index *x, const struct lb_addr *a)
 {
-	for (unsigned i = 0; old && i < old->n_backends; i++)
-		if (lb_addr_equal(&old->backends[i].addr, a))
-			return old->backends[i].st;
-	return NULL;
+	long i = lb_addr_index_find(x, a);
+
+	return i >= 0 ? old->backends[i].st : NULL;
 }
 
 static int build_backends(struct dp_slistener *sl, const struct dp_slistener *old)
 {
 	const struct lb_listener_conf *lc = sl->conf;
+	struct lb_addr_index x = { 0 };
+	int r = -ENOMEM;
 
 	sl->backends = calloc(lc->n_backends, sizeof(*sl->backends));
 	if (!sl->backends)
 		return -ENOMEM;
+	if (old && lb_addr_index_init(&x, &old->backends[0].addr, sizeof(*old->backends),
+				      old->n_backends))
+		return -ENOMEM;
+	for (unsigned i = 0; old && i < old->n_backends; i++)
+		lb_addr_index_add(&x, i);
 	for (size_t j = 0; j < lc->n_backends; j++) {
 		struct dp_backend *b = &sl->backends[j];
-		struct dp_bstate *st = find_bstate(old, &lc->backends[j].addr);
+		struct dp_bstate *st = find_bstate(old, &x, &lc->backends[j].addr);
 
 		if (st) {
 			atomic_fetch_add(&st->refs, 1);
 		} else {
 			st = calloc(1, sizeof(*st));
 			if (!st)
-				return -ENOMEM;
+				goto out;
 			dp_bstate_init(st);
 			dp_health_init(&st->check, true);
 		}
@@ -138,7 +145,10 @@ static int build_backends(struct dp_slistener *sl, const struct dp_slistener *ol
 		snprintf(b->name, sizeof(b->name), "%s", lc->backends[j].addr_str);
 		sl->n_backends++;
 	}
-	return 0;
+	r = 0;
+out:
+	lb_addr_index_free(&x);
+	return r;
 }
 
 static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf *lc,
