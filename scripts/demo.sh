@@ -21,18 +21,29 @@ trap 'echo; echo "stopping"; exit 0' INT TERM
 
 python3 examples/demo_backend.py 9001 backend-1 & pids+=($!)
 python3 examples/demo_backend.py 9002 backend-2 & pids+=($!)
+wait_for() {
+	for _ in $(seq 50); do
+		curl -s -o /dev/null "$1" && return 0
+		sleep 0.1
+	done
+	echo "demo: nothing answers on $1" >&2
+	exit 1
+}
+wait_for http://127.0.0.1:9001/
+wait_for http://127.0.0.1:9002/
 build/layer4-lb --config examples/lb.yaml & pids+=($!)
-
-for _ in $(seq 50); do
-	curl -s -o /dev/null http://127.0.0.1:8080/ && break
-	sleep 0.1
-done
+wait_for http://127.0.0.1:8080/
 echo
 echo "layer4-lb listens on 127.0.0.1:8080 and balances over 127.0.0.1:9001 and :9002:"
 for i in $(seq 6); do
 	printf '  request %d -> %s' "$i" "$(curl -s -m 2 http://127.0.0.1:8080/ || echo 'FAILED')"
 	echo
 done
+echo
+echo "Its state, over the control socket (build/layer4-lb ctl -c examples/lb.yaml status):"
+build/layer4-lb ctl -c examples/lb.yaml status | sed 's/^/  /'
+echo "Metrics (curl http://127.0.0.1:9100/metrics), a few lines:"
+curl -s http://127.0.0.1:9100/metrics | grep -E '^layer4lb_(listener_connections_accepted_total|backend_connections_total)' | sed 's/^/  /'
 if [ "${1:-}" = "--once" ]; then
 	exit 0
 fi

@@ -11,6 +11,7 @@ asserts that something was fast, only that it did not hang.
 """
 
 import ctypes
+import json
 import hashlib
 import os
 import queue
@@ -968,3 +969,100 @@ def main():
     if not os.path.exists(LB_BIN):
         sys.stderr.write(f"layer4-lb binary not found at {LB_BIN} (set LB_BIN)\n")
     unittest.main(verbosity=2)
+
+
+# ----------------------------------------------------------------------------------------
+# Control socket and metrics clients
+
+
+CTL_LINE_MAX = 8 << 20     # the dataplane's limit for one control request line
+
+
+class CtlClient:
+    """One connection to the control socket: newline-delimited JSON, one reply per request."""
+
+    def __init__(self, path, timeout=HANG):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.buf = b""
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, req):
+        """Send one request: a dict (serialised as JSON) or a str/bytes line (no newline)."""
+        if isinstance(req, dict):
+            req = json.dumps(req, separators=(",", ":"))
+        if isinstance(req, str):
+            req = req.encode()
+        self.sock.sendall(req + b"\n")
+
+    def readline(self, limit=64 << 20):
+        """One reply line (bytes, without the newline), or None at EOF."""
+        line, self.buf = _read_line(self.sock, self.buf, limit)
+        return line
+
+    def reply(self):
+        line = self.readline()
+        if line is None:
+            raise ConnectionError("control socket closed before a reply line")
+        return json.loads(line)
+
+    def call(self, req):
+        self.send(req)
+        return self.reply()
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def ctl_call(path, req, timeout=HANG):
+    """One request on a fresh control connection; returns the parsed reply."""
+    with CtlClient(path, timeout) as c:
+        return c.call(req)
+
+
+def http_get(addr, path="/metrics", method="GET", timeout=HANG):
+    """A one-shot HTTP/1.1 request; returns (status code, headers dict lower-cased, body)."""
+    s = connect(addr, timeout=timeout)
+    try:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {fmt_addr(*addr)}\r\n"
+                  f"Connection: close\r\n\r\n".encode())
+        data = recv_all(s, limit=64 << 20)
+    finally:
+        s.close()
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise AssertionError(f"no end of HTTP header in {data[:200]!r}")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    m = re.match(r"HTTP/1\.[01] (\d{3}) ", lines[0] + " ")
+    if not m:
+        raise AssertionError(f"bad HTTP status line {lines[0]!r}")
+    headers = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "content-length" in headers and int(headers["content-length"]) != len(body):
+        raise AssertionError(f"Content-Length {headers['content-length']} but body has "
+                             f"{len(body)} bytes")
+    return int(m.group(1)), headers, body
+
+
+def status_listener(st, name):
+    """The listener called name in a status reply, or None."""
+    for l in st.get("listeners", []):
+        if l.get("name") == name:
+            return l
+    return None
