@@ -31,10 +31,20 @@ static bool lb_usable(dp_lb_usable_fn usable, void *ctx, unsigned idx)
 	return !usable || usable(ctx, idx);
 }
 
+static unsigned lb_active(const struct dp_lb_backend *b)
+{
+	int v;
+
+	if (!b->load)
+		return b->active;
+	v = atomic_load_explicit(b->load, memory_order_relaxed);
+	return v > 0 ? (unsigned)v : 0;
+}
+
 /* True when a is less loaded than b: a.active / a.weight < b.active / b.weight, no division. */
 static bool lb_less_loaded(const struct dp_lb_backend *a, const struct dp_lb_backend *b)
 {
-	return (uint64_t)a->active * b->weight < (uint64_t)b->active * a->weight;
+	return (uint64_t)lb_active(a) * b->weight < (uint64_t)lb_active(b) * a->weight;
 }
 
 static int lb_build_maglev(struct dp_lb *lb, const struct dp_lb_spec *specs, unsigned n)
@@ -78,8 +88,10 @@ int dp_lb_init(struct dp_lb *lb, enum lb_algo algo, const struct dp_lb_spec *spe
 	tmp.b = calloc(n, sizeof(*tmp.b));
 	if (!tmp.b)
 		return -ENOMEM;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		tmp.b[i].weight = specs[i].weight;
+		tmp.b[i].load = specs[i].load;
+	}
 	if (algo == LB_ALGO_MAGLEV) {
 		ret = lb_build_maglev(&tmp, specs, n);
 		if (ret < 0)

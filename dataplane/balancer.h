@@ -2,6 +2,7 @@
 #ifndef DP_BALANCER_H
 #define DP_BALANCER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -12,6 +13,12 @@
 struct dp_lb_spec {
 	unsigned weight; /* >= 1 */
 	uint64_t id;     /* stable identity (hash of the address): maglev permutations */
+	/*
+	 * Optional: the backend's open connections across all workers, read (relaxed) by
+	 * least_conn and random_two instead of this balancer's own count.  It outlives any one
+	 * balancer, so the load seen does not reset when a reload or apply replaces the set.
+	 */
+	const atomic_int *load;
 };
 
 /* Per-worker balancing state of one backend. */
@@ -19,6 +26,7 @@ struct dp_lb_backend {
 	unsigned weight;
 	int cur;         /* smooth weighted round robin: current weight */
 	unsigned active; /* this worker's open connections to it */
+	const atomic_int *load; /* see dp_lb_spec.load; NULL = use active */
 };
 
 /* Says whether backend idx may take a new connection (health, already tried, ...). */

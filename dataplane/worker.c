@@ -55,6 +55,7 @@ static struct dp_lset *lset_new(struct dp_worker *w, struct dp_snapshot *s,
 	for (unsigned i = 0; i < sl->n_backends; i++) {
 		specs[i].weight = sl->backends[i].weight;
 		specs[i].id = backend_id(&sl->backends[i].addr);
+		specs[i].load = &sl->backends[i].st->active;
 	}
 	w->rng = dp_hash64(w->rng + 0x9e3779b97f4a7c15ull);
 	r = dp_lb_init(&set->lb, sl->conf->algorithm, specs, sl->n_backends, w->rng);

@@ -28,7 +28,7 @@ static bool avail_usable(void *ctx, unsigned idx)
 
 static void lb_setup(struct dp_lb *lb, enum lb_algo algo, const unsigned *weights, unsigned n)
 {
-	struct dp_lb_spec specs[MAX_B];
+	struct dp_lb_spec specs[MAX_B] = { 0 };
 	unsigned i;
 
 	for (i = 0; i < n; i++) {
@@ -57,7 +57,7 @@ static void pick_count(struct dp_lb *lb, unsigned picks, struct avail *a, bool t
 
 static void test_init_invalid(void **state)
 {
-	struct dp_lb_spec specs[2] = { { 1, 1 }, { 0, 2 } };
+	struct dp_lb_spec specs[2] = { { .weight = 1, .id = 1 }, { .weight = 0, .id = 2 } };
 	struct dp_lb lb;
 
 	memset(&lb, 0, sizeof(lb));
@@ -177,6 +177,39 @@ static void test_least_conn_picks_least(void **state)
 		dp_lb_conn_end(&lb, 0);
 	assert_int_equal(lb.b[0].active, 0);
 	dp_lb_conn_end(&lb, 99); /* out of range: ignored */
+	dp_lb_fini(&lb);
+}
+
+/*
+ * With a shared load source the balancer follows it, not its own counts: the load other
+ * workers (or connections of a replaced set) put on a backend is seen.
+ */
+static void test_least_conn_shared_load(void **state)
+{
+	atomic_int load[3];
+	struct dp_lb_spec specs[3];
+	struct dp_lb lb;
+
+	for (int i = 0; i < 3; i++) {
+		atomic_init(&load[i], 0);
+		specs[i] = (struct dp_lb_spec){ .weight = 1, .id = (uint64_t)i + 1, .load = &load[i] };
+	}
+	assert_int_equal(dp_lb_init(&lb, LB_ALGO_LEAST_CONN, specs, 3, 7), 0);
+	atomic_store(&load[0], 5);
+	atomic_store(&load[1], 2);
+	atomic_store(&load[2], 4);
+	/* Its own counts say 0 0 0 (a tie); the shared ones say backend 1. */
+	assert_int_equal(dp_lb_pick(&lb, 0, NULL, NULL), 1);
+	dp_lb_conn_start(&lb, 1);
+	assert_int_equal(dp_lb_pick(&lb, 0, NULL, NULL), 1);
+	atomic_store(&load[1], 9);
+	assert_int_equal(dp_lb_pick(&lb, 0, NULL, NULL), 2);
+	dp_lb_fini(&lb);
+
+	assert_int_equal(dp_lb_init(&lb, LB_ALGO_RANDOM_TWO, specs, 3, 7), 0);
+	atomic_store(&load[0], 0);
+	for (int i = 0; i < 200; i++) /* 0 vs 9 vs 4: the most loaded never wins a pair */
+		assert_int_not_equal(dp_lb_pick(&lb, (uint64_t)i, NULL, NULL), 1);
 	dp_lb_fini(&lb);
 }
 
@@ -355,6 +388,7 @@ int main(void)
 		cmocka_unit_test(test_none_usable),
 		cmocka_unit_test(test_least_conn_picks_least),
 		cmocka_unit_test(test_least_conn_weighted),
+		cmocka_unit_test(test_least_conn_shared_load),
 		cmocka_unit_test(test_least_conn_ties_rotate),
 		cmocka_unit_test(test_random_two_weighted),
 		cmocka_unit_test(test_random_two_prefers_less_loaded),
