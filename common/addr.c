@@ -266,3 +266,28 @@ void lb_addr_index_free(struct lb_addr_index *x)
 	free(x->slots);
 	x->slots = NULL;
 }
+
+static bool addr_is_any(const struct lb_addr *a)
+{
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
+
+	if (a->ss.ss_family == AF_INET)
+		return s4->sin_addr.s_addr == htonl(INADDR_ANY);
+	return a->ss.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+}
+
+bool lb_addr_overlaps(const struct lb_addr *a, const struct lb_addr *b)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in *b4 = (const struct sockaddr_in *)&b->ss;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&a->ss;
+	const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)&b->ss;
+
+	if (a->ss.ss_family != b->ss.ss_family)
+		return false; /* IPv6 listeners are V6ONLY: [::] does not take IPv4 */
+	if (a->ss.ss_family == AF_INET ? a4->sin_port != b4->sin_port
+				       : a6->sin6_port != b6->sin6_port)
+		return false;
+	return lb_addr_equal(a, b) || addr_is_any(a) || addr_is_any(b);
+}

@@ -26,6 +26,13 @@ char *lb_addr_format(const struct lb_addr *a, char *buf, size_t len);
 
 bool lb_addr_equal(const struct lb_addr *a, const struct lb_addr *b);
 
+/*
+ * Listen addresses that would take each other's connections: equal, or the same family and
+ * port with one of them the wildcard (0.0.0.0:80 and 127.0.0.1:80 both bind with SO_REUSEPORT,
+ * and the more specific one silently takes its traffic).
+ */
+bool lb_addr_overlaps(const struct lb_addr *a, const struct lb_addr *b);
+
 /* 64-bit hash of the IP only (not the port): the maglev key for a client. */
 uint64_t lb_addr_hash_ip(const struct sockaddr *sa);
 

@@ -553,6 +553,11 @@ static int check_listener_unique(struct parser *p, const struct lb_config *c, si
 				    "%s.listen: %s is already the address of listener \"%s\" "
 				    "(listeners[%zu] at line %d)",
 				    path, l->listen_str, o->name, j, o->line);
+		if (lb_addr_overlaps(&o->listen, &l->listen))
+			return fail(p, scope_line(&listener_table, s, "listen"),
+				    "%s.listen: %s overlaps %s of listener \"%s\" (listeners[%zu] "
+				    "at line %d): one would take the other's connections",
+				    path, l->listen_str, o->listen_str, o->name, j, o->line);
 	}
 	return 0;
 }
@@ -968,8 +973,10 @@ int lb_config_merge(const struct lb_config *file, const struct lb_config *manage
 	int r;
 
 	c = malloc(sizeof(*c));
-	if (!c)
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
 	*c = *file;
 	c->listeners = NULL;
 	c->n_listeners = 0;
@@ -982,13 +989,14 @@ int lb_config_merge(const struct lb_config *file, const struct lb_config *manage
 		for (size_t j = 0; j < i; j++) {
 			const struct lb_listener_conf *a = &c->listeners[j], *b = &c->listeners[i];
 
-			if (!lb_addr_equal(&a->listen, &b->listen))
+			if (!lb_addr_overlaps(&a->listen, &b->listen))
 				continue;
 			snprintf(err, errlen,
-				 "listener \"%s\" would listen on %s, already the address of %s "
-				 "listener \"%s\"",
-				 b->name, b->listen_str, a->managed ? "managed" : "config file",
-				 a->name);
+				 "listener \"%s\" would listen on %s, %s %s of %s listener \"%s\"",
+				 b->name, b->listen_str,
+				 lb_addr_equal(&a->listen, &b->listen) ? "already the address"
+								       : "which overlaps",
+				 a->listen_str, a->managed ? "managed" : "config file", a->name);
 			r = -EINVAL;
 			goto out_free;
 		}

@@ -2,6 +2,7 @@
 #include "common/ctlproto.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -70,11 +71,26 @@ static int parse_version(const cJSON *root, struct lb_ctl_request *r, char *err,
 	return 0;
 }
 
-/* Every top-level field must be known: a typo must not be silently ignored. */
+/* A key given twice: cJSON would silently use the first one. */
+static const char *duplicate_key(const cJSON *obj)
+{
+	const cJSON *a, *b;
+
+	cJSON_ArrayForEach(a, obj)
+		for (b = a->next; b; b = b->next)
+			if (!strcmp(a->string, b->string))
+				return a->string;
+	return NULL;
+}
+
+/* Every top-level field must be known and given once: a typo must not be silently ignored. */
 static int check_fields(const cJSON *root, enum lb_ctl_op op, char *err, size_t errlen)
 {
+	const char *dup = duplicate_key(root);
 	const cJSON *f;
 
+	if (dup)
+		return fail(err, errlen, "field \"%.64s\" given twice", dup);
 	cJSON_ArrayForEach(f, root) {
 		if (!strcmp(f->string, "op") || !strcmp(f->string, "id"))
 			continue;
@@ -82,6 +98,51 @@ static int check_fields(const cJSON *root, enum lb_ctl_op op, char *err, size_t 
 		    (!strcmp(f->string, "version") || !strcmp(f->string, "listeners")))
 			continue;
 		return fail(err, errlen, "unknown field \"%.64s\"", f->string);
+	}
+	return 0;
+}
+
+/*
+ * JSON types the YAML parser cannot see: it reads every scalar as text, so without this
+ * "name": true would make a listener called "true".  Strings where the file has words,
+ * numbers (or numeric strings) where it has integers, objects and lists where it nests, no
+ * nulls, and no key twice.
+ */
+static int check_types(const cJSON *v, const char *path, char *err, size_t errlen)
+{
+	static const char *const words[] = { "name", "listen", "protocol", "algorithm", "address" };
+	const char *dup;
+	const cJSON *f;
+	char sub[192];
+	int i = 0;
+
+	if (cJSON_IsArray(v)) {
+		cJSON_ArrayForEach(f, v) {
+			snprintf(sub, sizeof(sub), "%s[%d]", path, i++);
+			if (!cJSON_IsObject(f))
+				return fail(err, errlen, "%s: must be an object", sub);
+			if (check_types(f, sub, err, errlen))
+				return -EINVAL;
+		}
+		return 0;
+	}
+	if ((dup = duplicate_key(v)))
+		return fail(err, errlen, "%s.%.64s: given twice", path, dup);
+	cJSON_ArrayForEach(f, v) {
+		const char *want = cJSON_IsString(f) || cJSON_IsNumber(f) ? NULL : "a number";
+
+		snprintf(sub, sizeof(sub), "%s.%.64s", path, f->string);
+		for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
+			if (!strcmp(f->string, words[k]))
+				want = cJSON_IsString(f) ? NULL : "a string";
+		if (!strcmp(f->string, "health_check"))
+			want = cJSON_IsObject(f) ? NULL : "an object";
+		if (!strcmp(f->string, "backends"))
+			want = cJSON_IsArray(f) ? NULL : "a list";
+		if (want)
+			return fail(err, errlen, "%s: must be %s", sub, want);
+		if ((cJSON_IsArray(f) || cJSON_IsObject(f)) && check_types(f, sub, err, errlen))
+			return -EINVAL;
 	}
 	return 0;
 }
@@ -101,6 +162,8 @@ static int parse_listeners(const cJSON *root, struct lb_ctl_request *r, char *er
 		return fail(err, errlen, "apply: missing field \"listeners\"");
 	if (!cJSON_IsArray(ls))
 		return fail(err, errlen, "apply: \"listeners\" must be a list");
+	if (check_types(ls, "listeners", err, errlen))
+		return -EINVAL;
 	wrap = cJSON_CreateObject();
 	if (!wrap || !cJSON_AddItemReferenceToObject(wrap, "listeners", (cJSON *)ls)) {
 		cJSON_Delete(wrap);
@@ -121,14 +184,21 @@ static int parse_listeners(const cJSON *root, struct lb_ctl_request *r, char *er
 int lb_ctl_request_parse(const char *line, size_t len, struct lb_ctl_request *ret, char *err,
 			 size_t errlen)
 {
+	const char *end = NULL;
 	cJSON *root;
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
 	ret->op = (enum lb_ctl_op)-1;
-	root = cJSON_ParseWithLength(line, len);
+	root = cJSON_ParseWithLengthOpts(line, len, &end, 0);
 	if (!root)
 		return fail(err, errlen, "malformed JSON");
+	while (end < line + len && strchr(" \t\r", *end))
+		end++;
+	if (end < line + len) {
+		cJSON_Delete(root);
+		return fail(err, errlen, "malformed JSON: text after the object");
+	}
 	r = -EINVAL;
 	if (!cJSON_IsObject(root)) {
 		fail(err, errlen, "a request must be a JSON object");
@@ -161,8 +231,13 @@ cJSON *lb_ctl_reply_new(const struct lb_ctl_request *req, int ok)
 		cJSON_AddStringToObject(o, "op", lb_ctl_op_name(req->op));
 	if (req && req->id[0])
 		cJSON_AddStringToObject(o, "id", req->id);
-	if (req && req->op == LB_CTL_APPLY)
-		cJSON_AddNumberToObject(o, "version", (double)req->version);
+	if (req && req->op == LB_CTL_APPLY) {
+		/* As an integer: a double printed with 15 digits would change large versions. */
+		char v[24];
+
+		snprintf(v, sizeof(v), "%" PRIu64, req->version);
+		cJSON_AddRawToObject(o, "version", v);
+	}
 	return o;
 }
 

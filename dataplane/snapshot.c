@@ -53,10 +53,34 @@ void dp_lsocks_put(struct dp_lsocks *ls)
 	free(ls);
 }
 
+/*
+ * SO_REUSEPORT would let us join a group some other process of our uid already listens in,
+ * and the two would silently split the traffic.  A plain bind (no SO_REUSEPORT) first finds
+ * out: it fails while any socket listens on the address.
+ */
+static int address_free(const struct lb_addr *a)
+{
+	int fd, one = 1, r = 0;
+
+	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
 static int lsocks_new(const struct lb_addr *a, unsigned n, struct dp_lsocks **ret)
 {
 	struct dp_lsocks *ls;
-	int r = 0;
+	int r = address_free(a);
+
+	if (r)
+		return r;
 
 	ls = calloc(1, sizeof(*ls) + n * sizeof(int));
 	if (!ls)

@@ -1,4 +1,4 @@
-/* test_ctlproto.c - control requests: every refusal with its message, good requests, reply lines. */
+/* test_ctlproto.c - control requests: every refusal and its message, good requests, reply lines. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -89,8 +89,30 @@ static void test_malformed_cut_by_len(void **state)
 /* Text after the object is not part of one request: it must not be silently dropped. */
 static void test_trailing_garbage(void **state)
 {
-	expect_bad("{\"op\":\"ping\"} x", "malformed JSON", NULL, NULL);
-	expect_bad("{\"op\":\"ping\"}{\"op\":\"apply\"}", "malformed JSON", NULL, NULL);
+	expect_bad("{\"op\":\"ping\"} x", "malformed JSON: text after the object", NULL, NULL);
+	expect_bad("{\"op\":\"ping\"}{\"op\":\"apply\"}", "malformed JSON: text after the object",
+		   NULL, NULL);
+}
+
+/* JSON types that the YAML-based listener parser could not tell apart must be refused here. */
+static void test_listener_json_types(void **state)
+{
+	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":true,"
+		   "\"listen\":\"127.0.0.1:8080\",\"backends\":[{\"address\":\"10.0.0.1:80\"}]}]}",
+		   "listeners[0].name: must be a string", NULL, NULL);
+	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"a\","
+		   "\"listen\":\"127.0.0.1:8080\",\"backends\":[{\"address\":\"10.0.0.1:80\","
+		   "\"weight\":null}]}]}",
+		   "listeners[0].backends[0].weight: must be a number", NULL, NULL);
+	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"a\","
+		   "\"listen\":\"127.0.0.1:8080\",\"health_check\":null,"
+		   "\"backends\":[{\"address\":\"10.0.0.1:80\"}]}]}",
+		   "listeners[0].health_check: must be an object", NULL, NULL);
+	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"a\",\"name\":\"b\","
+		   "\"listen\":\"127.0.0.1:8080\",\"backends\":[{\"address\":\"10.0.0.1:80\"}]}]}",
+		   "listeners[0].name: given twice", NULL, NULL);
+	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[7]}",
+		   "listeners[0]: must be an object", NULL, NULL);
 }
 
 /* JSON allows a repeated key; only the first would be read, so the second must be refused. */
@@ -523,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_malformed_cut_by_len),
 		cmocka_unit_test(test_trailing_garbage),
+		cmocka_unit_test(test_listener_json_types),
 		cmocka_unit_test(test_duplicate_field),
 		cmocka_unit_test(test_not_an_object),
 		cmocka_unit_test(test_op),
