@@ -68,6 +68,7 @@ static int parse_version(const cJSON *root, struct lb_ctl_request *r, char *err,
 		return fail(err, errlen,
 			    "apply: \"version\" must be an integer between 0 and 2^53-1");
 	r->version = (uint64_t)v->valuedouble;
+	r->has_version = true;
 	return 0;
 }
 
@@ -231,7 +232,7 @@ cJSON *lb_ctl_reply_new(const struct lb_ctl_request *req, int ok)
 		cJSON_AddStringToObject(o, "op", lb_ctl_op_name(req->op));
 	if (req && req->id[0])
 		cJSON_AddStringToObject(o, "id", req->id);
-	if (req && req->op == LB_CTL_APPLY) {
+	if (req && req->op == LB_CTL_APPLY && req->has_version) {
 		/* As an integer: a double printed with 15 digits would change large versions. */
 		char v[24];
 

@@ -2,6 +2,7 @@
 #ifndef LB_CTLPROTO_H
 #define LB_CTLPROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,7 @@ struct lb_ctl_request {
 	enum lb_ctl_op op;
 	char id[LB_CTL_ID_MAX];      /* optional "id", echoed in the reply ("" = none) */
 	uint64_t version;            /* apply */
+	bool has_version;            /* version parsed: echo it in the reply */
 	struct lb_config *listeners; /* apply: the managed listeners, owned */
 };
 

@@ -250,7 +250,6 @@ static void connect_next(struct dp_worker *w, struct dp_conn *c)
 		c->bidx = idx;
 		dp_lb_conn_start(&c->set->lb, idx);
 		atomic_fetch_add(&b->st->active, 1);
-		atomic_fetch_add(&b->st->conns_total, 1);
 		c->state = DP_CS_CONNECTING;
 		w->eng->connect(w, c, &b->addr, sl->conf->connect_timeout_ms);
 		return;
@@ -298,6 +297,7 @@ void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res)
 		return;
 	b = &c->set->sl->backends[c->bidx];
 	if (!res) {
+		atomic_fetch_add_explicit(&b->st->conns_total, 1, memory_order_relaxed);
 		dp_bstate_report(b->st, true, 0, 0, w->now_ms);
 		return start_relay(w, c);
 	}

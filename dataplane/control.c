@@ -157,18 +157,23 @@ static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 
 	if (events & EPOLLOUT)
 		r = dp_stream_flush(p, s);
-	if (!r && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !s->close_after) {
+	while (!r && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !s->close_after) {
 		int rd = dp_stream_read(s, LB_CTL_LINE_MAX);
 
 		r = serve_lines(p, s);
-		if (!r && rd == -E2BIG) {
+		if (r)
+			break;
+		if (rd == -E2BIG && s->in_len < LB_CTL_LINE_MAX)
+			continue; /* the buffer held whole lines: read on */
+		if (rd == -E2BIG) {
 			/* No resync inside an unbounded line: say why, then hang up. */
 			r = reply(p, s, lb_ctl_reply_error(NULL, "message longer than the 8 MiB "
 							   "limit; closing the connection"));
 			s->close_after = true;
-		} else if (!r && rd) {
+		} else if (rd) {
 			s->close_after = true; /* EOF or error: finish writing, then close */
 		}
+		break;
 	}
 	if (r || (s->close_after && s->out_len == s->out_off))
 		client_free(p, s);

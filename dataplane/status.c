@@ -154,7 +154,8 @@ static void listener_metrics(struct text *t, const struct dp_plane *p)
 	put(t, "layer4lb_listener_connections_active{listener=\"%s\"} %d\n", sl->conf->name,
 	    atomic_load(&sl->st->active));
 	family(t, "listener_connections_failed_total", "counter",
-	       "Client connections closed at once: no usable backend or over max_connections.");
+	       "Client connections closed without reaching a backend: none usable, every connect "
+	       "failed, or over max_connections.");
 	FOR_LISTENERS(p, sl)
 	put(t, "layer4lb_listener_connections_failed_total{listener=\"%s\"} %llu\n",
 	    sl->conf->name, (unsigned long long)atomic_load(&sl->st->refused));
@@ -172,7 +173,8 @@ static void backend_metrics(struct text *t, const struct dp_plane *p)
 {
 	uint64_t now = dp_now_ms();
 
-	family(t, "backend_connections_total", "counter", "Connections opened to the backend.");
+	family(t, "backend_connections_total", "counter",
+	       "Connections established to the backend (failed connects are in connect_errors).");
 	FOR_LISTENERS(p, sl) FOR_BACKENDS(sl, b)
 	put(t, "layer4lb_backend_connections_total{listener=\"%s\",backend=\"%s\"} %llu\n",
 	    sl->conf->name, b->name, (unsigned long long)atomic_load(&b->st->conns_total));

@@ -1054,7 +1054,8 @@ def http_get(addr, path="/metrics", method="GET", timeout=HANG):
     for l in lines[1:]:
         k, _, v = l.partition(":")
         headers[k.strip().lower()] = v.strip()
-    if "content-length" in headers and int(headers["content-length"]) != len(body):
+    if method != "HEAD" and "content-length" in headers and \
+            int(headers["content-length"]) != len(body):
         raise AssertionError(f"Content-Length {headers['content-length']} but body has "
                              f"{len(body)} bytes")
     return int(m.group(1)), headers, body

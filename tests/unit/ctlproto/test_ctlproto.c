@@ -474,7 +474,7 @@ static void test_reply_version_exact(void **state)
 	static const uint64_t versions[] = { 1, 4294967297ull, 1234567890123456ull,
 					     4503599627370497ull, 6000000000000001ull,
 					     9007199254740991ull };
-	struct lb_ctl_request r = { .op = LB_CTL_APPLY };
+	struct lb_ctl_request r = { .op = LB_CTL_APPLY, .has_version = true };
 	char text[32];
 	cJSON *o;
 
