@@ -26,6 +26,8 @@ static void usage(FILE *f)
 		"\n"
 		"  -c, --config FILE  configuration file (YAML; see docs/configuration.md)\n"
 		"      --check        validate the configuration file and exit\n"
+		"  -s, --control-socket PATH\n"
+		"                     serve the control socket at PATH (overrides control_socket)\n"
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n"
 		"\n"
@@ -99,16 +101,27 @@ static int start_workers(struct dp_plane *p)
 static int parse_args(int argc, char **argv, struct dp_plane *p, bool *check)
 {
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "check", no_argument, NULL, 'k' },
-		{ "version", no_argument, NULL, 'V' },      { "help", no_argument, NULL, 'h' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'k' },
+		{ "control-socket", required_argument, NULL, 's' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int o;
 
-	while ((o = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "c:s:Vh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'c':
 			p->config_path = optarg;
+			break;
+		case 's':
+			if (optarg[0] != '/' || strlen(optarg) >= LB_PATH_MAX) {
+				fprintf(stderr, "layer4-lb: --control-socket must be an absolute path "
+						"shorter than %d bytes\n", LB_PATH_MAX);
+				return 2;
+			}
+			p->control_socket = optarg;
 			break;
 		case 'k':
 			*check = true;
@@ -237,6 +250,7 @@ int main(int argc, char **argv)
 	}
 	if (!p.log_level_from_env && conf->log_level_set)
 		lb_log_threshold = conf->log_level;
+	dp_plane_override(&p, conf);
 	if (conf->io_engine == LB_ENGINE_EPOLL) {
 		log_err("io_engine: epoll is not available in this version yet; use auto or "
 			"io_uring");

@@ -80,6 +80,12 @@ int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config
 	return 0;
 }
 
+void dp_plane_override(const struct dp_plane *p, struct lb_config *conf)
+{
+	if (p->control_socket)
+		snprintf(conf->control_socket, sizeof(conf->control_socket), "%s", p->control_socket);
+}
+
 static void reload(struct dp_plane *p)
 {
 	const struct lb_config *cur = p->file;
@@ -88,6 +94,7 @@ static void reload(struct dp_plane *p)
 
 	if (lb_config_load(p->config_path, &conf, err, sizeof(err)))
 		goto out_refused;
+	dp_plane_override(p, conf);
 	if (conf->acceptors != cur->acceptors || conf->io_engine != cur->io_engine ||
 	    conf->buffer_size != cur->buffer_size || conf->buffer_count != cur->buffer_count ||
 	    strcmp(conf->control_socket, cur->control_socket) ||

@@ -35,6 +35,7 @@ struct dp_stream {
 
 struct dp_plane {
 	const char *config_path;
+	const char *control_socket;  /* --control-socket, overrides the file's; NULL = none */
 	struct lb_config *file;      /* the last good configuration file (owned) */
 	struct lb_config *managed;   /* listeners of the last successful apply (owned) or NULL */
 	bool applied;
@@ -62,6 +63,8 @@ struct dp_plane {
 int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config *managed,
 		    char *err, size_t errlen);
 
+/* Apply command-line overrides to a freshly loaded configuration file. */
+void dp_plane_override(const struct dp_plane *p, struct lb_config *conf);
 int dp_plane_open(struct dp_plane *p, const sigset_t *signals);
 int dp_plane_run(struct dp_plane *p);
 void dp_plane_close(struct dp_plane *p);

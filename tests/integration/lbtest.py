@@ -760,8 +760,9 @@ class LB:
     """One layer4-lb process on a config written to a temporary directory."""
 
     def __init__(self, tc, config_text, ready=(), num_acceptors=1, log_level="debug", env=None,
-                 expect_rc=0):
+                 expect_rc=0, args=()):
         self.tc = tc
+        self.args = list(args)
         self.dir = tempfile.mkdtemp(prefix="lbtest-")
         self.config_path = os.path.join(self.dir, "lb.yaml")
         self.stderr_path = os.path.join(self.dir, "stderr.log")
@@ -807,7 +808,7 @@ class LB:
     def start(self, wait=True):
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
-        self.proc = subprocess.Popen([LB_BIN, "--config", self.config_path],
+        self.proc = subprocess.Popen([LB_BIN, "--config", self.config_path] + self.args,
                                      stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._err, env=self.env, cwd=self.dir,
                                      preexec_fn=_die_with_parent if _prctl else None)
@@ -939,7 +940,7 @@ class LBTestCase(unittest.TestCase):
         return d
 
     def start_lb(self, listeners=None, config=None, ready=None, num_acceptors=1,
-                 log_level="debug", env=None, expect_rc=0, wait=True, **top):
+                 log_level="debug", env=None, expect_rc=0, wait=True, args=(), **top):
         """Write a config (listener dicts + top-level keys, or raw text) and start the LB.
 
         ready: addresses to wait for; default: every listener's listen address."""
@@ -951,7 +952,7 @@ class LBTestCase(unittest.TestCase):
                 host, _, port = l["listen"].rpartition(":")
                 ready.append((host.strip("[]"), int(port)))
         lb = LB(self, config, ready=ready, num_acceptors=num_acceptors, log_level=log_level,
-                env=env, expect_rc=expect_rc)
+                env=env, expect_rc=expect_rc, args=args)
         self._lbs.append(lb)
         self.addCleanup(lb._cleanup)
         lb.start(wait=wait)

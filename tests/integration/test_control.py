@@ -575,6 +575,23 @@ class CliTest(ControlCase):
     def ctl(self, *args, env=None):
         return run_lb(["ctl"] + list(args), env=env)
 
+    def test_control_socket_flag(self):
+        """--control-socket serves the socket even when the file sets none."""
+        a, b = self.backends("a", "b")
+        fport, mport = free_port(), free_port()
+        sock = os.path.join(self.tmpdir(), "flag.sock")
+        lb = self.start_lb([listener(fport, [a])], args=["--control-socket", sock])
+        self.assertNotIn("control_socket", lb.config_text)
+        r = self.ctl("-s", sock, "ping")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        reply = ctl_call(sock, {"op": "apply", "version": 3,
+                                "listeners": [listener(mport, [b], name="viaflag")]})
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual(who((LOCAL, mport)), "b")
+        r = run_lb(["--config", lb.config_path, "--control-socket", "relative.sock"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("absolute path", r.stderr)
+
     def test_ctl_commands(self):
         a, b, c = self.backends("a", "b", "c")
         fport, mport = free_port(), free_port()
