@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - benchmark layer4-lb against HAProxy and nginx stream on this machine, loopback only.
 #
-#   bench/run.sh                 full run: 5 rounds alternating the proxies (about 6 minutes)
+#   bench/run.sh                 full run: 5 rounds alternating the proxies (4-6 minutes)
 #   bench/run.sh --quick         smoke run (about a minute)
 #   bench/run.sh --acceptors 2   2 workers in every proxy (layer4-lb NUM_ACCEPTORS, HAProxy
 #                                nbthread, nginx worker_processes)
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 case " $* " in *" -h "*|*" --help "*) exec python3 bench/bench.py --help ;; esac
 
 PKGS=(haproxy nginx libnginx-mod-stream wrk iperf3 gnuplot-nox python3 iproute2 util-linux
-      cmake build-essential pkg-config liburing-dev libyaml-dev)
+      cmake build-essential pkg-config liburing-dev libyaml-dev libcjson-dev)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
