@@ -128,6 +128,7 @@ struct dp_half {
 	uint32_t len[DP_HALF_QMAX];
 	struct dp_list nobuf;              /* in worker->nobuf while DP_H_NOBUF */
 	uint32_t off;                      /* bytes of bid[head] already sent */
+	uint32_t eng_done;                 /* engine-private: bytes of the in-flight send done */
 	uint64_t bytes;
 	/* The gathered send in flight: must stay put until the engine has submitted it. */
 	struct iovec iov[DP_HALF_QMAX];
@@ -157,6 +158,7 @@ struct dp_conn {
 	uint8_t cancelled;                 /* cancel requests issued since CLOSING */
 	uint16_t inflight;                 /* requests that will still post a completion */
 	int fd[2];                         /* [0] client, [1] backend */
+	uint8_t eng[2];                    /* engine-private state of fd[0], fd[1] */
 	int bidx;                          /* backend index in set->sl, -1 none */
 	uint64_t tried;                    /* bitmap of backends tried (first 64) */
 	uint64_t key;                      /* client hash (maglev) */
@@ -192,6 +194,7 @@ struct dp_engine {
 };
 
 extern const struct dp_engine dp_engine_uring;
+extern const struct dp_engine dp_engine_epoll;
 
 /*
  * Counters a worker keeps.  Only the worker writes them, so an increment is a relaxed load and

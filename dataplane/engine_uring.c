@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "dataplane/dp.h"
+#include "dataplane/engine.h"
 
 /*
  * Design (see docs/architecture.md):
@@ -18,27 +19,13 @@
  *   between losing to and beating HAProxy in the measurements (research/dataplane-anchors.md).
  * - Receives pick a buffer from one provided-buffer ring per worker at the moment data arrives,
  *   so an idle connection holds no buffer at all.
- * - user_data = op:8 | gen:24 | slot:32.  Every completion is checked against the slot's
- *   generation before it is believed.
+ * - user_data is the completion tag of engine.h (op, generation, slot); dp_engine_complete
+ *   checks it against the slot's generation before anything is believed.
  */
 
 #define DP_BGID 1
 #define DP_SQ_ENTRIES 1024
 #define DP_CQ_ENTRIES 32768
-
-enum dp_op {
-	DP_OP_ACCEPT = 1,
-	DP_OP_CONNECT,
-	DP_OP_LTIMEOUT,
-	DP_OP_RECV0, /* + half */
-	DP_OP_RECV1,
-	DP_OP_SEND0, /* + half */
-	DP_OP_SEND1,
-	DP_OP_CANCEL,
-	DP_OP_WAKE,
-};
-
-_Static_assert(DP_OP_WAKE < 256, "op must fit in 8 bits");
 
 struct dp_uring {
 	struct io_uring ring;
@@ -49,11 +36,6 @@ struct dp_uring {
 	unsigned mask;
 	unsigned added; /* buffers given back since the last publish */
 };
-
-static inline uint64_t ud_pack(enum dp_op op, uint32_t gen, uint32_t slot)
-{
-	return (uint64_t)op << 56 | (uint64_t)(gen & 0xffffff) << 32 | slot;
-}
 
 static inline struct dp_uring *U(struct dp_worker *w)
 {
@@ -153,7 +135,7 @@ static void arm_wake(struct dp_worker *w)
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	io_uring_prep_read(sqe, w->efd, &w->efd_val, sizeof(w->efd_val), 0);
-	io_uring_sqe_set_data64(sqe, ud_pack(DP_OP_WAKE, 0, 0));
+	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_WAKE, 0, 0));
 }
 
 static void uring_fini(struct dp_worker *w)
@@ -205,7 +187,7 @@ static int uring_accept(struct dp_worker *w, struct dp_wlistener *wl)
 
 	/* Peer addresses are fetched with getpeername only when the algorithm needs them. */
 	io_uring_prep_multishot_accept(sqe, wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, ud_pack(DP_OP_ACCEPT, wl->gen, wl->idx));
+	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx));
 	return 0;
 }
 
@@ -213,9 +195,9 @@ static int uring_accept_cancel(struct dp_worker *w, struct dp_wlistener *wl)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
-	io_uring_prep_cancel64(sqe, ud_pack(DP_OP_ACCEPT, wl->gen, wl->idx), 0);
+	io_uring_prep_cancel64(sqe, dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx), 0);
 	/* Its own completion tells nothing the accept's final CQE does not. */
-	io_uring_sqe_set_data64(sqe, ud_pack(DP_OP_CANCEL, 0, UINT32_MAX));
+	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_CANCEL, 0, UINT32_MAX));
 	return 0;
 }
 
@@ -232,10 +214,10 @@ static int uring_connect(struct dp_worker *w, struct dp_conn *c, const struct lb
 	c->cts.tv_sec = timeout_ms / 1000;
 	c->cts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
 	io_uring_prep_connect(sqe, c->fd[1], (const struct sockaddr *)&to->ss, to->len);
-	io_uring_sqe_set_data64(sqe, ud_pack(DP_OP_CONNECT, c->gen, c->slot));
+	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_CONNECT, c->gen, c->slot));
 	sqe->flags |= IOSQE_IO_LINK;
 	io_uring_prep_link_timeout(tsqe, &c->cts, 0);
-	io_uring_sqe_set_data64(tsqe, ud_pack(DP_OP_LTIMEOUT, c->gen, c->slot));
+	io_uring_sqe_set_data64(tsqe, dp_tag(DP_OP_LTIMEOUT, c->gen, c->slot));
 	c->inflight += 2;
 	return 0;
 }
@@ -251,7 +233,7 @@ static int uring_recv(struct dp_worker *w, struct dp_conn *c, int h)
 	/* Right after a reply the socket is most likely empty: arm a poll, skip a futile try. */
 	if (hf->flags & DP_H_POLLFIRST)
 		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-	io_uring_sqe_set_data64(sqe, ud_pack(DP_OP_RECV0 + h, c->gen, c->slot));
+	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_RECV0 + h, c->gen, c->slot));
 	c->inflight++;
 	return 0;
 }
@@ -283,7 +265,7 @@ static int uring_send(struct dp_worker *w, struct dp_conn *c, int h)
 		hf->msg.msg_iovlen = n;
 		io_uring_prep_sendmsg(sqe, fd, &hf->msg, MSG_WAITALL | MSG_NOSIGNAL);
 	}
-	io_uring_sqe_set_data64(sqe, ud_pack(DP_OP_SEND0 + h, c->gen, c->slot));
+	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot));
 	hf->nsend = n;
 	c->inflight++;
 	return 0;
@@ -298,7 +280,7 @@ static int uring_cancel(struct dp_worker *w, struct dp_conn *c)
 			continue;
 		sqe = get_sqe(w);
 		io_uring_prep_cancel_fd(sqe, c->fd[i], IORING_ASYNC_CANCEL_ALL);
-		io_uring_sqe_set_data64(sqe, ud_pack(DP_OP_CANCEL, c->gen, c->slot));
+		io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_CANCEL, c->gen, c->slot));
 		c->inflight++;
 	}
 	return 0;
@@ -317,65 +299,22 @@ static void uring_buf_put(struct dp_worker *w, unsigned bid)
 			      u->mask, u->added++);
 }
 
-static void dispatch_accept(struct dp_worker *w, struct io_uring_cqe *cqe, uint32_t gen,
-			    uint32_t slot)
-{
-	struct dp_wlistener *wl = slot < w->n_wls ? w->wls[slot] : NULL;
-
-	if (!wl || wl->gen != gen) {
-		/* A listener freed before this CQE would be our bug; the fd must not leak. */
-		if (cqe->res >= 0)
-			close(cqe->res);
-		DP_STAT_INC(w->stats.stale_cqes);
-		return;
-	}
-	if (cqe->res >= 0)
-		dp_conn_accepted(w, wl, cqe->res);
-	if (!(cqe->flags & IORING_CQE_F_MORE))
-		dp_worker_accept_ended(w, wl, cqe->res < 0 ? cqe->res : 0);
-}
-
 static void dispatch(struct dp_worker *w, struct io_uring_cqe *cqe)
 {
-	uint64_t ud = cqe->user_data;
-	enum dp_op op = ud >> 56;
-	uint32_t gen = (ud >> 32) & 0xffffff, slot = (uint32_t)ud;
-	struct dp_conn *c;
-	int bid;
+	unsigned flags = 0;
+	int bid = -1;
 
-	if (op == DP_OP_ACCEPT)
-		return dispatch_accept(w, cqe, gen, slot);
-	if (op == DP_OP_WAKE) {
+	if (dp_tag_op(cqe->user_data) == DP_OP_WAKE) {
 		dp_worker_woken(w);
 		return arm_wake(w);
 	}
-	if (op == DP_OP_CANCEL && slot == UINT32_MAX)
-		return;
-	c = dp_conn_get(w, slot, gen);
-	if (!c) {
-		DP_STAT_INC(w->stats.stale_cqes);
-		return;
-	}
-	c->inflight--;
-	switch (op) {
-	case DP_OP_CONNECT:
-		dp_conn_connected(w, c, cqe->res);
-		break;
-	case DP_OP_RECV0:
-	case DP_OP_RECV1:
-		bid = cqe->flags & IORING_CQE_F_BUFFER ? (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT)
-						       : -1;
-		dp_conn_received(w, c, op - DP_OP_RECV0, cqe->res, bid,
-				 cqe->flags & IORING_CQE_F_SOCK_NONEMPTY);
-		break;
-	case DP_OP_SEND0:
-	case DP_OP_SEND1:
-		dp_conn_sent(w, c, op - DP_OP_SEND0, cqe->res);
-		break;
-	default: /* link timeout, cancel: only the count matters */
-		break;
-	}
-	dp_conn_put(w, c);
+	if (cqe->flags & IORING_CQE_F_MORE)
+		flags |= DP_CF_MORE;
+	if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
+		flags |= DP_CF_NONEMPTY;
+	if (cqe->flags & IORING_CQE_F_BUFFER)
+		bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+	dp_engine_complete(w, cqe->user_data, cqe->res, flags, bid);
 }
 
 static int uring_run(struct dp_worker *w, unsigned timeout_ms)
@@ -418,3 +357,48 @@ const struct dp_engine dp_engine_uring = {
 	.buf_put = uring_buf_put,
 	.run = uring_run,
 };
+
+/*
+ * Can this process use the io_uring engine?  Builds a ring the way a worker does and registers
+ * a small buffer ring (5.19: it also implies multishot accept), and checks every opcode the
+ * engine issues.  EPERM or ENOSYS here is the usual sign of a seccomp profile or
+ * kernel.io_uring_disabled.
+ */
+int dp_uring_probe(char *err, size_t errlen)
+{
+	static const int ops[] = { IORING_OP_ACCEPT,	   IORING_OP_CONNECT, IORING_OP_RECV,
+				   IORING_OP_SEND,	   IORING_OP_SENDMSG, IORING_OP_READ,
+				   IORING_OP_ASYNC_CANCEL, IORING_OP_LINK_TIMEOUT };
+	struct io_uring_buf_reg reg = { .ring_entries = 8, .bgid = DP_BGID };
+	struct io_uring_probe *probe;
+	struct io_uring ring;
+	void *br;
+	int r;
+
+	r = ring_setup(&ring, err, errlen);
+	if (r)
+		return r;
+	probe = io_uring_get_probe_ring(&ring);
+	for (size_t i = 0; probe && i < sizeof(ops) / sizeof(ops[0]); i++) {
+		if (!io_uring_opcode_supported(probe, ops[i])) {
+			snprintf(err, errlen, "io_uring lacks opcode %d on this kernel", ops[i]);
+			r = -EOPNOTSUPP;
+		}
+	}
+	io_uring_free_probe(probe);
+	br = mmap(NULL, 8 * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+		  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!r && br != MAP_FAILED) {
+		reg.ring_addr = (unsigned long)br;
+		r = io_uring_register_buf_ring(&ring, &reg, 0);
+		if (r)
+			snprintf(err, errlen, "io_uring provided-buffer rings unavailable: %s",
+				 strerror(-r));
+		else
+			io_uring_unregister_buf_ring(&ring, DP_BGID);
+	}
+	if (br != MAP_FAILED)
+		munmap(br, 8 * sizeof(struct io_uring_buf));
+	io_uring_queue_exit(&ring);
+	return r;
+}

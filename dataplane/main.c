@@ -12,6 +12,7 @@
 #include "common/cpus.h"
 #include "common/log.h"
 #include "dataplane/dp.h"
+#include "dataplane/engine.h"
 #include "dataplane/plane.h"
 
 #define NOFILE_WANTED 100000
@@ -177,6 +178,29 @@ static int size_workers(struct dp_plane *p, const struct lb_config *conf)
 	return 0;
 }
 
+/* io_engine: auto takes io_uring when this host lets us, else epoll, and says which and why. */
+static int choose_engine(struct dp_plane *p, const struct lb_config *conf)
+{
+	char why[512] = "";
+
+	if (conf->io_engine == LB_ENGINE_EPOLL) {
+		p->engine = &dp_engine_epoll;
+		log_info("io_engine: epoll (configured)");
+		return 0;
+	}
+	if (!dp_uring_probe(why, sizeof(why))) {
+		p->engine = &dp_engine_uring;
+		return 0;
+	}
+	if (conf->io_engine == LB_ENGINE_IO_URING) {
+		log_err("io_engine: io_uring was configured but %s", why);
+		return 1;
+	}
+	p->engine = &dp_engine_epoll;
+	log_warn("io_engine auto: %s; using the epoll engine", why);
+	return 0;
+}
+
 /* Listening sockets, control socket and metrics, before any worker starts. */
 static int open_plane(struct dp_plane *p, struct lb_config *conf, const sigset_t *signals)
 {
@@ -251,11 +275,10 @@ int main(int argc, char **argv)
 	if (!p.log_level_from_env && conf->log_level_set)
 		lb_log_threshold = conf->log_level;
 	dp_plane_override(&p, conf);
-	if (conf->io_engine == LB_ENGINE_EPOLL) {
-		log_err("io_engine: epoll is not available in this version yet; use auto or "
-			"io_uring");
+	r = choose_engine(&p, conf);
+	if (r) {
 		lb_config_free(conf);
-		return 1;
+		return r;
 	}
 	r = size_workers(&p, conf);
 	if (r) {

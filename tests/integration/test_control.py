@@ -101,7 +101,7 @@ class ApplyTest(ControlCase):
         lb = self.start_ctl_lb([listener(fport, [a], name="file")], num_acceptors=2)
         st = self.status(lb)
         self.assertIsNone(st["applied_version"], st)
-        self.assertEqual(st["engine"], "io_uring")
+        self.assertEqual(st["engine"], lbtest.ENGINE)
         self.assertEqual(st["workers"], 2)
         self.assertIs(st["draining"], False)
         self.assertEqual([l["name"] for l in st["listeners"]], ["file"])
@@ -613,7 +613,7 @@ class CliTest(ControlCase):
 
         r = self.ctl("-s", sock, "status")
         self.assertEqual(r.returncode, 0, r.stderr)
-        for needle in ("filelistener", "managedone", b.addr_str, a.addr_str, "io_uring"):
+        for needle in ("filelistener", "managedone", b.addr_str, a.addr_str, lbtest.ENGINE):
             self.assertIn(needle, r.stdout)
 
         r = self.ctl("-s", sock, "status", "--json")

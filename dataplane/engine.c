@@ -1,0 +1,55 @@
+/* engine.c - completion dispatch shared by the io_uring and epoll engines. */
+#include <unistd.h>
+
+#include "dataplane/engine.h"
+
+static void complete_accept(struct dp_worker *w, uint64_t tag, int res, unsigned flags)
+{
+	uint32_t slot = dp_tag_slot(tag);
+	struct dp_wlistener *wl = slot < w->n_wls ? w->wls[slot] : NULL;
+
+	if (!wl || wl->gen != dp_tag_gen(tag)) {
+		/* A listener freed before this completion would be our bug; the fd must not leak. */
+		if (res >= 0)
+			close(res);
+		DP_STAT_INC(w->stats.stale_cqes);
+		return;
+	}
+	if (res >= 0)
+		dp_conn_accepted(w, wl, res);
+	if (!(flags & DP_CF_MORE))
+		dp_worker_accept_ended(w, wl, res < 0 ? res : 0);
+}
+
+void dp_engine_complete(struct dp_worker *w, uint64_t tag, int res, unsigned flags, int bid)
+{
+	enum dp_op op = dp_tag_op(tag);
+	struct dp_conn *c;
+
+	if (op == DP_OP_ACCEPT)
+		return complete_accept(w, tag, res, flags);
+	if (op == DP_OP_CANCEL && dp_tag_slot(tag) == UINT32_MAX)
+		return; /* a listener's cancel: its accept's own end says everything */
+	c = dp_conn_get(w, dp_tag_slot(tag), dp_tag_gen(tag));
+	if (!c) {
+		DP_STAT_INC(w->stats.stale_cqes);
+		return;
+	}
+	c->inflight--;
+	switch (op) {
+	case DP_OP_CONNECT:
+		dp_conn_connected(w, c, res);
+		break;
+	case DP_OP_RECV0:
+	case DP_OP_RECV1:
+		dp_conn_received(w, c, op - DP_OP_RECV0, res, bid, flags & DP_CF_NONEMPTY);
+		break;
+	case DP_OP_SEND0:
+	case DP_OP_SEND1:
+		dp_conn_sent(w, c, op - DP_OP_SEND0, res);
+		break;
+	default: /* link timeout, cancel: only the count matters */
+		break;
+	}
+	dp_conn_put(w, c);
+}

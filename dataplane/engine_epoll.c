@@ -1,0 +1,519 @@
+/* engine_epoll.c - the epoll engine, for hosts and container runtimes that forbid io_uring. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "dataplane/engine.h"
+
+/*
+ * The connection state machine speaks in completions ("this receive finished with n bytes"),
+ * so this engine turns readiness into completions:
+ *
+ * - Every connection socket is registered once, edge-triggered, for EPOLLIN | EPOLLOUT |
+ *   EPOLLRDHUP (nginx's way: no epoll_ctl per operation).  Per socket we remember whether it
+ *   is known readable or writable (set by an event, cleared only by EAGAIN: with edge
+ *   triggering a readiness dropped early would never be reported again) and which request is
+ *   pending on it.
+ * - A request is tried at once when the socket is known ready (speculative I/O, as HAProxy
+ *   does), else when its event comes.  Its result goes on a completion queue which run()
+ *   drains through the same dispatcher as io_uring's CQEs, so nothing is ever completed
+ *   inside the call that issued it.
+ * - Receive buffers come from a pool of the same shape as io_uring's buffer ring, taken only
+ *   when data is read, so idle connections hold none; a LIFO free list keeps the few hot
+ *   buffers resident and the rest untouched.
+ * - Sends carry all queued buffers in one sendmsg and, like MSG_WAITALL under io_uring,
+ *   complete only when everything is written (or on an error).
+ * - Listeners are level-triggered, at most DP_EP_ACCEPT_BATCH accepts per wake-up.
+ * - Connect timeouts: a min-heap of deadlines, the nearest bounding epoll_wait.
+ */
+
+#define DP_EP_EVENTS 256
+#define DP_EP_ACCEPT_BATCH 16
+
+enum {
+	EP_REG = 1 << 0,    /* in the epoll set */
+	EP_RD = 1 << 1,     /* known readable */
+	EP_WR = 1 << 2,     /* known writable */
+	EP_RECV = 1 << 3,   /* a receive is pending on this socket */
+	EP_SEND = 1 << 4,   /* a send is pending */
+	EP_CONN = 1 << 5,   /* a connect is pending */
+};
+
+struct ep_completion {
+	uint64_t tag;
+	int res;
+	int bid;
+	unsigned flags;
+};
+
+struct ep_timer {
+	uint64_t due_ms;
+	uint32_t slot, gen;
+	uint8_t tries;
+};
+
+struct dp_epoll {
+	int epfd;
+	char *bufs;
+	size_t bufs_len;
+	uint16_t *free;           /* free buffer ids, LIFO */
+	unsigned n_free;
+	struct ep_completion *q;  /* completion ring */
+	unsigned q_head, q_len, q_cap;
+	struct ep_timer *heap;    /* connect deadlines */
+	unsigned n_heap, heap_cap;
+};
+
+static inline struct dp_epoll *E(struct dp_worker *w)
+{
+	return w->engine;
+}
+
+/* --- completion queue ---------------------------------------------------------------- */
+
+static void push(struct dp_worker *w, uint64_t tag, int res, int bid, unsigned flags)
+{
+	struct dp_epoll *e = E(w);
+
+	if (e->q_len == e->q_cap) {
+		unsigned cap = e->q_cap ? e->q_cap * 2 : 1024;
+		struct ep_completion *q = malloc(cap * sizeof(*q));
+
+		if (!q)
+			abort(); /* a lost completion would leak its connection forever */
+		for (unsigned i = 0; i < e->q_len; i++)
+			q[i] = e->q[(e->q_head + i) % e->q_cap];
+		free(e->q);
+		e->q = q;
+		e->q_cap = cap;
+		e->q_head = 0;
+	}
+	e->q[(e->q_head + e->q_len++) % e->q_cap] =
+		(struct ep_completion){ .tag = tag, .res = res, .bid = bid, .flags = flags };
+}
+
+/* --- buffers ------------------------------------------------------------------------- */
+
+static void *ep_buf(struct dp_worker *w, unsigned bid)
+{
+	return E(w)->bufs + (size_t)bid * w->buffer_size;
+}
+
+static void ep_buf_put(struct dp_worker *w, unsigned bid)
+{
+	E(w)->free[E(w)->n_free++] = bid;
+}
+
+/* --- connect deadlines (binary min-heap) -------------------------------------------- */
+
+static void heap_swap(struct ep_timer *h, unsigned a, unsigned b)
+{
+	struct ep_timer t = h[a];
+
+	h[a] = h[b];
+	h[b] = t;
+}
+
+static int heap_push(struct dp_epoll *e, struct ep_timer t)
+{
+	unsigned i;
+
+	if (e->n_heap == e->heap_cap) {
+		unsigned cap = e->heap_cap ? e->heap_cap * 2 : 256;
+		struct ep_timer *h = realloc(e->heap, cap * sizeof(*h));
+
+		if (!h)
+			return -ENOMEM;
+		e->heap = h;
+		e->heap_cap = cap;
+	}
+	i = e->n_heap++;
+	e->heap[i] = t;
+	while (i && e->heap[(i - 1) / 2].due_ms > e->heap[i].due_ms) {
+		heap_swap(e->heap, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	return 0;
+}
+
+static void heap_pop(struct dp_epoll *e)
+{
+	unsigned i = 0;
+
+	e->heap[0] = e->heap[--e->n_heap];
+	for (;;) {
+		unsigned l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < e->n_heap && e->heap[l].due_ms < e->heap[m].due_ms)
+			m = l;
+		if (r < e->n_heap && e->heap[r].due_ms < e->heap[m].due_ms)
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(e->heap, i, m);
+		i = m;
+	}
+}
+
+/* --- sockets ------------------------------------------------------------------------- */
+
+static int reg(struct dp_worker *w, struct dp_conn *c, int side)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+		.data.u64 = dp_tag(DP_OP_FD0 + side, c->gen, c->slot),
+	};
+
+	if (c->eng[side] & EP_REG)
+		return 0;
+	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, c->fd[side], &ev) == -1)
+		return -errno;
+	/* Unknown readiness: try at once, EAGAIN tells the truth. */
+	c->eng[side] |= EP_REG | EP_RD | EP_WR;
+	return 0;
+}
+
+static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
+{
+	struct dp_epoll *e = E(w);
+	int bid;
+	ssize_t n;
+
+	if (!e->n_free) {
+		c->eng[side] &= ~EP_RECV;
+		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), -ENOBUFS, -1, 0);
+	}
+	bid = e->free[--e->n_free];
+	n = recv(c->fd[side], ep_buf(w, bid), w->buffer_size, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		e->free[e->n_free++] = bid;
+		c->eng[side] &= ~EP_RD;
+		return;
+	}
+	c->eng[side] &= ~EP_RECV;
+	if (n <= 0) {
+		e->free[e->n_free++] = bid;
+		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), n ? -errno : 0, -1, 0);
+	}
+	push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), (int)n, bid,
+	     (size_t)n == w->buffer_size ? DP_CF_NONEMPTY : 0);
+}
+
+/* The send of half h writes the other socket than the one it reads. */
+static void try_send(struct dp_worker *w, struct dp_conn *c, int side)
+{
+	int h = !side;
+	struct dp_half *hf = &c->half[h];
+	struct msghdr msg = { .msg_iov = hf->iov };
+	size_t total = 0, skip = hf->eng_done;
+	ssize_t n;
+
+	for (unsigned i = 0; i < hf->nsend; i++) {
+		unsigned k = (hf->head + i) % DP_HALF_QMAX;
+		size_t off = i ? 0 : hf->off, len = hf->len[k] - off;
+
+		total += len;
+		if (skip >= len) {
+			skip -= len;
+			continue;
+		}
+		hf->iov[msg.msg_iovlen].iov_base = (char *)ep_buf(w, hf->bid[k]) + off + skip;
+		hf->iov[msg.msg_iovlen++].iov_len = len - skip;
+		skip = 0;
+	}
+	n = sendmsg(c->fd[side], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		c->eng[side] &= ~EP_WR;
+		return;
+	}
+	if (n >= 0 && hf->eng_done + (size_t)n < total) {
+		hf->eng_done += n; /* the socket buffer is full: wait for EPOLLOUT */
+		c->eng[side] &= ~EP_WR;
+		return;
+	}
+	c->eng[side] &= ~EP_SEND;
+	push(w, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot), n < 0 ? -errno : (int)total, -1, 0);
+}
+
+static void finish_connect(struct dp_worker *w, struct dp_conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->fd[1], SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err == EINPROGRESS || err == EALREADY)
+		return;
+	if (!err) {
+		struct sockaddr_storage ss;
+
+		/* SO_ERROR is 0 while a connect is still in flight: be sure it is done. */
+		len = sizeof(ss);
+		if (getpeername(c->fd[1], (struct sockaddr *)&ss, &len) == -1 && errno == ENOTCONN) {
+			c->eng[1] &= ~EP_WR;
+			return;
+		}
+	}
+	c->eng[1] &= ~EP_CONN;
+	push(w, dp_tag(DP_OP_CONNECT, c->gen, c->slot), -err, -1, 0);
+}
+
+static void conn_event(struct dp_worker *w, uint64_t tag, uint32_t events)
+{
+	struct dp_conn *c = dp_conn_get(w, dp_tag_slot(tag), dp_tag_gen(tag));
+	int side = dp_tag_op(tag) - DP_OP_FD0;
+
+	if (!c)
+		return; /* closed and freed since: the event is stale */
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->eng[side] |= EP_RD;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		c->eng[side] |= EP_WR;
+	if ((c->eng[side] & (EP_CONN | EP_WR)) == (EP_CONN | EP_WR))
+		finish_connect(w, c);
+	if ((c->eng[side] & (EP_RECV | EP_RD)) == (EP_RECV | EP_RD))
+		try_recv(w, c, side);
+	if ((c->eng[side] & (EP_SEND | EP_WR)) == (EP_SEND | EP_WR))
+		try_send(w, c, side);
+}
+
+/* --- requests ----------------------------------------------------------------------- */
+
+static int ep_recv(struct dp_worker *w, struct dp_conn *c, int h)
+{
+	int side = h; /* C2B reads fd[0], B2C reads fd[1] */
+
+	c->inflight++;
+	if (reg(w, c, side))
+		return push(w, dp_tag(DP_OP_RECV0 + h, c->gen, c->slot), -EBADF, -1, 0), 0;
+	c->eng[side] |= EP_RECV;
+	if (c->eng[side] & EP_RD)
+		try_recv(w, c, side);
+	return 0;
+}
+
+static int ep_send(struct dp_worker *w, struct dp_conn *c, int h)
+{
+	int side = !h;
+
+	c->inflight++;
+	c->half[h].nsend = c->half[h].count;
+	c->half[h].eng_done = 0;
+	if (reg(w, c, side))
+		return push(w, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot), -EBADF, -1, 0), 0;
+	c->eng[side] |= EP_SEND;
+	if (c->eng[side] & EP_WR)
+		try_send(w, c, side);
+	return 0;
+}
+
+static int ep_connect(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
+		      unsigned timeout_ms)
+{
+	struct ep_timer t = { w->now_ms + timeout_ms, c->slot, c->gen, c->tries };
+	uint64_t tag = dp_tag(DP_OP_CONNECT, c->gen, c->slot);
+
+	c->inflight++;
+	c->eng[1] = 0; /* a new socket for each attempt */
+	if (connect(c->fd[1], (const struct sockaddr *)&to->ss, to->len) == 0)
+		return push(w, tag, 0, -1, 0), 0;
+	if (errno != EINPROGRESS)
+		return push(w, tag, -errno, -1, 0), 0;
+	if (reg(w, c, 1) || heap_push(E(w), t))
+		return push(w, tag, -ENOMEM, -1, 0), 0;
+	c->eng[1] &= ~(EP_RD | EP_WR); /* writable means connected: wait for the event */
+	c->eng[1] |= EP_CONN;
+	return 0;
+}
+
+/* Everything pending completes now with -ECANCELED; the sockets are closed after that. */
+static int ep_cancel(struct dp_worker *w, struct dp_conn *c)
+{
+	for (int side = 0; side < 2; side++) {
+		uint8_t st = c->eng[side];
+
+		if (st & EP_RECV)
+			push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), -ECANCELED, -1, 0);
+		if (st & EP_SEND)
+			push(w, dp_tag(DP_OP_SEND0 + !side, c->gen, c->slot), -ECANCELED, -1, 0);
+		if (st & EP_CONN)
+			push(w, dp_tag(DP_OP_CONNECT, c->gen, c->slot), -ECANCELED, -1, 0);
+		c->eng[side] &= ~(EP_RECV | EP_SEND | EP_CONN);
+	}
+	return 0;
+}
+
+static int ep_accept(struct dp_worker *w, struct dp_wlistener *wl)
+{
+	struct epoll_event ev = { .events = EPOLLIN,
+				  .data.u64 = dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx) };
+
+	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, wl->fd, &ev) == -1)
+		push(w, ev.data.u64, -errno, -1, 0);
+	return 0;
+}
+
+static int ep_accept_cancel(struct dp_worker *w, struct dp_wlistener *wl)
+{
+	uint64_t tag = dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx);
+
+	epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
+	push(w, tag, -ECANCELED, -1, 0);
+	return 0;
+}
+
+static void accept_event(struct dp_worker *w, uint64_t tag)
+{
+	uint32_t slot = dp_tag_slot(tag);
+	struct dp_wlistener *wl = slot < w->n_wls ? w->wls[slot] : NULL;
+
+	if (!wl || wl->gen != dp_tag_gen(tag) || !(wl->flags & DP_WL_ARMED) ||
+	    (wl->flags & (DP_WL_STOPPING | DP_WL_PAUSED)))
+		return; /* cancelled while this event was already fetched */
+	for (int i = 0; i < DP_EP_ACCEPT_BATCH; i++) {
+		int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd >= 0) {
+			push(w, tag, fd, -1, DP_CF_MORE);
+			continue;
+		}
+		if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+			return;
+		/* Like a multishot accept that stops: out of the set, the worker decides. */
+		epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
+		push(w, tag, -errno, -1, 0);
+		return;
+	}
+}
+
+/* --- the loop ------------------------------------------------------------------------ */
+
+static void expire_connects(struct dp_worker *w)
+{
+	struct dp_epoll *e = E(w);
+
+	while (e->n_heap && e->heap[0].due_ms <= w->now_ms) {
+		struct ep_timer t = e->heap[0];
+		struct dp_conn *c = dp_conn_get(w, t.slot, t.gen & 0xffffff);
+
+		heap_pop(e);
+		/* Only the attempt this deadline was set for: a retry has its own. */
+		if (c && c->tries == t.tries && (c->eng[1] & EP_CONN)) {
+			c->eng[1] &= ~EP_CONN;
+			push(w, dp_tag(DP_OP_CONNECT, c->gen, c->slot), -ECANCELED, -1, 0);
+		}
+	}
+}
+
+static void handle_events(struct dp_worker *w, struct epoll_event *evs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		uint64_t tag = evs[i].data.u64;
+
+		switch (dp_tag_op(tag)) {
+		case DP_OP_WAKE:
+			if (read(w->efd, &w->efd_val, sizeof(w->efd_val)) > 0)
+				dp_worker_woken(w);
+			break;
+		case DP_OP_ACCEPT:
+			accept_event(w, tag);
+			break;
+		default:
+			conn_event(w, tag, evs[i].events);
+		}
+	}
+}
+
+static int ep_run(struct dp_worker *w, unsigned timeout_ms)
+{
+	struct dp_epoll *e = E(w);
+	struct epoll_event evs[DP_EP_EVENTS];
+	unsigned n_done;
+	int n;
+
+	if (e->q_len)
+		timeout_ms = 0;
+	if (e->n_heap && e->heap[0].due_ms < w->now_ms + timeout_ms)
+		timeout_ms = e->heap[0].due_ms > w->now_ms ? e->heap[0].due_ms - w->now_ms : 0;
+	n = epoll_wait(e->epfd, evs, DP_EP_EVENTS, (int)timeout_ms);
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	w->now_ms = dp_now_ms();
+	handle_events(w, evs, n < 0 ? 0 : n);
+	expire_connects(w);
+	/* Only what is queued now: completions they cause wait for the next turn. */
+	n_done = e->q_len;
+	while (n_done--) {
+		struct ep_completion cq = e->q[e->q_head];
+
+		e->q_head = (e->q_head + 1) % e->q_cap;
+		e->q_len--;
+		dp_engine_complete(w, cq.tag, cq.res, cq.flags, cq.bid);
+	}
+	return 0;
+}
+
+static void ep_fini(struct dp_worker *w)
+{
+	struct dp_epoll *e = E(w);
+
+	if (!e)
+		return;
+	if (e->epfd >= 0)
+		close(e->epfd);
+	if (e->bufs && e->bufs != MAP_FAILED)
+		munmap(e->bufs, e->bufs_len);
+	free(e->free);
+	free(e->q);
+	free(e->heap);
+	free(e);
+	w->engine = NULL;
+}
+
+static int ep_init(struct dp_worker *w, char *err, size_t errlen)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = dp_tag(DP_OP_WAKE, 0, 0) };
+	struct dp_epoll *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return -ENOMEM;
+	w->engine = e;
+	e->bufs_len = (size_t)w->buffer_count * w->buffer_size;
+	e->bufs = mmap(NULL, e->bufs_len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	e->free = calloc(w->buffer_count, sizeof(*e->free));
+	e->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (e->bufs == MAP_FAILED || !e->free || e->epfd == -1 ||
+	    epoll_ctl(e->epfd, EPOLL_CTL_ADD, w->efd, &ev) == -1) {
+		int r = -errno;
+
+		snprintf(err, errlen, "epoll engine setup failed: %s", strerror(errno));
+		ep_fini(w);
+		return r ? r : -ENOMEM;
+	}
+	/* Lowest ids on top: the same few buffers serve a light load. */
+	for (unsigned i = w->buffer_count; i-- > 0;)
+		e->free[e->n_free++] = i;
+	return 0;
+}
+
+const struct dp_engine dp_engine_epoll = {
+	.name = "epoll",
+	.init = ep_init,
+	.fini = ep_fini,
+	.accept = ep_accept,
+	.accept_cancel = ep_accept_cancel,
+	.connect = ep_connect,
+	.recv = ep_recv,
+	.send = ep_send,
+	.cancel = ep_cancel,
+	.buf = ep_buf,
+	.buf_put = ep_buf_put,
+	.run = ep_run,
+};
