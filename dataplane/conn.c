@@ -11,7 +11,7 @@
 
 /*
  * A connection is two halves: C2B reads the client and writes the backend, B2C the reverse.
- * Each half keeps at most one receive and one send in flight and at most DP_HALF_QMAX buffers
+ * Each half keeps at most one receive and one send in flight and at most w->half_qmax buffers
  * queued; a full queue stops the receive (backpressure).  A FIN from the source is passed on
  * with shutdown(SHUT_WR) once the queue is empty; the connection ends when both halves are
  * shut, or at once on an error.
@@ -374,7 +374,7 @@ static void half_recv(struct dp_worker *w, struct dp_conn *c, int h)
 	struct dp_half *hf = &c->half[h];
 
 	if (c->state != DP_CS_RELAY || (hf->flags & (DP_H_RECV | DP_H_EOF | DP_H_NOBUF)) ||
-	    hf->count >= DP_HALF_QMAX)
+	    hf->count >= w->half_qmax)
 		return;
 	w->eng->recv(w, c, h);
 	hf->flags |= DP_H_RECV;

@@ -107,7 +107,8 @@ struct dp_wlistener {
 };
 
 /* One direction of a proxied connection. */
-#define DP_HALF_QMAX 4                     /* buffers queued per direction: the backpressure cap */
+#define DP_HALF_QMAX 4                     /* most buffers queued per direction */
+#define DP_HALF_QBYTES (1024u << 10)        /* ... and about this many bytes: the backpressure cap */
 
 enum {
 	DP_H_RECV = 1 << 0,                /* a recv is in flight on the source */
@@ -234,6 +235,7 @@ struct dp_worker {
 	uint64_t now_ms;
 	unsigned buffer_size;
 	unsigned buffer_count;
+	unsigned half_qmax;                /* buffers queued per direction, <= DP_HALF_QMAX */
 
 	struct dp_wlistener **wls;         /* by idx; NULL = free */
 	unsigned n_wls;

@@ -34,12 +34,42 @@ struct dp_uring {
 	char *bufs;
 	size_t bufs_len;
 	unsigned mask;
-	unsigned added; /* buffers given back since the last publish */
+	unsigned added;   /* buffers put in the ring since the last publish */
+	unsigned in_ring; /* buffers the kernel may pick now */
+	unsigned target;  /* how many to keep there: grows when receives find it empty */
+	uint16_t *spare;  /* returned buffers not in the ring, most recently used on top */
+	unsigned n_spare;
 };
 
 static inline struct dp_uring *U(struct dp_worker *w)
 {
 	return w->engine;
+}
+
+/*
+ * The kernel takes buffers from the ring's head in order, so a ring holding the whole pool
+ * would cycle through every buffer and make all of it resident, however light the load.
+ * Only `target` buffers are kept in the ring, topped up from a LIFO stack of returned ones:
+ * the same hot buffers are reused, and the pool's memory is touched only as far as the
+ * load has ever needed.  A receive that finds the ring empty (ENOBUFS) doubles the target.
+ */
+#define DP_RING_TARGET_MIN 32u
+
+static void ring_refill(struct dp_worker *w)
+{
+	struct dp_uring *u = U(w);
+
+	while (u->in_ring < u->target && u->n_spare) {
+		unsigned bid = u->spare[--u->n_spare];
+
+		io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * w->buffer_size,
+				      w->buffer_size, bid, u->mask, u->added++);
+		u->in_ring++;
+	}
+	if (u->added) {
+		io_uring_buf_ring_advance(u->br, u->added);
+		u->added = 0;
+	}
 }
 
 /* An SQE, submitting what is queued if the SQ is full (never fails for want of space). */
@@ -118,10 +148,13 @@ static int bufring_setup(struct dp_worker *w, char *err, size_t errlen)
 	}
 	io_uring_buf_ring_init(u->br);
 	u->mask = io_uring_buf_ring_mask(n);
-	for (unsigned i = 0; i < n; i++)
-		io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * w->buffer_size,
-				      w->buffer_size, i, u->mask, i);
-	io_uring_buf_ring_advance(u->br, n);
+	u->spare = calloc(n, sizeof(*u->spare));
+	if (!u->spare)
+		return -ENOMEM;
+	for (unsigned i = n; i-- > 0;)
+		u->spare[u->n_spare++] = i;
+	u->target = n < DP_RING_TARGET_MIN ? n : DP_RING_TARGET_MIN;
+	ring_refill(w);
 	return 0;
 out_errno:
 	r = -errno;
@@ -150,6 +183,7 @@ static void uring_fini(struct dp_worker *w)
 		munmap(u->bufs, u->bufs_len);
 	if (u->br && u->br != MAP_FAILED)
 		munmap(u->br, u->br_len);
+	free(u->spare);
 	free(u);
 	w->engine = NULL;
 }
@@ -295,8 +329,7 @@ static void uring_buf_put(struct dp_worker *w, unsigned bid)
 {
 	struct dp_uring *u = U(w);
 
-	io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * w->buffer_size, w->buffer_size, bid,
-			      u->mask, u->added++);
+	u->spare[u->n_spare++] = bid;
 }
 
 static void dispatch(struct dp_worker *w, struct io_uring_cqe *cqe)
@@ -312,8 +345,12 @@ static void dispatch(struct dp_worker *w, struct io_uring_cqe *cqe)
 		flags |= DP_CF_MORE;
 	if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
 		flags |= DP_CF_NONEMPTY;
-	if (cqe->flags & IORING_CQE_F_BUFFER)
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		U(w)->in_ring--;
+	} else if (cqe->res == -ENOBUFS && U(w)->target < w->buffer_count) {
+		U(w)->target *= 2;
+	}
 	dp_engine_complete(w, cqe->user_data, cqe->res, flags, bid);
 }
 
@@ -328,10 +365,7 @@ static int uring_run(struct dp_worker *w, unsigned timeout_ms)
 	unsigned head, n = 0;
 	int r;
 
-	if (u->added) {
-		io_uring_buf_ring_advance(u->br, u->added);
-		u->added = 0;
-	}
+	ring_refill(w);
 	r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
 	if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY)
 		return r;

@@ -88,6 +88,12 @@ static int start_workers(struct dp_plane *p)
 		w->eng = p->engine;
 		w->buffer_size = c->buffer_size;
 		w->buffer_count = c->buffer_count;
+		/* Backpressure by bytes: a slow reader pins at most ~512 KiB per direction. */
+		w->half_qmax = DP_HALF_QBYTES / c->buffer_size;
+		if (w->half_qmax < 2)
+			w->half_qmax = 2;
+		if (w->half_qmax > DP_HALF_QMAX)
+			w->half_qmax = DP_HALF_QMAX;
 		dp_snapshot_get(p->snap);
 		atomic_init(&w->next, p->snap);
 		r = dp_worker_start(w);
