@@ -477,8 +477,17 @@ void dp_conn_sent(struct dp_worker *w, struct dp_conn *c, int h, int res)
 {
 	struct dp_half *hf = &c->half[h];
 
-	hf->flags &= ~DP_H_SEND;
+	hf->flags &= ~(DP_H_SEND | DP_H_SENDPOLL);
 	hf->nsend = 0;
+	if (res == -EAGAIN && c->state == DP_CS_RELAY) {
+		/*
+		 * A send that io_uring finished in a worker thread on our non-blocking socket can
+		 * come back with EAGAIN and nothing sent; MSG_WAITALL does not retry that.  Try
+		 * again once the socket says it is writable.
+		 */
+		hf->flags |= DP_H_SENDPOLL;
+		return half_send(w, c, h);
+	}
 	if (res < 0) {
 		if (c->state == DP_CS_RELAY)
 			log_debug("conn %u: send to %s: %s", c->slot,

@@ -117,6 +117,7 @@ enum {
 	DP_H_SHUT = 1 << 3,                /* we shut the destination's write side */
 	DP_H_NOBUF = 1 << 4,               /* waiting in worker->nobuf for free buffers */
 	DP_H_POLLFIRST = 1 << 5,           /* next recv: poll before trying (socket likely empty) */
+	DP_H_SENDPOLL = 1 << 6,            /* next send: wait until writable (last one got EAGAIN) */
 };
 
 struct dp_half {

@@ -299,6 +299,8 @@ static int uring_send(struct dp_worker *w, struct dp_conn *c, int h)
 		hf->msg.msg_iovlen = n;
 		io_uring_prep_sendmsg(sqe, fd, &hf->msg, MSG_WAITALL | MSG_NOSIGNAL);
 	}
+	if (hf->flags & DP_H_SENDPOLL)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot));
 	hf->nsend = n;
 	c->inflight++;
