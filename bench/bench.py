@@ -47,7 +47,7 @@ PROXIES = [
     dict(key="haproxy", name="HAProxy", kind="haproxy"),
     dict(key="nginx", name="nginx stream", kind="nginx"),
     dict(key="l4lb", name="layer4-lb (io_uring)", kind="layer4-lb", io_engine="io_uring"),
-    # dict(key="l4lb-epoll", name="layer4-lb (epoll)", kind="layer4-lb", io_engine="epoll"),
+    dict(key="l4lb-epoll", name="layer4-lb (epoll)", kind="layer4-lb", io_engine="epoll"),
 ]
 
 

@@ -397,10 +397,14 @@ static void half_maybe_shut(struct dp_worker *w, struct dp_conn *c, int h)
 
 	if (!(hf->flags & DP_H_EOF) || hf->count || (hf->flags & (DP_H_SEND | DP_H_SHUT)))
 		return;
-	shutdown(dst_fd(c, h), SHUT_WR);
 	hf->flags |= DP_H_SHUT;
+	/*
+	 * The last FIN to pass on: close(2) sends it, no shutdown(2) needed (that peer has sent
+	 * its FIN and everything before it was read, so close sends FIN, not RST).
+	 */
 	if (c->half[!h].flags & DP_H_SHUT)
-		dp_conn_close(w, c);
+		return dp_conn_close(w, c);
+	shutdown(dst_fd(c, h), SHUT_WR);
 }
 
 static void touch(struct dp_worker *w, struct dp_conn *c)

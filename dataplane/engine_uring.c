@@ -37,6 +37,7 @@ struct dp_uring {
 	unsigned added;   /* buffers put in the ring since the last publish */
 	unsigned in_ring; /* buffers the kernel may pick now */
 	unsigned target;  /* how many to keep there: grows when receives find it empty */
+	bool starved;     /* a receive found the ring empty since the last refill */
 	uint16_t *spare;  /* returned buffers not in the ring, most recently used on top */
 	unsigned n_spare;
 };
@@ -51,7 +52,8 @@ static inline struct dp_uring *U(struct dp_worker *w)
  * would cycle through every buffer and make all of it resident, however light the load.
  * Only `target` buffers are kept in the ring, topped up from a LIFO stack of returned ones:
  * the same hot buffers are reused, and the pool's memory is touched only as far as the
- * load has ever needed.  A receive that finds the ring empty (ENOBUFS) doubles the target.
+ * load has ever needed.  Receives that find the ring empty (ENOBUFS) double the target, once
+ * per refill.
  */
 #define DP_RING_TARGET_MIN 32u
 
@@ -59,6 +61,10 @@ static void ring_refill(struct dp_worker *w)
 {
 	struct dp_uring *u = U(w);
 
+	/* Once per refill, however many receives failed in the batch: grow by need, not panic. */
+	if (u->starved && u->target < w->buffer_count)
+		u->target *= 2;
+	u->starved = false;
 	while (u->in_ring < u->target && u->n_spare) {
 		unsigned bid = u->spare[--u->n_spare];
 
@@ -350,8 +356,8 @@ static void dispatch(struct dp_worker *w, struct io_uring_cqe *cqe)
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		U(w)->in_ring--;
-	} else if (cqe->res == -ENOBUFS && U(w)->target < w->buffer_count) {
-		U(w)->target *= 2;
+	} else if (cqe->res == -ENOBUFS) {
+		U(w)->starved = true;
 	}
 	dp_engine_complete(w, cqe->user_data, cqe->res, flags, bid);
 }
