@@ -783,9 +783,15 @@ def main():
                 sys.exit(f"bench: {px['name']} answered {body!r}, not the backend's hello")
             log(f"bench: {px['name']} {px['version']} on 127.0.0.1:{px['http_port']} "
                 f"(iperf3 on :{px['iperf_port']}), pids {px['pids']}")
-        # Warm-up: one short run through each proxy, not recorded.
+        # Warm-up, not recorded: each proxy gets the same shape of load as a round (keep-alive,
+        # new connections, bulk) so that caches, allocator pools and, for layer4-lb, the
+        # buffer hot set are in their steady state before round 1 rather than during it.
+        url = "http://127.0.0.1:{}/"
         for px in ctx.proxies:
-            run_client(["wrk", "-t1", "-c10", "-d1s", f"http://127.0.0.1:{px['http_port']}/"], 20,
+            for extra in ([], ["-H", "Connection: close"]):
+                run_client(["wrk", "-t1", f"-c{a.wrk_conns}", "-d2s"] + extra +
+                           [url.format(px["http_port"])], 20, a.cpus_client)
+            run_client(["iperf3", "-c", "127.0.0.1", "-p", str(px["iperf_port"]), "-t", "1"], 20,
                        a.cpus_client)
         n = len(ctx.proxies)
         for rnd in range(a.rounds):
