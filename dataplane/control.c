@@ -26,23 +26,8 @@
 struct dp_ctl {
 	struct dp_evsrc ev;
 	char path[LB_PATH_MAX];
-	struct dp_stream *clients;
-	unsigned n_clients;
+	struct dp_streams clients;
 };
-
-static void client_free(struct dp_plane *p, struct dp_stream *s)
-{
-	struct dp_stream **pp;
-
-	for (pp = &p->ctl->clients; *pp; pp = &(*pp)->next) {
-		if (*pp == s) {
-			*pp = s->next;
-			break;
-		}
-	}
-	p->ctl->n_clients--;
-	dp_stream_free(s);
-}
 
 static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
 {
@@ -176,7 +161,7 @@ static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 		break;
 	}
 	if (r || (s->close_after && s->out_len == s->out_off))
-		client_free(p, s);
+		dp_stream_drop(&p->ctl->clients, s);
 }
 
 /* Only our own uid or root may drive the dataplane, whatever the socket file's mode. */
@@ -205,7 +190,6 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 	struct dp_ctl *ctl = (struct dp_ctl *)src;
 
 	for (;;) {
-		struct dp_stream *s;
 		struct ucred cred;
 		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -217,24 +201,11 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 			refuse(fd, "permission denied: only the dataplane's uid or root may connect");
 			continue;
 		}
-		if (ctl->n_clients >= DP_CTL_CLIENTS_MAX) {
+		if (ctl->clients.n >= ctl->clients.max) {
 			refuse(fd, "too many control connections");
 			continue;
 		}
-		s = calloc(1, sizeof(*s));
-		if (!s) {
-			close(fd);
-			continue;
-		}
-		s->ev.fd = fd;
-		s->ev.handle = client_event;
-		if (dp_plane_watch(p, &s->ev, EPOLLIN)) {
-			dp_stream_free(s);
-			continue;
-		}
-		s->next = ctl->clients;
-		ctl->clients = s;
-		ctl->n_clients++;
+		dp_stream_adopt(p, &ctl->clients, fd, client_event);
 	}
 }
 
@@ -346,6 +317,7 @@ int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *e
 	}
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	ctl->ev.handle = listener_event;
+	ctl->clients.max = DP_CTL_CLIENTS_MAX;
 	p->ctl = ctl;
 	return dp_plane_watch(p, &ctl->ev, EPOLLIN);
 }
@@ -356,8 +328,8 @@ void dp_ctl_close(struct dp_plane *p)
 
 	if (!ctl)
 		return;
-	while (ctl->clients)
-		client_free(p, ctl->clients);
+	while (ctl->clients.head)
+		dp_stream_drop(&ctl->clients, ctl->clients.head);
 	close(ctl->ev.fd);
 	unlink(ctl->path);
 	free(ctl);

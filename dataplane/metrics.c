@@ -22,23 +22,8 @@
 
 struct dp_metrics {
 	struct dp_evsrc ev;
-	struct dp_stream *clients;
-	unsigned n_clients;
+	struct dp_streams clients;
 };
-
-static void client_free(struct dp_plane *p, struct dp_stream *s)
-{
-	struct dp_stream **pp;
-
-	for (pp = &p->metrics->clients; *pp; pp = &(*pp)->next) {
-		if (*pp == s) {
-			*pp = s->next;
-			break;
-		}
-	}
-	p->metrics->n_clients--;
-	dp_stream_free(s);
-}
 
 static int respond(struct dp_plane *p, struct dp_stream *s, const char *status,
 		   const char *type, const char *body, size_t len, bool head)
@@ -106,7 +91,7 @@ static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 		}
 	}
 	if (r || (s->close_after && s->out_len == s->out_off))
-		client_free(p, s);
+		dp_stream_drop(&p->metrics->clients, s);
 }
 
 static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
@@ -115,23 +100,10 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 
 	for (;;) {
 		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		struct dp_stream *s;
 
 		if (fd == -1)
 			return;
-		if (m->n_clients >= DP_METRICS_CLIENTS_MAX || !(s = calloc(1, sizeof(*s)))) {
-			close(fd);
-			continue;
-		}
-		s->ev.fd = fd;
-		s->ev.handle = client_event;
-		if (dp_plane_watch(p, &s->ev, EPOLLIN)) {
-			dp_stream_free(s);
-			continue;
-		}
-		s->next = m->clients;
-		m->clients = s;
-		m->n_clients++;
+		dp_stream_adopt(p, &m->clients, fd, client_event);
 	}
 }
 
@@ -156,6 +128,7 @@ int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errl
 	}
 	m->ev.fd = fd;
 	m->ev.handle = listener_event;
+	m->clients.max = DP_METRICS_CLIENTS_MAX;
 	p->metrics = m;
 	return dp_plane_watch(p, &m->ev, EPOLLIN);
 out_errno:
@@ -171,8 +144,8 @@ void dp_metrics_close(struct dp_plane *p)
 
 	if (!m)
 		return;
-	while (m->clients)
-		client_free(p, m->clients);
+	while (m->clients.head)
+		dp_stream_drop(&m->clients, m->clients.head);
 	close(m->ev.fd);
 	free(m);
 	p->metrics = NULL;

@@ -33,6 +33,12 @@ struct dp_stream {
 	struct dp_stream *next;
 };
 
+/* The clients of one server socket. */
+struct dp_streams {
+	struct dp_stream *head;
+	unsigned n, max;
+};
+
 struct dp_plane {
 	const char *config_path;
 	const char *control_socket;  /* --control-socket, overrides the file's; NULL = none */
@@ -76,6 +82,9 @@ int dp_stream_read(struct dp_stream *s, size_t max);
 int dp_stream_write(struct dp_plane *p, struct dp_stream *s, const char *data, size_t len);
 int dp_stream_flush(struct dp_plane *p, struct dp_stream *s);
 void dp_stream_free(struct dp_stream *s);
+int dp_stream_adopt(struct dp_plane *p, struct dp_streams *set, int fd,
+		    void (*handle)(struct dp_plane *, struct dp_evsrc *, uint32_t));
+void dp_stream_drop(struct dp_streams *set, struct dp_stream *s);
 
 /* control.c: the Unix control socket. */
 int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *err,

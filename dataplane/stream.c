@@ -98,3 +98,40 @@ void dp_stream_free(struct dp_stream *s)
 	free(s->out);
 	free(s);
 }
+
+/* Take an accepted socket as a client of `set`; closes it when the set is full. */
+int dp_stream_adopt(struct dp_plane *p, struct dp_streams *set, int fd,
+		    void (*handle)(struct dp_plane *, struct dp_evsrc *, uint32_t))
+{
+	struct dp_stream *s;
+	int r;
+
+	if (set->n >= set->max || !(s = calloc(1, sizeof(*s)))) {
+		close(fd);
+		return -EMFILE;
+	}
+	s->ev.fd = fd;
+	s->ev.handle = handle;
+	r = dp_plane_watch(p, &s->ev, EPOLLIN);
+	if (r) {
+		dp_stream_free(s);
+		return r;
+	}
+	s->next = set->head;
+	set->head = s;
+	set->n++;
+	return 0;
+}
+
+/* Unlink a client from its set and free it (its socket leaves the epoll set on close). */
+void dp_stream_drop(struct dp_streams *set, struct dp_stream *s)
+{
+	for (struct dp_stream **pp = &set->head; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			set->n--;
+			break;
+		}
+	}
+	dp_stream_free(s);
+}
