@@ -153,8 +153,8 @@ static const struct conf_key top_keys[] = {
 	{ .key = "io_engine", .type = CT_ENUM, .off = TOP(io_engine), .def = LB_ENGINE_AUTO,
 	  .names = engine_names },
 	UINT_KEY("drain_timeout_ms", TOP(drain_timeout_ms), 0, 3600000, 30000),
-	POW2_KEY("buffer_size", TOP(buffer_size), 4096, 1048576, 262144),
-	POW2_KEY("buffer_count", TOP(buffer_count), 64, 32768, 1024),
+	POW2_KEY("buffer_size", TOP(buffer_size), 4096, 1048576, 524288),
+	POW2_KEY("buffer_count", TOP(buffer_count), 64, 32768, 512),
 	{ .key = "listeners", .type = CT_LISTENERS, .flags = KF_REQUIRED },
 };
 static const struct conf_table top_table = { top_keys, ARRAY_SIZE(top_keys), NULL };

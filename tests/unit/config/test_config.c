@@ -157,8 +157,8 @@ static void test_defaults(void **state)
 	assert_string_equal(c->metrics, "");
 	assert_int_equal(c->io_engine, LB_ENGINE_AUTO);
 	assert_int_equal(c->drain_timeout_ms, 30000);
-	assert_int_equal(c->buffer_size, 262144);
-	assert_int_equal(c->buffer_count, 1024);
+	assert_int_equal(c->buffer_size, 524288);
+	assert_int_equal(c->buffer_count, 512);
 	assert_int_equal(c->n_listeners, 1);
 	l = &c->listeners[0];
 	assert_int_equal(l->line, 2);
