@@ -8,7 +8,7 @@
 #include "common/addr.h"
 #include "common/log.h"
 
-#define LB_NAME_MAX 64
+#define LB_NAME_MAX 128 /* room for a Kubernetes "namespace/name" */
 #define LB_PATH_MAX 108 /* sizeof(sun_path) */
 #define LB_LISTENERS_MAX 1024 /* listeners in one configuration */
 #define LB_BACKENDS_MAX 4096  /* backends in one listener */

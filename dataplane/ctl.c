@@ -197,6 +197,15 @@ static int read_apply_file(const char *path, cJSON **ret_listeners)
 
 /* --- commands ------------------------------------------------------------------------ */
 
+static void ctl_fail(const char *sock, int r)
+{
+	fprintf(stderr, "layer4-lb ctl: %s: %s%s\n", sock, strerror(-r),
+		r == -ENOENT || r == -ECONNREFUSED
+			? " (is layer4-lb running with a control_socket? point at it with -s PATH "
+			  "or -c CONFIG)"
+			: "");
+}
+
 static int reply_ok(const cJSON *reply)
 {
 	const cJSON *err = cJSON_GetObjectItemCaseSensitive(reply, "error");
@@ -238,7 +247,7 @@ static void print_status(const cJSON *st)
 		printf("listener %s on %s (%s, %s): %.0f active, %.0f accepted, %.0f failed\n",
 		       str(l, "name"), str(l, "listen"), str(l, "algorithm"),
 		       cJSON_IsTrue(cJSON_GetObjectItem(l, "managed")) ? "managed" : "config file",
-		       num(l, "active"), num(l, "accepted"), num(l, "refused"));
+		       num(l, "active"), num(l, "accepted"), num(l, "failed"));
 		printf("  %-46s %6s %-7s %-6s %8s %10s %9s\n", "BACKEND", "WEIGHT", "HEALTHY",
 		       "CHECK", "ACTIVE", "CONNS", "FAILURES");
 		cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(l, "backends"))
@@ -262,7 +271,7 @@ static int cmd_apply(const char *sock, const char *file, long long version)
 		r = ctl_call(sock, request("status"), &reply);
 		if (r) {
 			cJSON_Delete(listeners);
-			fprintf(stderr, "layer4-lb ctl: %s: %s\n", sock, strerror(-r));
+			ctl_fail(sock, r);
 			return 1;
 		}
 		version = (long long)num(reply, "applied_version") + 1;
@@ -273,7 +282,7 @@ static int cmd_apply(const char *sock, const char *file, long long version)
 	cJSON_AddItemToObject(req, "listeners", listeners);
 	r = ctl_call(sock, req, &reply);
 	if (r) {
-		fprintf(stderr, "layer4-lb ctl: %s: %s\n", sock, strerror(-r));
+		ctl_fail(sock, r);
 		return 1;
 	}
 	r = reply_ok(reply);
@@ -289,7 +298,7 @@ static int cmd_simple(const char *sock, const char *op, bool json)
 	int r = ctl_call(sock, request(op), &reply);
 
 	if (r) {
-		fprintf(stderr, "layer4-lb ctl: %s: %s\n", sock, strerror(-r));
+		ctl_fail(sock, r);
 		return 1;
 	}
 	r = reply_ok(reply);

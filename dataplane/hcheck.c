@@ -111,10 +111,10 @@ static void report(struct dp_hc_target *t, bool ok, int res)
 		return;
 	atomic_store(&t->st->check_up, t->st->check.up);
 	if (ok)
-		log_info("listener %s: backend %s is up (health check passed %u times)",
+		log_info("listener %s: backend %s is up (good health checks in a row: %u)",
 			 t->listener, t->backend, t->conf.rise);
 	else
-		log_warn("listener %s: backend %s is down (health check failed %u times: %s)",
+		log_warn("listener %s: backend %s is down (failed health checks in a row: %u, last: %s)",
 			 t->listener, t->backend, t->conf.fall, strerror(-res));
 }
 

@@ -20,7 +20,8 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: layer4-lb --config FILE [--check]\n"
+		"Usage: layer4-lb --config FILE [--check] [--control-socket PATH]\n"
+		"       layer4-lb ctl [-s SOCKET | -c CONFIG] ping | status | apply FILE\n"
 		"       layer4-lb --version | --help\n"
 		"\n"
 		"io_uring Layer 4 (TCP) load balancer.\n"
@@ -248,8 +249,9 @@ static void log_started(const struct dp_plane *p)
 		log_info("control socket %s", p->file->control_socket);
 	if (p->metrics)
 		log_info("metrics on http://%s/metrics", p->file->metrics);
-	log_info("layer4-lb %s running: %u workers, %s engine", LB_VERSION, p->n_workers,
-		 p->engine->name);
+	log_info("layer4-lb %s running: %u worker%s, %s engine, log level %s", LB_VERSION,
+		 p->n_workers, p->n_workers == 1 ? "" : "s", p->engine->name,
+		 lb_log_level_name(lb_log_threshold));
 }
 
 int main(int argc, char **argv)
@@ -273,7 +275,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
-		printf("%s: configuration is valid (%zu listeners)\n", p.config_path,
+		printf("%s: configuration is valid (listeners: %zu)\n", p.config_path,
 		       conf->n_listeners);
 		lb_config_free(conf);
 		return 0;

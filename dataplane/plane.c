@@ -89,6 +89,7 @@ void dp_plane_override(const struct dp_plane *p, struct lb_config *conf)
 static void reload(struct dp_plane *p)
 {
 	const struct lb_config *cur = p->file;
+	struct lb_config_diff d;
 	struct lb_config *conf;
 	char err[1024];
 
@@ -102,6 +103,7 @@ static void reload(struct dp_plane *p)
 	    strcmp(conf->metrics, cur->metrics))
 		log_warn("reload: acceptors, io_engine, buffer_*, control_socket* and metrics take "
 			 "effect only at restart");
+	lb_config_diff(cur, conf, &d);
 	if (dp_plane_commit(p, conf, NULL, err, sizeof(err))) {
 		lb_config_free(conf);
 		goto out_refused;
@@ -109,7 +111,10 @@ static void reload(struct dp_plane *p)
 	if (!p->log_level_from_env && conf->log_level_set)
 		lb_log_threshold = conf->log_level;
 	p->reloads_ok++;
-	log_info("reloaded %s: %u listeners in force", p->config_path, p->snap->n_listeners);
+	log_info("reloaded %s: file listeners +%u -%u ~%u =%u, backends +%u -%u; %u listeners in "
+		 "force",
+		 p->config_path, d.listeners_added, d.listeners_removed, d.listeners_changed,
+		 d.listeners_unchanged, d.backends_added, d.backends_removed, p->snap->n_listeners);
 	return;
 out_refused:
 	p->reloads_failed++;

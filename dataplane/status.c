@@ -48,7 +48,7 @@ static cJSON *listener_json(const struct dp_slistener *sl, uint64_t now)
 	cJSON_AddStringToObject(o, "algorithm", lb_algo_name(sl->conf->algorithm));
 	cJSON_AddNumberToObject(o, "active", atomic_load(&sl->st->active));
 	cJSON_AddNumberToObject(o, "accepted", atomic_load(&sl->st->accepted));
-	cJSON_AddNumberToObject(o, "refused", atomic_load(&sl->st->refused));
+	cJSON_AddNumberToObject(o, "failed", atomic_load(&sl->st->refused));
 	cJSON_AddNumberToObject(o, "bytes_in", atomic_load(&sl->st->bytes_in));
 	cJSON_AddNumberToObject(o, "bytes_out", atomic_load(&sl->st->bytes_out));
 	bs = cJSON_AddArrayToObject(o, "backends");

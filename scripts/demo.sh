@@ -10,14 +10,28 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target layer4-lb >/dev/null
 
 pids=()
+lb_pid=
 cleanup() {
 	trap - EXIT INT TERM
-	# Only the processes this script started, by pid.
+	# Only the processes this script started, by pid.  The load balancer drains first (a
+	# Ctrl-C has already reached it through the terminal: one signal is enough), then the
+	# backends go.
+	if [ -n "$lb_pid" ]; then
+		if [ "${1:-}" = signalled ]; then
+			# A terminal's Ctrl-C reached it too: give it a moment before asking again.
+			for _ in $(seq 20); do
+				kill -0 "$lb_pid" 2>/dev/null || break
+				sleep 0.1
+			done
+		fi
+		kill "$lb_pid" 2>/dev/null || true
+		wait "$lb_pid" 2>/dev/null || true
+	fi
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
-trap 'echo; echo "stopping"; exit 0' INT TERM
+trap 'echo; echo "stopping"; cleanup signalled; exit 0' INT TERM
 
 python3 examples/demo_backend.py 9001 backend-1 & pids+=($!)
 python3 examples/demo_backend.py 9002 backend-2 & pids+=($!)
@@ -31,7 +45,7 @@ wait_for() {
 }
 wait_for http://127.0.0.1:9001/
 wait_for http://127.0.0.1:9002/
-build/layer4-lb --config examples/lb.yaml & pids+=($!)
+build/layer4-lb --config examples/lb.yaml & lb_pid=$!
 wait_for http://127.0.0.1:8080/
 echo
 echo "layer4-lb listens on 127.0.0.1:8080 and balances over 127.0.0.1:9001 and :9002:"
@@ -49,4 +63,4 @@ if [ "${1:-}" = "--once" ]; then
 fi
 echo
 echo "Try: curl http://127.0.0.1:8080/   (Ctrl-C stops the load balancer and the backends)"
-wait "${pids[2]}"
+wait "$lb_pid"

@@ -236,6 +236,16 @@ static void test_ipv6(void **state)
 	lb_config_free(c);
 }
 
+/* A Kubernetes "namespace/name" is a valid listener name. */
+static void test_namespaced_listener_name(void **state)
+{
+	struct lb_config *c = parse_ok("listeners:\n  - name: default/web\n    listen: 127.0.0.1:80\n"
+				       "    backends:\n      - address: 10.0.0.1:80\n");
+
+	assert_string_equal(c->listeners[0].name, "default/web");
+	lb_config_free(c);
+}
+
 static void test_names(void **state)
 {
 	assert_string_equal(lb_algo_name(LB_ALGO_ROUND_ROBIN), "round_robin");
@@ -350,10 +360,11 @@ static void test_bad_strings(void **state)
 	expect_error("control_socket: [/a]\n" BASE, 1, "control_socket", "got a list");
 	expect_error("listeners:\n  - name: web server\n", 2, "listeners[0].name",
 		     "got \"web server\"");
-	expect_error("listeners:\n  - name: \"\"\n", 2, "listeners[0].name", "1 to 63");
+	expect_error("listeners:\n  - name: \"\"\n", 2, "listeners[0].name", "1 to 127");
 	expect_error("listeners:\n  - name: "
+		     "a123456789012345678901234567890123456789012345678901234567890123"
 		     "a123456789012345678901234567890123456789012345678901234567890123\n",
-		     2, "listeners[0].name", "1 to 63");
+		     2, "listeners[0].name", "1 to 127");
 	expect_error("listeners:\n  - name: \"a\\0b\"\n", 2, "listeners[0].name", "NUL");
 	expect_error("listeners:\n  - name: \"a\\tb\"\n", 2, "listeners[0].name", "got \"a?b\"");
 	expect_error(BASE LKEY "protocol: udp\n", 6, "listeners[0].protocol",
@@ -540,6 +551,7 @@ int main(void)
 		cmocka_unit_test(test_acceptors_auto_and_edges),
 		cmocka_unit_test(test_ipv6),
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_namespaced_listener_name),
 		cmocka_unit_test(test_exact_message),
 		cmocka_unit_test(test_unknown_and_duplicate_keys),
 		cmocka_unit_test(test_bad_integers),
