@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-int lb_log_threshold = LB_LOG_INFO;
+_Atomic int lb_log_threshold = LB_LOG_INFO;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 

@@ -2,6 +2,7 @@
 #ifndef LB_LOG_H
 #define LB_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 enum lb_log_level {
@@ -11,7 +12,8 @@ enum lb_log_level {
 	LB_LOG_DEBUG = 3,
 };
 
-extern int lb_log_threshold;
+/* Set by the main thread (reload), read by every worker: atomic, relaxed loads are enough. */
+extern _Atomic int lb_log_threshold;
 
 /* Parse "error" | "warn" | "info" | "debug" (also "warning", "trace" as debug). */
 int lb_log_level_parse(const char *s, enum lb_log_level *ret);
@@ -27,7 +29,8 @@ int lb_log_level_from_env(enum lb_log_level *ret);
 void lb_log(enum lb_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Cheap when disabled: the arguments are not evaluated. */
-#define lb_log_enabled(lvl) ((int)(lvl) <= lb_log_threshold)
+#define lb_log_enabled(lvl)                                                                        \
+	((int)(lvl) <= atomic_load_explicit(&lb_log_threshold, memory_order_relaxed))
 #define LB_LOG(lvl, ...)                                                                           \
 	do {                                                                                       \
 		if (lb_log_enabled(lvl))                                                           \

@@ -451,6 +451,7 @@ void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, in
 		/* The worker's pool is empty: wait for buffers rather than spin on re-arming. */
 		hf->flags |= DP_H_NOBUF;
 		dp_list_add_tail(&w->nobuf, &hf->nobuf);
+		touch(w, c); /* waiting on our pool, not on the peer: not idle */
 		DP_STAT_INC(w->stats.nobufs);
 	} else {
 		log_debug("conn %u: recv from %s: %s", c->slot, h == DP_C2B ? "client" : "backend",

@@ -36,6 +36,10 @@ static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
 	char err[1024];
 	cJSON *reply, *ch;
 
+	if (p->draining) {
+		p->applies_failed++;
+		return lb_ctl_reply_error(req, "draining for shutdown: applies are refused");
+	}
 	lb_config_diff(p->managed, managed, &d);
 	if (dp_plane_commit(p, NULL, managed, err, sizeof(err))) {
 		p->applies_failed++;
@@ -169,6 +173,7 @@ static bool peer_allowed(int fd, struct ucred *cred)
 {
 	socklen_t len = sizeof(*cred);
 
+	memset(cred, 0, sizeof(*cred));
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) == -1)
 		return false;
 	return cred->uid == 0 || cred->uid == geteuid();
@@ -193,8 +198,11 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 		struct ucred cred;
 		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-		if (fd == -1)
-			return; /* EAGAIN, or an error the next readiness will show again */
+		if (fd == -1) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				dp_plane_pause(p, src);
+			return;
+		}
 		if (!peer_allowed(fd, &cred)) {
 			log_warn("control socket: refused pid %d uid %u (only uid %u or root)",
 				 (int)cred.pid, (unsigned)cred.uid, (unsigned)geteuid());
@@ -274,10 +282,13 @@ static int bind_socket(const char *path, const char *group, int *ret_fd, char *e
 	umask(old_umask);
 	if (r == -1)
 		goto out_errno;
-	if (group[0] && (chown(path, -1, gid) == -1 || chmod(path, 0660) == -1))
+	if ((group[0] && (chown(path, -1, gid) == -1 || chmod(path, 0660) == -1)) ||
+	    listen(fd, 16) == -1) {
+		r = -errno;
+		unlink(path); /* bound: do not leave the file behind */
+		errno = -r;
 		goto out_errno;
-	if (listen(fd, 16) == -1)
-		goto out_errno;
+	}
 	*ret_fd = fd;
 	return 0;
 out_errno:

@@ -32,6 +32,9 @@ void dp_engine_complete(struct dp_worker *w, uint64_t tag, int res, unsigned fla
 		return; /* a listener's cancel: its accept's own end says everything */
 	c = dp_conn_get(w, dp_tag_slot(tag), dp_tag_gen(tag));
 	if (!c) {
+		/* Cannot happen while inflight is counted right; if it does, lose no buffer. */
+		if (bid >= 0)
+			w->eng->buf_put(w, bid);
 		DP_STAT_INC(w->stats.stale_cqes);
 		return;
 	}

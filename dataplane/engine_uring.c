@@ -81,11 +81,15 @@ static void ring_refill(struct dp_worker *w)
 /* An SQE, submitting what is queued if the SQ is full (never fails for want of space). */
 static struct io_uring_sqe *get_sqe(struct dp_worker *w)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&U(w)->ring);
+	struct io_uring_sqe *sqe;
 
-	if (!sqe) {
-		io_uring_submit(&U(w)->ring);
-		sqe = io_uring_get_sqe(&U(w)->ring);
+	for (int tries = 0; !(sqe = io_uring_get_sqe(&U(w)->ring)); tries++) {
+		/* The kernel takes every queued SQE on submit unless the CQ is backed up. */
+		if (tries == 100) {
+			log_err("worker %u: no room in the submission queue; aborting", w->id);
+			abort();
+		}
+		io_uring_submit_and_get_events(&U(w)->ring);
 	}
 	return sqe;
 }
@@ -375,8 +379,10 @@ static int uring_run(struct dp_worker *w, unsigned timeout_ms)
 
 	ring_refill(w);
 	r = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
-	if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY)
+	if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ENOMEM)
 		return r;
+	/* What completes now is stamped now, not when the wait began (up to a second ago). */
+	w->now_ms = dp_now_ms();
 	io_uring_for_each_cqe(&u->ring, head, cqe) {
 		dispatch(w, cqe);
 		n++;

@@ -101,8 +101,11 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 	for (;;) {
 		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-		if (fd == -1)
+		if (fd == -1) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				dp_plane_pause(p, src);
 			return;
+		}
 		dp_stream_adopt(p, &m->clients, fd, client_event);
 	}
 }

@@ -36,6 +36,35 @@ int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
 	return epoll_ctl(p->epfd, EPOLL_CTL_MOD, src->fd, &ev) == -1 ? -errno : 0;
 }
 
+/*
+ * A level-triggered listener whose accept fails with EMFILE would wake the loop at once, for
+ * ever: leave it out of the epoll set for one tick instead (the pending connection waits).
+ */
+void dp_plane_pause(struct dp_plane *p, struct dp_evsrc *src)
+{
+	if (p->n_paused == sizeof(p->paused) / sizeof(p->paused[0]))
+		return;
+	epoll_ctl(p->epfd, EPOLL_CTL_DEL, src->fd, NULL);
+	p->paused[p->n_paused++] = src;
+	p->resume_ms = dp_now_ms() + DP_PLANE_TICK_MS;
+}
+
+static void resume_paused(struct dp_plane *p)
+{
+	if (!p->n_paused || dp_now_ms() < p->resume_ms)
+		return;
+	while (p->n_paused)
+		dp_plane_watch(p, p->paused[--p->n_paused], EPOLLIN);
+}
+
+static int any_stopped(const struct dp_plane *p)
+{
+	for (unsigned i = 0; i < p->n_workers; i++)
+		if (atomic_load(&p->workers[i].stopped))
+			return (int)i;
+	return -1;
+}
+
 /* Hand a snapshot to every worker; each takes its own reference. */
 static void publish(struct dp_plane *p, struct dp_snapshot *s)
 {
@@ -174,12 +203,21 @@ int dp_plane_run(struct dp_plane *p)
 	struct epoll_event evs[32];
 
 	while (!all_stopped(p)) {
-		int n = epoll_wait(p->epfd, evs, 32, DP_PLANE_TICK_MS);
+		int n = epoll_wait(p->epfd, evs, 32, DP_PLANE_TICK_MS), dead;
 
 		for (int i = 0; i < n; i++) {
 			struct dp_evsrc *src = evs[i].data.ptr;
 
 			src->handle(p, src, evs[i].events);
+		}
+		resume_paused(p);
+		/*
+		 * A worker that died outside a drain leaves its share of the listeners' traffic
+		 * unserved: better to exit and be restarted than to limp.
+		 */
+		if (!p->draining && (dead = any_stopped(p)) >= 0) {
+			log_err("worker %d stopped unexpectedly; exiting", dead);
+			return 1;
 		}
 	}
 	for (unsigned i = 0; i < p->n_workers; i++)

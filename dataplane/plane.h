@@ -59,6 +59,9 @@ struct dp_plane {
 	struct dp_evsrc sig;
 	struct dp_ctl *ctl;
 	struct dp_metrics *metrics;
+	struct dp_evsrc *paused[4];  /* listeners out of the epoll set for want of fds */
+	unsigned n_paused;
+	uint64_t resume_ms;
 };
 
 /*
@@ -75,6 +78,8 @@ int dp_plane_open(struct dp_plane *p, const sigset_t *signals);
 int dp_plane_run(struct dp_plane *p);
 void dp_plane_close(struct dp_plane *p);
 int dp_plane_watch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
+/* Out of file descriptors: take a listening socket out of the loop for a moment. */
+void dp_plane_pause(struct dp_plane *p, struct dp_evsrc *src);
 int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
 
 /* stream.c */

@@ -57,8 +57,11 @@ int dp_stream_flush(struct dp_plane *p, struct dp_stream *s)
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1 && errno == EAGAIN) {
-			if (!s->want_out && !dp_plane_rewatch(p, &s->ev, EPOLLIN | EPOLLOUT))
-				s->want_out = true;
+			int r = s->want_out ? 0 : dp_plane_rewatch(p, &s->ev, EPOLLIN | EPOLLOUT);
+
+			if (r)
+				return r; /* never woken for the rest: drop the client */
+			s->want_out = true;
 			return 0;
 		}
 		return -errno;

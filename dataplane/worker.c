@@ -273,8 +273,11 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 	for (unsigned i = 0; i < s->n_listeners; i++) {
 		const struct dp_slistener *sl = &s->listeners[i];
 		struct dp_wlistener *wl = wl_find(w, sl->socks);
-		struct dp_lset *set = lset_new(w, s, sl);
+		struct dp_lset *set;
 
+		if (!wl && w->draining)
+			continue; /* a draining worker opens nothing: its listeners are closing */
+		set = lset_new(w, s, sl);
 		if (!set) {
 			log_err("worker %u: listener %s: out of memory building its balancer", w->id,
 				sl->conf->name);
@@ -287,8 +290,7 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 			dp_lset_put(w, wl->set);
 			wl->set = set;
 		} else if ((wl = wl_add(w, sl, set))) {
-			if (!w->draining)
-				wl_arm(w, wl);
+			wl_arm(w, wl);
 		} else {
 			dp_lset_put(w, set);
 			continue;
@@ -383,7 +385,8 @@ static uint64_t run_timers(struct dp_worker *w)
 				 w->n_conns);
 			close_all(w);
 		}
-		if (w->drain_deadline_ms < next)
+		/* Past the deadline only completions are awaited: they wake us, no need to poll. */
+		if (w->drain_deadline_ms > w->now_ms && w->drain_deadline_ms < next)
 			next = w->drain_deadline_ms;
 	}
 	return next;

@@ -236,6 +236,25 @@ class DrainTest(ControlCase):
         self.assertEqual(h2.who(), "b2")
         self.assertTrue(lb.alive())
 
+    def test_apply_during_shutdown_is_refused_and_the_process_exits(self):
+        """An apply that arrives after SIGTERM opens nothing and does not keep the process."""
+        a, b = self.backends("a", "b")
+        fport, mport = free_port(), free_port()
+        lb = self.start_ctl_lb([listener(fport, [a], name="file")], drain_timeout_ms=30000)
+        h = self.hold((LOCAL, fport), "a")
+        ctl = CtlClient(lb.ctl)             # connected before the drain starts
+        since = len(lb.stderr_text())
+        lb.send_signal(signal.SIGTERM)
+        lb.wait_stderr(r"draining", since=since)
+        r = ctl.call({"op": "apply", "version": 5, "listeners": [listener(mport, [b], name="m")]})
+        self.assertIs(r.get("ok"), False, r)
+        self.assertIn("draining", r.get("error", ""))
+        self.assertTrue(refused_now((LOCAL, mport)))
+        self.assertEqual(h.who(), "a")       # the open connection still works
+        ctl.close()
+        h.sock.close()
+        self.assertEqual(lb.wait_exit(timeout=10), 0)
+
 
 class ErrorsTest(ControlCase):
     def test_bad_requests_change_nothing(self):
