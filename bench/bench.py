@@ -143,11 +143,11 @@ def foreign_ticks():
     kids = {}
     for pid, f in procs.items():
         kids.setdefault(int(f[1]), []).append(pid)
-    ours, todo = set(), [mine]
-    while todo:
-        p = todo.pop()
+    ours, pending = set(), [mine]
+    while pending:
+        p = pending.pop()
         ours.add(p)
-        todo += kids.get(p, [])
+        pending += kids.get(p, [])
     total = 0
     for pid, f in procs.items():
         if pid in ours or int(f[6]) & 0x00200000:       # PF_KTHREAD
