@@ -2,11 +2,15 @@
 
 One nginx serves 1,500 loopback ports (set A = the first 1,000, set B = the last 1,000, so
 every backend is real and alive).  wrk keeps 20 keep-alive connections busy through the proxy
-for 22 s while one persistent control connection swaps the listener between A and B 100
-times a second for 20 s, each apply waiting for its reply.  drain_timeout_ms is 60 s, so no
-keep-alive connection may be cut: wrk must see no socket error and no non-2xx answer.
-Alongside, a client opens a new connection per request, so new connections are balanced
-across the swaps too.
+while one persistent control connection swaps the listener between A and B: 2,000 applies
+(20 s at 100 a second), paced at 100 a second, each waiting for its reply.  wrk is stopped with
+SIGINT once the last apply is answered, so its load covers every apply however long they take.
+drain_timeout_ms is 60 s, so no keep-alive connection may be cut: wrk must see no socket error
+and no non-2xx answer.  Alongside, a client opens a new connection per request, so new
+connections are balanced across the swaps too.
+
+The rate reached is printed, not asserted: a pass/fail test holds no timing (the machines are
+shared); the benchmark is where speed is measured.
 """
 
 import json
@@ -29,9 +33,8 @@ LOCAL = "127.0.0.1"
 N_PORTS = 1500
 SET_SIZE = 1000
 RATE = 100            # applies per second
-APPLY_SECONDS = 20
-WRK_SECONDS = 22
-MIN_APPLIES = 1500
+APPLIES = 2000        # 20 s at RATE
+WRK_HANG = 300        # wrk's own -d: only a hang guard, it is stopped with SIGINT
 
 
 def find_ports(n, low=10000, high=32000):
@@ -54,12 +57,6 @@ def find_ports(n, low=10000, high=32000):
     if len(ports) < n:
         raise unittest.SkipTest(f"only {len(ports)} free ports in {start}..{high}")
     return ports
-
-
-def sanitized():
-    """True when the binary under test was built with AddressSanitizer."""
-    with open(lbtest.LB_BIN, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 def nginx_conf(d, ports):
@@ -109,8 +106,17 @@ def parse_wrk(out):
     return r
 
 
-@unittest.skipUnless(shutil.which("wrk") and shutil.which("nginx"), "needs wrk and nginx")
 class ApplyUnderLoadTest(LBTestCase):
+    def setUp(self):
+        super().setUp()
+        missing = [t for t in ("wrk", "nginx") if not shutil.which(t)]
+        if missing:
+            # scripts/test.sh installs both, and says so with LBTEST_REQUIRE_TOOLS: there a
+            # missing tool is a failure, never a silent skip.
+            if os.environ.get("LBTEST_REQUIRE_TOOLS"):
+                self.fail(f"{' and '.join(missing)} not installed")
+            self.skipTest(f"needs {' and '.join(missing)}")
+
     def start_nginx(self, ports):
         d = self.tmpdir()
         conf = os.path.join(d, "nginx.conf")
@@ -182,7 +188,7 @@ class ApplyUnderLoadTest(LBTestCase):
         code, _, body = http_get(laddr, "/")
         self.assertEqual((code, body), (200, b"ok\n"))
 
-        wrk = subprocess.Popen(["wrk", "-t1", "-c20", f"-d{WRK_SECONDS}s",
+        wrk = subprocess.Popen(["wrk", "-t1", "-c20", f"-d{WRK_HANG}s",
                                 f"http://{LOCAL}:{lport}/"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT,
@@ -209,19 +215,15 @@ class ApplyUnderLoadTest(LBTestCase):
 
         time.sleep(1.0)   # wrk is connected and running
         ft.start()
-        pre = {v: apply_line(v, set_b if v % 2 == 0 else set_a)
-               for v in range(2, 2 + RATE * APPLY_SECONDS)}
+        versions = range(2, 2 + APPLIES)
+        pre = {v: apply_line(v, set_b if v % 2 == 0 else set_a) for v in versions}
         n_ok, failed = 0, []
         version = 1
         t0 = time.monotonic()
-        end = t0 + APPLY_SECONDS
-        for i, v in enumerate(range(2, 2 + RATE * APPLY_SECONDS)):
-            due = t0 + i / RATE
-            now = time.monotonic()
-            if now >= end:
-                break
-            if due > now:
-                time.sleep(due - now)
+        for i, v in enumerate(versions):
+            delay = t0 + i / RATE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
             cc.send_raw(pre[v])
             r = cc.reply()
             if r.get("ok") is True and r.get("version") == v:
@@ -232,29 +234,23 @@ class ApplyUnderLoadTest(LBTestCase):
         elapsed = time.monotonic() - t0
         stop.set()
         ft.join(lbtest.HANG)
-        rate = (n_ok + len(failed)) / elapsed
+        self.assertIsNone(wrk.poll(), "wrk ended before the last apply")
+        os.kill(wrk.pid, signal.SIGINT)   # wrk prints its report on SIGINT
         sys.stderr.write(f"\n  applies: {n_ok} ok, {len(failed)} failed in {elapsed:.1f} s "
-                         f"= {rate:.1f}/s (target {RATE}/s); new-connection requests: "
-                         f"{fresh['ok']} ok, {len(fresh['bad'])} bad\n")
+                         f"= {APPLIES / elapsed:.1f}/s (paced at {RATE}/s); new-connection "
+                         f"requests: {fresh['ok']} ok, {len(fresh['bad'])} bad\n")
         try:
-            out, _ = wrk.communicate(timeout=WRK_SECONDS + 15)
+            out, _ = wrk.communicate(timeout=lbtest.HANG)
         except subprocess.TimeoutExpired:
             wrk.kill()
             out, _ = wrk.communicate()
-            self.fail(f"wrk did not finish (hang guard):\n{out.decode(errors='replace')}")
+            self.fail(f"wrk did not stop on SIGINT (hang guard):\n{out.decode(errors='replace')}")
         out = out.decode(errors="replace")
         sys.stderr.write("  wrk: " + "\n  wrk: ".join(out.strip().splitlines()) + "\n")
         w = parse_wrk(out)
 
         self.assertEqual(failed[:5], [], f"{len(failed)} applies refused")
-        if sanitized():
-            # ASan/UBSan slow the apply path several times over: the rate is then reported,
-            # not held to, and everything else is checked the same.
-            sys.stderr.write(f"  sanitizer build: not holding {n_ok} applies to the "
-                             f"{MIN_APPLIES} minimum\n")
-        else:
-            self.assertGreaterEqual(n_ok, MIN_APPLIES,
-                                    f"only {n_ok} applies in {elapsed:.1f} s")
+        self.assertEqual(n_ok, APPLIES)
         self.assertEqual(wrk.returncode, 0, out)
         self.assertIsNotNone(w["requests"], out)
         self.assertGreater(w["requests"], 0, out)
