@@ -108,6 +108,16 @@ static void buf_put(struct dp_worker *w, unsigned bid)
 	w->bufs_held--;
 }
 
+/* Off the worker's list of receives waiting for buffers, if on it. */
+static void nobuf_leave(struct dp_worker *w, struct dp_half *hf)
+{
+	if (!(hf->flags & DP_H_NOBUF))
+		return;
+	hf->flags &= ~DP_H_NOBUF;
+	dp_list_del(&hf->nobuf);
+	w->n_nobuf--;
+}
+
 static void half_release(struct dp_worker *w, struct dp_half *hf)
 {
 	while (hf->count) {
@@ -115,7 +125,7 @@ static void half_release(struct dp_worker *w, struct dp_half *hf)
 		hf->head = (hf->head + 1) % DP_HALF_QMAX;
 		hf->count--;
 	}
-	dp_list_del(&hf->nobuf);
+	nobuf_leave(w, hf);
 }
 
 static void backend_release(struct dp_worker *w, struct dp_conn *c)
@@ -174,10 +184,10 @@ void dp_conn_put(struct dp_worker *w, struct dp_conn *c)
 }
 
 /*
- * Abortive on errors (SO_LINGER 0 sends RST, so the peer learns the transfer broke), orderly
- * otherwise.  Never frees: see dp_conn_put().
+ * Abortive on errors and time-outs (SO_LINGER 0 sends RST, so the peer learns the stream was
+ * cut rather than reading a clean end), orderly otherwise.  Never frees: see dp_conn_put().
  */
-static void conn_abort(struct dp_worker *w, struct dp_conn *c)
+void dp_conn_abort(struct dp_worker *w, struct dp_conn *c)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
@@ -193,8 +203,8 @@ void dp_conn_close(struct dp_worker *w, struct dp_conn *c)
 		return;
 	c->state = DP_CS_CLOSING;
 	dp_list_del(&c->idle);
-	dp_list_del(&c->half[0].nobuf);
-	dp_list_del(&c->half[1].nobuf);
+	nobuf_leave(w, &c->half[0]);
+	nobuf_leave(w, &c->half[1]);
 	if (c->inflight)
 		w->eng->cancel(w, c);
 }
@@ -210,8 +220,9 @@ static bool backend_usable(void *arg, unsigned idx)
 {
 	struct pick_ctx *p = arg;
 
-	if (idx < 64 && (p->c->tried & (1ull << idx)))
-		return false;
+	for (unsigned i = 0; i < p->c->tries; i++)
+		if (p->c->tried[i] == idx)
+			return false;
 	return dp_bstate_usable(p->c->set->sl->backends[idx].st, p->w->now_ms);
 }
 
@@ -232,16 +243,14 @@ static void connect_next(struct dp_worker *w, struct dp_conn *c)
 	const struct dp_slistener *sl = c->set->sl;
 	struct pick_ctx ctx = { w, c };
 
-	while (c->tries <= sl->conf->connect_retries) {
+	while (c->tries <= sl->conf->connect_retries && c->tries < DP_TRIES_MAX) {
 		struct dp_backend *b;
 		int idx, fd;
 
 		idx = dp_lb_pick(&c->set->lb, c->key, backend_usable, &ctx);
 		if (idx < 0)
 			break;
-		c->tries++;
-		if (idx < 64)
-			c->tried |= 1ull << idx;
+		c->tried[c->tries++] = (uint16_t)idx;
 		b = &sl->backends[idx];
 		fd = backend_socket(&b->addr);
 		if (fd < 0) /* out of fds or memory: no other backend would fare better */
@@ -325,20 +334,25 @@ void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 	struct dp_lset *set = wl->set;
 	const struct dp_slistener *sl;
 	struct dp_conn *c;
+	unsigned active;
 
 	if (!set || w->draining) {
 		close(fd);
 		return;
 	}
 	sl = set->sl;
-	if ((unsigned)atomic_fetch_add(&sl->st->active, 1) >= sl->conf->max_connections) {
+	active = (unsigned)atomic_fetch_add(&sl->st->active, 1);
+	if (active >= sl->conf->max_connections) {
+		/* Only when workers race for the last places: see wl_arm(). */
 		atomic_fetch_sub(&sl->st->active, 1);
 		atomic_fetch_add(&sl->st->refused, 1);
 		DP_STAT_INC(w->stats.over_limit);
 		close(fd);
-		dp_worker_pause_accept(w, wl); /* the rest wait in the backlog */
+		dp_worker_pause_accept(w, wl);
 		return;
 	}
+	if (active + 1 == sl->conf->max_connections)
+		dp_worker_pause_accept(w, wl); /* full: the next clients wait in the backlog */
 	c = dp_conn_alloc(w);
 	if (!c) {
 		atomic_fetch_sub(&sl->st->active, 1);
@@ -369,12 +383,18 @@ void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 
 /* --- relay -------------------------------------------------------------------------- */
 
+/* Buffers a direction may queue: one only once half the pool is taken, so more peers fit. */
+static inline unsigned half_limit(const struct dp_worker *w)
+{
+	return w->bufs_held * 2 >= w->buffer_count ? 1 : w->half_qmax;
+}
+
 static void half_recv(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	struct dp_half *hf = &c->half[h];
 
 	if (c->state != DP_CS_RELAY || (hf->flags & (DP_H_RECV | DP_H_EOF | DP_H_NOBUF)) ||
-	    hf->count >= w->half_qmax)
+	    hf->count >= half_limit(w))
 		return;
 	w->eng->recv(w, c, h);
 	hf->flags |= DP_H_RECV;
@@ -386,6 +406,7 @@ static void half_send(struct dp_worker *w, struct dp_conn *c, int h)
 
 	if (hf->flags & DP_H_SEND || !hf->count)
 		return;
+	hf->send_ms = (uint32_t)w->now_ms;
 	w->eng->send(w, c, h);
 	hf->flags |= DP_H_SEND;
 }
@@ -449,14 +470,23 @@ void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, in
 		half_maybe_shut(w, c, h);
 	} else if (res == -ENOBUFS) {
 		/* The worker's pool is empty: wait for buffers rather than spin on re-arming. */
+		if (!w->n_nobuf++)
+			w->nobuf_since_ms = w->now_ms;
 		hf->flags |= DP_H_NOBUF;
 		dp_list_add_tail(&w->nobuf, &hf->nobuf);
 		touch(w, c); /* waiting on our pool, not on the peer: not idle */
 		DP_STAT_INC(w->stats.nobufs);
+	} else if (res == -EAGAIN || res == -EINTR) {
+		/*
+		 * Nothing read after all: a poll that fired spuriously too often sends the receive
+		 * to io-wq, where a non-blocking socket says EAGAIN.  Wait for data again.
+		 */
+		hf->flags |= DP_H_POLLFIRST;
+		half_recv(w, c, h);
 	} else {
 		log_debug("conn %u: recv from %s: %s", c->slot, h == DP_C2B ? "client" : "backend",
 			  strerror(-res));
-		conn_abort(w, c);
+		dp_conn_abort(w, c);
 	}
 }
 
@@ -497,7 +527,7 @@ void dp_conn_sent(struct dp_worker *w, struct dp_conn *c, int h, int res)
 		if (c->state == DP_CS_RELAY)
 			log_debug("conn %u: send to %s: %s", c->slot,
 				  h == DP_C2B ? "backend" : "client", strerror(-res));
-		return conn_abort(w, c);
+		return dp_conn_abort(w, c);
 	}
 	half_consume(w, hf, res);
 	if (c->state != DP_CS_RELAY)
@@ -523,24 +553,69 @@ void dp_conn_expire_idle(struct dp_worker *w, struct dp_lset *set, uint64_t *nex
 		}
 		log_debug("conn %u: idle for %llu ms, closing", c->slot,
 			  (unsigned long long)(w->now_ms - c->last_ms));
-		dp_conn_close(w, c);
+		dp_conn_abort(w, c);
 		dp_conn_put(w, c);
 	}
 }
 
-/* Re-arm receives that found the pool empty, once a quarter of it is back. */
+/*
+ * Re-arm the receives that found the pool empty once there is a buffer for each of them, or a
+ * quarter of the pool: not at every returned buffer, which would re-arm the whole list into
+ * the same shortage.
+ */
 void dp_conn_retry_nobuf(struct dp_worker *w)
 {
+	unsigned free_bufs = w->buffer_count - w->bufs_held;
 	struct dp_list *pos, *tmp;
 
-	if (w->bufs_held > w->buffer_count - w->buffer_count / 4)
+	if (free_bufs < w->n_nobuf && free_bufs < w->buffer_count / 4)
 		return;
 	dp_list_for_each(pos, tmp, &w->nobuf) {
 		struct dp_half *hf = dp_container_of(pos, struct dp_half, nobuf);
 		struct dp_conn *c = dp_container_of(hf - hf->which, struct dp_conn, half);
 
-		dp_list_del(&hf->nobuf);
-		hf->flags &= ~DP_H_NOBUF;
+		nobuf_leave(w, hf);
 		half_recv(w, c, hf->which);
 	}
+}
+
+/* A direction whose send has not completed for stalled_ms: its peer is not reading. */
+static bool half_stalled(const struct dp_worker *w, const struct dp_half *hf, unsigned stalled_ms)
+{
+	return (hf->flags & DP_H_SEND) && hf->count &&
+	       (uint32_t)w->now_ms - hf->send_ms >= stalled_ms;
+}
+
+/*
+ * The pool is exhausted and receives are waiting: close (with a reset) every connection that
+ * holds buffers in a send stalled for stalled_ms, so that one peer that stops reading costs
+ * only its own connection.  Returns how many were closed.
+ */
+unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms)
+{
+	struct dp_list *spos, *stmp, *pos, *tmp;
+	unsigned n = 0;
+
+	dp_list_for_each(spos, stmp, &w->lsets) {
+		struct dp_lset *set = dp_container_of(spos, struct dp_lset, link);
+
+		set->refs++; /* closing its last connection must not free it under us */
+		dp_list_for_each(pos, tmp, &set->idle) {
+			struct dp_conn *c = dp_container_of(pos, struct dp_conn, idle);
+
+			if (c->state != DP_CS_RELAY ||
+			    !(half_stalled(w, &c->half[0], stalled_ms) ||
+			      half_stalled(w, &c->half[1], stalled_ms)))
+				continue;
+			log_debug("conn %u: peer not reading for %u ms and buffers short, closing",
+				  c->slot, stalled_ms);
+			dp_conn_abort(w, c);
+			dp_conn_put(w, c);
+			n++;
+		}
+		stmp = set->link.next;
+		dp_lset_put(w, set);
+	}
+	DP_STAT_ADD(w->stats.evicted, n);
+	return n;
 }

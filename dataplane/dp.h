@@ -88,9 +88,12 @@ struct dp_lset {
 	uint64_t sweep_ms;                 /* retired: when to close those on removed backends */
 };
 
+/* The listen(2) backlog of every listener socket. */
+#define DP_LISTEN_BACKLOG 4096
+
 /* A worker's accept on one listening socket. */
 enum {
-	DP_WL_ARMED = 1 << 0,              /* multishot accept in flight */
+	DP_WL_ARMED = 1 << 0,              /* accept in flight (multishot, or one near the limit) */
 	DP_WL_STOPPING = 1 << 1,           /* cancel sent; close the fd on the final CQE */
 	DP_WL_PAUSED = 1 << 2,             /* not armed: fd limit or max_connections; retry */
 	DP_WL_KEEP = 1 << 3,               /* in the snapshot being applied */
@@ -104,6 +107,7 @@ struct dp_wlistener {
 	struct dp_lsocks *socks;           /* reference */
 	struct dp_lset *set;               /* current balancer (reference) or NULL when stopping */
 	uint64_t resume_ms;                /* when paused: when to try again */
+	bool eng_single;                   /* engine-private: the armed accept is single-shot */
 };
 
 /* One direction of a proxied connection. */
@@ -130,6 +134,7 @@ struct dp_half {
 	uint32_t len[DP_HALF_QMAX];
 	struct dp_list nobuf;              /* in worker->nobuf while DP_H_NOBUF */
 	uint32_t off;                      /* bytes of bid[head] already sent */
+	uint32_t send_ms;                  /* when the send in flight was issued (low 32 bits) */
 	uint32_t eng_done;                 /* engine-private: bytes of the in-flight send done */
 	uint64_t bytes;
 	/* The gathered send in flight: must stay put until the engine has submitted it. */
@@ -151,6 +156,9 @@ enum dp_conn_state {
 
 enum { DP_C2B = 0, DP_B2C = 1 };          /* half index: client->backend, backend->client */
 
+/* Connect attempts per connection: the first plus connect_retries (at most 16) more. */
+#define DP_TRIES_MAX 17
+
 struct dp_conn {
 	uint32_t slot;
 	uint32_t gen;                      /* bumped on free: late completions are recognised */
@@ -162,7 +170,7 @@ struct dp_conn {
 	int fd[2];                         /* [0] client, [1] backend */
 	uint8_t eng[2];                    /* engine-private state of fd[0], fd[1] */
 	int bidx;                          /* backend index in set->sl, -1 none */
-	uint64_t tried;                    /* bitmap of backends tried (first 64) */
+	uint16_t tried[DP_TRIES_MAX];      /* backend indexes tried, tries of them */
 	uint64_t key;                      /* client hash (maglev) */
 	uint64_t last_ms;
 	struct dp_lset *set;               /* reference */
@@ -182,7 +190,8 @@ struct dp_engine {
 	const char *name;
 	int (*init)(struct dp_worker *w, char *err, size_t errlen);
 	void (*fini)(struct dp_worker *w);
-	int (*accept)(struct dp_worker *w, struct dp_wlistener *wl);
+	/* multishot: keep accepting; else one connection, then the request ends. */
+	int (*accept)(struct dp_worker *w, struct dp_wlistener *wl, bool multishot);
 	int (*accept_cancel)(struct dp_worker *w, struct dp_wlistener *wl);
 	int (*connect)(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
 		       unsigned timeout_ms);
@@ -212,6 +221,7 @@ struct dp_wstats {
 	atomic_uint_fast64_t stale_cqes;
 	atomic_uint_fast64_t accept_pauses;
 	atomic_uint_fast64_t active;       /* open proxied connections */
+	atomic_uint_fast64_t evicted;      /* closed to free buffers: their peers stopped reading */
 };
 
 #define DP_STAT_ADD(field, n)                                                                      \
@@ -243,6 +253,12 @@ struct dp_worker {
 	uint32_t wl_gen;
 	struct dp_list lsets;              /* every live dp_lset */
 	struct dp_list nobuf;              /* halves waiting for buffers */
+	unsigned n_nobuf;                  /* ... how many */
+	uint64_t nobuf_since_ms;           /* ... since when the list is not empty */
+	uint64_t evict_next_ms;            /* earliest next scan for stalled connections */
+	uint64_t evict_logged_ms;          /* last time evictions were logged */
+	unsigned evict_unlogged;           /* evictions since */
+	struct dp_list checks;             /* health probes in flight (their idle links) */
 
 	struct dp_conn **chunks;           /* connection slab: chunks of DP_SLAB_CHUNK */
 	unsigned n_chunks;
@@ -268,10 +284,12 @@ void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, in
 void dp_conn_sent(struct dp_worker *w, struct dp_conn *c, int h, int res);
 void dp_conn_put(struct dp_worker *w, struct dp_conn *c);
 void dp_conn_close(struct dp_worker *w, struct dp_conn *c);
+void dp_conn_abort(struct dp_worker *w, struct dp_conn *c);
 struct dp_conn *dp_conn_get(struct dp_worker *w, uint32_t slot, uint32_t gen);
 struct dp_conn *dp_conn_alloc(struct dp_worker *w);
 void dp_conn_expire_idle(struct dp_worker *w, struct dp_lset *set, uint64_t *next_ms);
 void dp_conn_retry_nobuf(struct dp_worker *w);
+unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms);
 void dp_conn_slab_free(struct dp_worker *w);
 
 /* worker.c */

@@ -15,6 +15,9 @@ static void complete_accept(struct dp_worker *w, uint64_t tag, int res, unsigned
 		DP_STAT_INC(w->stats.stale_cqes);
 		return;
 	}
+	/* Ended: nothing to cancel if accepting this one reaches max_connections. */
+	if (!(flags & DP_CF_MORE))
+		wl->flags &= ~DP_WL_ARMED;
 	if (res >= 0)
 		dp_conn_accepted(w, wl, res);
 	if (!(flags & DP_CF_MORE))

@@ -29,7 +29,8 @@
  *   buffers resident and the rest untouched.
  * - Sends carry all queued buffers in one sendmsg and, like MSG_WAITALL under io_uring,
  *   complete only when everything is written (or on an error).
- * - Listeners are level-triggered, at most DP_EP_ACCEPT_BATCH accepts per wake-up.
+ * - Listeners are level-triggered, at most DP_EP_ACCEPT_BATCH accepts per wake-up; a
+ *   single-shot accept (near max_connections) takes one and leaves the epoll set.
  * - Connect timeouts: a min-heap of deadlines, the nearest bounding epoll_wait.
  */
 
@@ -349,11 +350,12 @@ static int ep_cancel(struct dp_worker *w, struct dp_conn *c)
 	return 0;
 }
 
-static int ep_accept(struct dp_worker *w, struct dp_wlistener *wl)
+static int ep_accept(struct dp_worker *w, struct dp_wlistener *wl, bool multishot)
 {
 	struct epoll_event ev = { .events = EPOLLIN,
 				  .data.u64 = dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx) };
 
+	wl->eng_single = !multishot;
 	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, wl->fd, &ev) == -1)
 		push(w, ev.data.u64, -errno, -1, 0);
 	return 0;
@@ -379,6 +381,11 @@ static void accept_event(struct dp_worker *w, uint64_t tag)
 	for (int i = 0; i < DP_EP_ACCEPT_BATCH; i++) {
 		int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
+		if (fd >= 0 && wl->eng_single) {
+			/* One connection ends a single-shot accept, as under io_uring. */
+			epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
+			return push(w, tag, fd, -1, 0);
+		}
 		if (fd >= 0) {
 			push(w, tag, fd, -1, DP_CF_MORE);
 			continue;

@@ -78,20 +78,27 @@ static void ring_refill(struct dp_worker *w)
 	}
 }
 
-/* An SQE, submitting what is queued if the SQ is full (never fails for want of space). */
-static struct io_uring_sqe *get_sqe(struct dp_worker *w)
+/*
+ * Room for n SQEs, submitting what is queued if need be.  Every SQE taken is filled before the
+ * next call, so a submit here never sends a half-prepared one.  The kernel takes every queued
+ * SQE on submit; it can refuse only while completions wait for room in the CQ, and uring_run
+ * frees each batch's CQ entries before dispatching it, so this loop ends at once in practice.
+ */
+static void sq_reserve(struct dp_worker *w, unsigned n)
 {
-	struct io_uring_sqe *sqe;
-
-	for (int tries = 0; !(sqe = io_uring_get_sqe(&U(w)->ring)); tries++) {
-		/* The kernel takes every queued SQE on submit unless the CQ is backed up. */
+	for (int tries = 0; io_uring_sq_space_left(&U(w)->ring) < n; tries++) {
 		if (tries == 100) {
-			log_err("worker %u: no room in the submission queue; aborting", w->id);
+			log_err("worker %u: the kernel takes no submissions; aborting", w->id);
 			abort();
 		}
 		io_uring_submit_and_get_events(&U(w)->ring);
 	}
-	return sqe;
+}
+
+static struct io_uring_sqe *get_sqe(struct dp_worker *w)
+{
+	sq_reserve(w, 1);
+	return io_uring_get_sqe(&U(w)->ring);
 }
 
 static int ring_setup(struct io_uring *ring, char *err, size_t errlen)
@@ -225,12 +232,16 @@ out_fini:
 	return r;
 }
 
-static int uring_accept(struct dp_worker *w, struct dp_wlistener *wl)
+static int uring_accept(struct dp_worker *w, struct dp_wlistener *wl, bool multishot)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	/* Peer addresses are fetched with getpeername only when the algorithm needs them. */
-	io_uring_prep_multishot_accept(sqe, wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (multishot)
+		io_uring_prep_multishot_accept(sqe, wl->fd, NULL, NULL,
+					       SOCK_NONBLOCK | SOCK_CLOEXEC);
+	else
+		io_uring_prep_accept(sqe, wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx));
 	return 0;
 }
@@ -250,11 +261,10 @@ static int uring_connect(struct dp_worker *w, struct dp_conn *c, const struct lb
 {
 	struct io_uring_sqe *sqe, *tsqe;
 
-	/* Both SQEs of a link must go in one submission: take them before filling either. */
-	if (io_uring_sq_space_left(&U(w)->ring) < 2)
-		io_uring_submit(&U(w)->ring);
-	sqe = get_sqe(w);
-	tsqe = get_sqe(w);
+	/* Both SQEs of a link must go in one submission. */
+	sq_reserve(w, 2);
+	sqe = io_uring_get_sqe(&U(w)->ring);
+	tsqe = io_uring_get_sqe(&U(w)->ring);
 	c->cts.tv_sec = timeout_ms / 1000;
 	c->cts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
 	io_uring_prep_connect(sqe, c->fd[1], (const struct sockaddr *)&to->ss, to->len);
@@ -344,7 +354,16 @@ static void uring_buf_put(struct dp_worker *w, unsigned bid)
 	u->spare[u->n_spare++] = bid;
 }
 
-static void dispatch(struct dp_worker *w, struct io_uring_cqe *cqe)
+/* A completion copied out of the CQ. */
+struct dp_cqe {
+	uint64_t user_data;
+	int32_t res;
+	uint32_t flags;
+};
+
+#define DP_CQE_BATCH 256
+
+static void dispatch(struct dp_worker *w, const struct dp_cqe *cqe)
 {
 	unsigned flags = 0;
 	int bid = -1;
@@ -373,8 +392,9 @@ static int uring_run(struct dp_worker *w, unsigned timeout_ms)
 		.tv_sec = timeout_ms / 1000,
 		.tv_nsec = (long long)(timeout_ms % 1000) * 1000000,
 	};
-	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
+	struct io_uring_cqe *cqe, *cqes[DP_CQE_BATCH];
+	struct dp_cqe batch[DP_CQE_BATCH];
+	unsigned n, total = 0;
 	int r;
 
 	ring_refill(w);
@@ -383,11 +403,22 @@ static int uring_run(struct dp_worker *w, unsigned timeout_ms)
 		return r;
 	/* What completes now is stamped now, not when the wait began (up to a second ago). */
 	w->now_ms = dp_now_ms();
-	io_uring_for_each_cqe(&u->ring, head, cqe) {
-		dispatch(w, cqe);
-		n++;
-	}
-	io_uring_cq_advance(&u->ring, n);
+	/*
+	 * Copy each batch out and free its CQ entries before dispatching it: the handlers queue
+	 * new requests, and a submit made while the CQ is full and completions overflow is
+	 * refused.  peek_batch also flushes overflowed completions once the CQ is empty.  At most
+	 * a CQ's worth per turn, so the timers still run under a flood.
+	 */
+	do {
+		n = io_uring_peek_batch_cqe(&u->ring, cqes, DP_CQE_BATCH);
+		for (unsigned i = 0; i < n; i++)
+			batch[i] = (struct dp_cqe){ cqes[i]->user_data, cqes[i]->res,
+						    cqes[i]->flags };
+		io_uring_cq_advance(&u->ring, n);
+		for (unsigned i = 0; i < n; i++)
+			dispatch(w, &batch[i]);
+		total += n;
+	} while (n == DP_CQE_BATCH && total < DP_CQ_ENTRIES);
 	return 0;
 }
 

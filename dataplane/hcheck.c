@@ -28,13 +28,18 @@ struct dp_hc_target {
 struct dp_hcheck {
 	struct dp_hc_target *t;
 	unsigned n;
+	uint64_t next_ms; /* no target is due before this: the loop skips the scan */
 };
 
+/*
+ * A backend's target, in O(1): each backend state is listed at most once (its identity is the
+ * listener and the address), and st->hc_idx is its index in the newest target list.  Targets
+ * are rebuilt on every reload or apply, so a linear search would cost backends^2 per apply.
+ */
 static struct dp_hc_target *find(struct dp_hcheck *hc, const struct dp_bstate *st)
 {
-	for (unsigned i = 0; hc && i < hc->n; i++)
-		if (hc->t[i].st == st)
-			return &hc->t[i];
+	if (hc && st->hc_idx < hc->n && hc->t[st->hc_idx].st == st)
+		return &hc->t[st->hc_idx];
 	return NULL;
 }
 
@@ -85,6 +90,7 @@ int dp_hcheck_sync(struct dp_worker *w)
 			snprintf(t->backend, sizeof(t->backend), "%s", sl->backends[j].name);
 			t->due_ms = prev ? prev->due_ms : w->now_ms;
 			t->busy = prev ? prev->busy : false;
+			t->st->hc_idx = hc->n - 1;
 		}
 	}
 	for (unsigned i = 0; old && i < old->n; i++) {
@@ -137,6 +143,7 @@ static void launch(struct dp_worker *w, struct dp_hc_target *t)
 	c->fd[1] = fd;
 	c->check = t->st;
 	atomic_fetch_add(&t->st->refs, 1);
+	dp_list_add_tail(&w->checks, &c->idle); /* probes use the idle link: drain closes them */
 	w->n_checks++;
 	t->busy = true;
 	w->eng->connect(w, c, &t->addr, t->conf.timeout_ms);
@@ -145,15 +152,27 @@ static void launch(struct dp_worker *w, struct dp_hc_target *t)
 void dp_hcheck_run(struct dp_worker *w, uint64_t *next_ms)
 {
 	struct dp_hcheck *hc = w->hc;
+	uint64_t next = UINT64_MAX;
 
-	for (unsigned i = 0; hc && i < hc->n; i++) {
+	if (!hc || !hc->n)
+		return;
+	if (w->now_ms < hc->next_ms) {
+		if (hc->next_ms < *next_ms)
+			*next_ms = hc->next_ms;
+		return;
+	}
+	for (unsigned i = 0; i < hc->n; i++) {
 		struct dp_hc_target *t = &hc->t[i];
 
 		if (!t->busy && t->due_ms <= w->now_ms)
 			launch(w, t);
-		if (!t->busy && t->due_ms < *next_ms)
-			*next_ms = t->due_ms;
+		if (!t->busy && t->due_ms < next)
+			next = t->due_ms;
 	}
+	/* A busy target is rescheduled when its probe ends (dp_hcheck_done). */
+	hc->next_ms = next;
+	if (next < *next_ms)
+		*next_ms = next;
 }
 
 void dp_hcheck_done(struct dp_worker *w, struct dp_conn *c, int res)
@@ -164,6 +183,8 @@ void dp_hcheck_done(struct dp_worker *w, struct dp_conn *c, int res)
 		return;
 	if (t) {
 		t->busy = false;
+		if (t->due_ms < w->hc->next_ms)
+			w->hc->next_ms = t->due_ms;
 		/* A link-timeout cancel reads as a timeout, which is what it was. */
 		report(t, res == 0, res == -ECANCELED ? -ETIMEDOUT : res);
 	}

@@ -54,6 +54,7 @@ struct dp_bstate {
 	atomic_uint_fast64_t generation;
 	/* Active-check machine: touched only by the worker that runs the checks. */
 	struct dp_health check;
+	unsigned hc_idx;            /* ... and its index in that worker's target list */
 };
 
 void dp_bstate_init(struct dp_bstate *b);

@@ -9,8 +9,6 @@
 
 #include "dataplane/dp.h"
 
-#define DP_LISTEN_BACKLOG 4096
-
 /*
  * Every socket of a listener is created here, in the main thread, before the snapshot is
  * handed to any worker: a bind failure is then an error of the whole reload, and the

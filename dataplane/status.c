@@ -216,6 +216,10 @@ static void worker_metrics(struct text *t, const struct dp_plane *p)
 		{ "worker_buffer_waits_total", "counter",
 		  "Receives that found the buffer pool empty (ENOBUFS).",
 		  offsetof(struct dp_wstats, nobufs) },
+		{ "worker_stalled_closes_total", "counter",
+		  "Connections closed to free buffers while the pool was exhausted: their peers had "
+		  "stopped reading.",
+		  offsetof(struct dp_wstats, evicted) },
 		{ "worker_accept_pauses_total", "counter",
 		  "Accept pauses: out of file descriptors or at max_connections.",
 		  offsetof(struct dp_wstats, accept_pauses) },

@@ -20,6 +20,17 @@
 #define DP_ACCEPT_RETRY_MS 100
 #define DP_MAX_WAIT_MS 1000
 
+/*
+ * Buffer exhaustion (see docs/architecture.md, "Buffers"): when receives have waited
+ * DP_NOBUF_GRACE_MS for buffers, the connections whose send has not moved for DP_STALL_MS
+ * (their peer stopped reading) are closed to give theirs back, at most every
+ * DP_EVICT_EVERY_MS.  Peers that read are never touched.
+ */
+#define DP_NOBUF_GRACE_MS 200
+#define DP_STALL_MS 2000
+#define DP_EVICT_EVERY_MS 250
+#define DP_EVICT_LOG_EVERY_MS 10000
+
 uint64_t dp_now_ms(void)
 {
 	struct timespec ts;
@@ -115,7 +126,7 @@ static void lset_sweep(struct dp_worker *w, struct dp_lset *set, uint64_t *next_
 		    atomic_load(&set->sl->backends[c->bidx].st->generation) >= current)
 			continue;
 		log_debug("conn %u: backend removed and drain time over, closing", c->slot);
-		dp_conn_close(w, c);
+		dp_conn_abort(w, c);
 		dp_conn_put(w, c);
 	}
 	/* A backend removed by a snapshot not yet published here is caught on a later pass. */
@@ -135,11 +146,20 @@ static void wl_free(struct dp_worker *w, struct dp_wlistener *wl)
 	free(wl);
 }
 
+/*
+ * A multishot accept takes a socket's whole backlog at once, so with less headroom under
+ * max_connections than every worker's backlog together, accept one connection at a time:
+ * the clients past the limit then wait in the backlog instead of being accepted and closed.
+ */
 static void wl_arm(struct dp_worker *w, struct dp_wlistener *wl)
 {
+	const struct dp_slistener *sl = wl->set->sl;
+	uint64_t room = (uint64_t)wl->socks->n * DP_LISTEN_BACKLOG; /* one socket per worker */
+	unsigned active = (unsigned)atomic_load(&sl->st->active);
+
 	wl->flags &= ~DP_WL_PAUSED;
 	wl->flags |= DP_WL_ARMED;
-	w->eng->accept(w, wl);
+	w->eng->accept(w, wl, active + room < sl->conf->max_connections);
 }
 
 static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
@@ -313,6 +333,13 @@ static void start_drain(struct dp_worker *w)
 	for (unsigned i = 0; i < w->n_wls; i++)
 		if (w->wls[i] && w->wls[i]->set)
 			wl_stop(w, w->wls[i]);
+	/* No verdict matters any more: a probe of a silent backend must not hold the exit. */
+	while (!dp_list_empty(&w->checks)) {
+		struct dp_conn *c = dp_list_first(&w->checks, struct dp_conn, idle);
+
+		dp_conn_close(w, c);
+		dp_conn_put(w, c);
+	}
 	if (w->n_conns)
 		log_info("worker %u: draining %u connections (at most %u ms)", w->id, w->n_conns,
 			 w->snap->conf->drain_timeout_ms);
@@ -352,12 +379,37 @@ static void close_all(struct dp_worker *w)
 		while (!dp_list_empty(&set->idle)) {
 			struct dp_conn *c = dp_list_first(&set->idle, struct dp_conn, idle);
 
-			dp_conn_close(w, c);
+			dp_conn_abort(w, c); /* cut short: the peers must not read it as a clean end */
 			dp_conn_put(w, c);
 		}
 		tmp = set->link.next;
 		dp_lset_put(w, set);
 	}
+}
+
+/* Receives have waited too long for buffers: free those held by peers that stopped reading. */
+static void relieve_buffers(struct dp_worker *w, uint64_t *next_ms)
+{
+	uint64_t due = w->nobuf_since_ms + DP_NOBUF_GRACE_MS;
+	unsigned n;
+
+	if (due < w->evict_next_ms)
+		due = w->evict_next_ms;
+	if (w->now_ms < due) {
+		if (due < *next_ms)
+			*next_ms = due;
+		return;
+	}
+	w->evict_next_ms = w->now_ms + DP_EVICT_EVERY_MS;
+	n = dp_conn_evict_stalled(w, DP_STALL_MS);
+	w->evict_unlogged += n;
+	if (!w->evict_unlogged || w->now_ms < w->evict_logged_ms + DP_EVICT_LOG_EVERY_MS)
+		return;
+	log_warn("worker %u: receive buffers exhausted (%u of %u in use, %u receives waiting); "
+		 "closed %u connections whose peers had not read for %d ms",
+		 w->id, w->bufs_held, w->buffer_count, w->n_nobuf, w->evict_unlogged, DP_STALL_MS);
+	w->evict_logged_ms = w->now_ms;
+	w->evict_unlogged = 0;
 }
 
 /* Run every timer that is due; returns the time of the next one. */
@@ -377,6 +429,8 @@ static uint64_t run_timers(struct dp_worker *w)
 		dp_lset_put(w, set);
 	}
 	resume_paused(w, &next);
+	if (w->n_nobuf)
+		relieve_buffers(w, &next);
 	if (w->id == 0 && !w->draining)
 		dp_hcheck_run(w, &next);
 	if (w->draining) {
@@ -450,6 +504,7 @@ int dp_worker_start(struct dp_worker *w)
 
 	dp_list_init(&w->lsets);
 	dp_list_init(&w->nobuf);
+	dp_list_init(&w->checks);
 	w->rng = dp_hash64(w->id + 1);
 	w->efd = eventfd(0, EFD_CLOEXEC);
 	if (w->efd == -1)
