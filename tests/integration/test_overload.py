@@ -1,0 +1,186 @@
+"""Peers that misbehave and limits that bind: each must cost only its own connection.
+
+- clients that stop reading cannot starve the worker's receive buffers for everyone else;
+- max_connections leaves the clients past the limit waiting in the backlog, not closed;
+- a connection cut by a time-out ends with a reset, never with what looks like a clean end;
+- a drain does not wait for a health probe to a backend that never answers.
+"""
+
+import signal
+import socket
+import time
+
+import lbtest
+from lbtest import LBTestCase, Client, connect, free_port, listener, who
+
+LOCAL = "127.0.0.1"
+
+
+def stalled_client(addr, nbytes):
+    """A client that asks for nbytes and never reads: a tiny receive window, so the proxy's
+    send to it stops at once and keeps its buffers."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(lbtest.HANG)
+    s.connect(addr)
+    s.sendall(f"SOURCE {nbytes} 7\n".encode())
+    return s
+
+
+def read_until_end(s, timeout=lbtest.HANG):
+    """Read to the end of the stream; returns ("eof", n) or ("reset", n)."""
+    s.settimeout(timeout)
+    n = 0
+    try:
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                return "eof", n
+            n += len(d)
+    except ConnectionResetError:
+        return "reset", n
+
+
+def end_state(s, limit=256 << 10):
+    """How a stalled client's stream stands once it reads a little: "reset", "eof" or "open"
+    (data still flowing, or nothing more within a moment)."""
+    s.settimeout(0.5)
+    n = 0
+    try:
+        while n < limit:
+            d = s.recv(65536)
+            if not d:
+                return "eof"
+            n += len(d)
+    except ConnectionResetError:
+        return "reset"
+    except socket.timeout:
+        pass
+    return "open"
+
+
+def blackhole(tc):
+    """A loopback port whose accept queue is full: SYNs to it are dropped, connects hang.
+    Returns its port, or skips the test when this kernel answers anyway."""
+    bh = socket.socket()
+    tc.addCleanup(bh.close)
+    bh.bind((LOCAL, 0))
+    bh.listen(0)
+    port = bh.getsockname()[1]
+    for _ in range(8):
+        f = socket.socket()
+        tc.addCleanup(f.close)
+        f.setblocking(False)
+        f.connect_ex((LOCAL, port))
+    time.sleep(0.2)
+    probe = socket.socket()
+    probe.settimeout(1.0)
+    try:
+        probe.connect((LOCAL, port))
+    except socket.timeout:
+        return port
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    tc.skipTest("could not make a backend that drops SYNs on this kernel")
+
+
+class OverloadTest(LBTestCase):
+    def test_stalled_readers_do_not_starve_others(self):
+        # 64 buffers of 4 KiB: 40 clients that never read hold them all (a stalled direction
+        # keeps what it queued).  A client of another listener on the same worker must still
+        # be served: the worker closes the stalled connections to free their buffers.
+        src, b = self.backend("src"), self.backend("b")
+        sport, bport = free_port(), free_port()
+        lb = self.start_lb([listener(sport, [src], name="stall"),
+                            listener(bport, [b], name="other")],
+                           num_acceptors=1, buffer_size=4096, buffer_count=64)
+        stalled = []
+        self.addCleanup(lambda: [s.close() for s in stalled])
+        for _ in range(40):
+            stalled.append(stalled_client((LOCAL, sport), 64 << 20))
+        # Every stalled client's backend is sending: the proxy holds what it could not pass on.
+        src.wait_open(lambda n: n == 40)
+        time.sleep(0.5)
+
+        self.assertEqual(who((LOCAL, bport), timeout=30), "b")
+        lb.wait_stderr(r"receive buffers exhausted .* closed \d+ connections whose peers had "
+                       r"not read")
+        # Those closed were cut with a reset: none of them reads a clean end of stream.
+        ends = [end_state(s) for s in stalled]
+        self.assertNotIn("eof", ends)
+        self.assertIn("reset", ends)
+        self.assertTrue(lb.alive(), lb.tail())
+
+    def test_clients_past_max_connections_wait_in_the_backlog(self):
+        a = self.backend("a")
+        port = free_port()
+        self.start_lb([listener(port, [a], max_connections=1)], num_acceptors=1)
+        self.wait_backends_idle([a])
+        first = Client((LOCAL, port))
+        self.addCleanup(first.close)
+        self.assertEqual(first.who(), "a")
+        waiting = []
+        self.addCleanup(lambda: [s.close() for s in waiting])
+        for _ in range(5):
+            s = connect((LOCAL, port))     # the kernel completes the handshake: the backlog
+            s.sendall(b"WHO\n")
+            waiting.append(s)
+        time.sleep(1.0)
+        for i, s in enumerate(waiting):
+            s.setblocking(False)
+            try:
+                d = s.recv(100)
+                self.fail(f"client {i} past the limit got {d!r} (b'' = closed) instead of "
+                          f"waiting")
+            except BlockingIOError:
+                pass                        # still waiting, as it should
+            except ConnectionResetError:
+                self.fail(f"client {i} past the limit was reset instead of waiting")
+            s.settimeout(lbtest.HANG)
+        self.assertEqual(a.counts()["open"], 1)
+        # Each place that frees up goes to the next client in the backlog, in order.
+        first.close()
+        for s in waiting:
+            line = b""
+            while not line.endswith(b"\n"):
+                d = s.recv(100)
+                self.assertNotEqual(d, b"", "closed instead of served")
+                line += d
+            self.assertEqual(line, b"backend=a\n")
+            s.close()
+
+    def test_idle_timeout_cuts_with_a_reset(self):
+        # The client stops reading mid-stream; the idle time-out ends the connection with data
+        # still queued.  It must read as cut (reset), not as a complete stream (FIN).
+        src = self.backend("src")
+        port = free_port()
+        self.start_lb([listener(port, [src], idle_timeout_ms=1000)], num_acceptors=1)
+        self.wait_backends_idle([src])
+        s = stalled_client((LOCAL, port), 64 << 20)
+        self.addCleanup(s.close)
+        src.wait_open(lambda n: n == 1)
+        src.wait_open(lambda n: n == 0)   # the proxy gave up on it
+        end, n = read_until_end(s)
+        self.assertEqual(end, "reset", f"read a clean end after {n} of {64 << 20} bytes")
+        self.assertLess(n, 64 << 20)
+
+    def test_drain_does_not_wait_for_a_silent_health_probe(self):
+        bh_port = blackhole(self)
+        good = self.backend("good")
+        port = free_port()
+        lb = self.start_lb([listener(port, [good, f"{LOCAL}:{bh_port}"],
+                                     health_check={"interval_ms": 3600000,
+                                                   "timeout_ms": 600000})],
+                           num_acceptors=1, drain_timeout_ms=500)
+        # The first round of checks starts at once; the probe to the black hole hangs.
+        good.wait_open(lambda n: n == 0)
+        self.assertEqual(who((LOCAL, port)), "good")
+        lb.send_signal(signal.SIGTERM)
+        # Hang guard well under the probe's 600 s time-out.
+        self.assertEqual(lb.wait_exit(timeout=lbtest.HANG), 0)
+
+
+if __name__ == "__main__":
+    lbtest.main()
