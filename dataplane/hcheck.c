@@ -61,6 +61,17 @@ static void release_target(struct dp_hc_target *t)
 	dp_bstate_put(t->st);
 }
 
+/*
+ * A new backend's first check comes at a random point of its interval (HAProxy's spread):
+ * a start-up or an apply that adds a thousand backends must not fire a thousand probes at
+ * once, every interval.  Backends start up, so nothing waits for that first verdict.
+ */
+static uint64_t first_due(struct dp_worker *w, const struct lb_health_conf *conf)
+{
+	w->rng = dp_hash64(w->rng + 0x9e3779b97f4a7c15ull);
+	return w->now_ms + w->rng % conf->interval_ms;
+}
+
 /* Rebuild the target list from the worker's snapshot, keeping schedules of known backends. */
 int dp_hcheck_sync(struct dp_worker *w)
 {
@@ -88,7 +99,7 @@ int dp_hcheck_sync(struct dp_worker *w)
 			t->conf = sl->conf->health;
 			snprintf(t->listener, sizeof(t->listener), "%s", sl->conf->name);
 			snprintf(t->backend, sizeof(t->backend), "%s", sl->backends[j].name);
-			t->due_ms = prev ? prev->due_ms : w->now_ms;
+			t->due_ms = prev ? prev->due_ms : first_due(w, &t->conf);
 			t->busy = prev ? prev->busy : false;
 			t->st->hc_idx = hc->n - 1;
 		}

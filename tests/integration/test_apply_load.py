@@ -176,7 +176,7 @@ class ApplyUnderLoadTest(LBTestCase):
                            control_socket=sock, drain_timeout_ms=60000, log_level="info")
 
         def apply_line(version, backends):
-            ls = [listener(lport, backends, name="load")]
+            ls = [listener(lport, backends, name="load", health_check={})]
             return (json.dumps({"op": "apply", "version": version, "listeners": ls},
                                separators=(",", ":")) + "\n").encode()
 

@@ -88,8 +88,8 @@ def blackhole(tc):
 
 class OverloadTest(LBTestCase):
     def test_stalled_readers_do_not_starve_others(self):
-        # 64 buffers of 4 KiB: 40 clients that never read hold them all (a stalled direction
-        # keeps what it queued).  A client of another listener on the same worker must still
+        # 64 buffers of 4 KiB: 100 clients that never read hold them all (a stalled direction
+        # keeps at least the buffer of its blocked send).  A client of another listener on the same worker must still
         # be served: the worker closes the stalled connections to free their buffers.
         src, b = self.backend("src"), self.backend("b")
         sport, bport = free_port(), free_port()
@@ -98,10 +98,10 @@ class OverloadTest(LBTestCase):
                            num_acceptors=1, buffer_size=4096, buffer_count=64)
         stalled = []
         self.addCleanup(lambda: [s.close() for s in stalled])
-        for _ in range(40):
+        for _ in range(100):
             stalled.append(stalled_client((LOCAL, sport), 64 << 20))
         # Every stalled client's backend is sending: the proxy holds what it could not pass on.
-        src.wait_open(lambda n: n == 40)
+        src.wait_open(lambda n: n == 100)
         time.sleep(0.5)
 
         self.assertEqual(who((LOCAL, bport), timeout=30), "b")
