@@ -957,6 +957,32 @@ class LBTestCase(unittest.TestCase):
         self.addCleanup(d.close)
         return d
 
+    def blackhole(self, host="127.0.0.1"):
+        """A port whose accept queue is full: SYNs to it are dropped and connects hang.
+        Returns the port, or skips the test when this kernel answers anyway."""
+        bh = socket.socket(family_of(host), socket.SOCK_STREAM)
+        self.addCleanup(bh.close)
+        bh.bind((host, 0))
+        bh.listen(0)
+        port = bh.getsockname()[1]
+        for _ in range(8):
+            f = socket.socket(family_of(host), socket.SOCK_STREAM)
+            self.addCleanup(f.close)
+            f.setblocking(False)
+            f.connect_ex((host, port))
+        time.sleep(0.2)
+        probe = socket.socket(family_of(host), socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect((host, port))
+        except socket.timeout:
+            return port
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        self.skipTest("could not make a backend that drops SYNs on this kernel")
+
     def start_lb(self, listeners=None, config=None, ready=None, num_acceptors=1,
                  log_level="debug", env=None, expect_rc=0, wait=True, args=(), prefix=(),
                  **top):

@@ -81,32 +81,7 @@ class FailuresTest(LBTestCase):
     def test_connect_timeout_moves_on(self):
         # A backend whose accept queue is full drops SYNs: connects to it hang.  The proxy
         # gives up after connect_timeout_ms and tries another backend.
-        bh = socket.socket()
-        self.addCleanup(bh.close)
-        bh.bind((LOCAL, 0))
-        bh.listen(0)
-        bh_port = bh.getsockname()[1]
-        fillers = []
-        self.addCleanup(lambda: [f.close() for f in fillers])
-        blackholed = False
-        for _ in range(8):
-            f = socket.socket()
-            f.setblocking(False)
-            f.connect_ex((LOCAL, bh_port))
-            fillers.append(f)
-        time.sleep(0.2)
-        probe = socket.socket()
-        probe.settimeout(1.0)
-        try:
-            probe.connect((LOCAL, bh_port))
-        except socket.timeout:
-            blackholed = True
-        except OSError:
-            pass
-        finally:
-            probe.close()
-        if not blackholed:
-            self.skipTest("could not make a backend that drops SYNs on this kernel")
+        bh_port = self.blackhole()
         good = self.backend("good")
         port = free_port()
         self.start_lb([listener(port, [f"{LOCAL}:{bh_port}", good], connect_timeout_ms=300,

@@ -59,33 +59,6 @@ def end_state(s, limit=256 << 10):
     return "open"
 
 
-def blackhole(tc):
-    """A loopback port whose accept queue is full: SYNs to it are dropped, connects hang.
-    Returns its port, or skips the test when this kernel answers anyway."""
-    bh = socket.socket()
-    tc.addCleanup(bh.close)
-    bh.bind((LOCAL, 0))
-    bh.listen(0)
-    port = bh.getsockname()[1]
-    for _ in range(8):
-        f = socket.socket()
-        tc.addCleanup(f.close)
-        f.setblocking(False)
-        f.connect_ex((LOCAL, port))
-    time.sleep(0.2)
-    probe = socket.socket()
-    probe.settimeout(1.0)
-    try:
-        probe.connect((LOCAL, port))
-    except socket.timeout:
-        return port
-    except OSError:
-        pass
-    finally:
-        probe.close()
-    tc.skipTest("could not make a backend that drops SYNs on this kernel")
-
-
 class OverloadTest(LBTestCase):
     def test_stalled_readers_do_not_starve_others(self):
         # 64 buffers of 4 KiB: 100 clients that never read hold them all (a stalled direction
@@ -167,7 +140,7 @@ class OverloadTest(LBTestCase):
         self.assertLess(n, 64 << 20)
 
     def test_drain_does_not_wait_for_a_silent_health_probe(self):
-        bh_port = blackhole(self)
+        bh_port = self.blackhole()
         good = self.backend("good")
         port = free_port()
         lb = self.start_lb([listener(port, [good, f"{LOCAL}:{bh_port}"],
