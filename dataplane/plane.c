@@ -57,6 +57,18 @@ static void resume_paused(struct dp_plane *p)
 		dp_plane_watch(p, p->paused[--p->n_paused], EPOLLIN);
 }
 
+/* Control and metrics clients past their deadline, checked once a tick. */
+static void expire_clients(struct dp_plane *p)
+{
+	uint64_t now = dp_now_ms();
+
+	if (now < p->expire_ms)
+		return;
+	p->expire_ms = now + DP_PLANE_TICK_MS;
+	dp_ctl_expire(p, now);
+	dp_metrics_expire(p, now);
+}
+
 static int any_stopped(const struct dp_plane *p)
 {
 	for (unsigned i = 0; i < p->n_workers; i++)
@@ -211,6 +223,7 @@ int dp_plane_run(struct dp_plane *p)
 			src->handle(p, src, evs[i].events);
 		}
 		resume_paused(p);
+		expire_clients(p);
 		/*
 		 * A worker that died outside a drain leaves its share of the listeners' traffic
 		 * unserved: better to exit and be restarted than to limp.
