@@ -57,12 +57,12 @@ static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
 		 d.listeners_changed, d.listeners_unchanged, d.backends_added, d.backends_removed);
 	reply = lb_ctl_reply_new(req, 1);
 	ch = cJSON_AddObjectToObject(reply, "changes");
-	cJSON_AddNumberToObject(ch, "listeners_added", d.listeners_added);
-	cJSON_AddNumberToObject(ch, "listeners_removed", d.listeners_removed);
-	cJSON_AddNumberToObject(ch, "listeners_changed", d.listeners_changed);
-	cJSON_AddNumberToObject(ch, "listeners_unchanged", d.listeners_unchanged);
-	cJSON_AddNumberToObject(ch, "backends_added", d.backends_added);
-	cJSON_AddNumberToObject(ch, "backends_removed", d.backends_removed);
+	lb_json_add_u64(ch, "listeners_added", d.listeners_added);
+	lb_json_add_u64(ch, "listeners_removed", d.listeners_removed);
+	lb_json_add_u64(ch, "listeners_changed", d.listeners_changed);
+	lb_json_add_u64(ch, "listeners_unchanged", d.listeners_unchanged);
+	lb_json_add_u64(ch, "backends_added", d.backends_added);
+	lb_json_add_u64(ch, "backends_removed", d.backends_removed);
 	return lb_ctl_reply_finish(reply);
 }
 

@@ -192,6 +192,46 @@ class ApplyTest(ControlCase):
         self.assertEqual((web["listen"], web["managed"]), (f"{LOCAL}:{fport}", False), web)
 
 
+    def test_integers_exact_in_replies(self):
+        """2^53-1 comes back as itself (cJSON's doubles printed it as 9.00719925474099e+15)."""
+        a, b = self.backends("a", "b")
+        fport, mport = free_port(), free_port()
+        lb = self.start_ctl_lb([listener(fport, [a], name="file")])
+        top = 9007199254740991
+        with CtlClient(lb.ctl) as cc:
+            cc.send(apply_req(top, [listener(mport, [b], name="m")]))
+            line = cc.readline()
+            self.assertIn(b'"version":9007199254740991', line)
+            cc.send({"op": "status"})
+            line = cc.readline()
+        self.assertIn(b'"applied_version":9007199254740991', line)
+        st = json.loads(line)
+        self.assertEqual(st["applied_version"], top)
+        for k in ("applies_ok", "applies_failed", "workers"):
+            self.assertIsInstance(st[k], int, k)
+        m = status_listener(st, "m")
+        self.assertIsInstance(m["backends"][0]["weight"], int)
+
+    def test_nul_in_a_request_is_refused(self):
+        """cJSON cut strings at a NUL: "m2\u0000evil" used to apply a listener called m2."""
+        a, b = self.backends("a", "b")
+        fport, mport = free_port(), free_port()
+        lb = self.start_ctl_lb([listener(fport, [a], name="file")])
+        with CtlClient(lb.ctl) as cc:
+            r = cc.call('{"op":"ping\\u0000x"}')
+            self.assertIs(r.get("ok"), False, r)
+            self.assertIn("NUL", r.get("error", ""), r)
+            req = json.dumps(apply_req(1, [listener(mport, [b], name="m2\u0000evil")]))
+            self.assertIn("\\u0000", req)
+            r = cc.call(req)
+            self.assertIs(r.get("ok"), False, r)
+            self.assertIn("NUL", r.get("error", ""), r)
+        st = self.status(lb)
+        self.assertIsNone(st["applied_version"], st)
+        self.assertIsNone(status_listener(st, "m2"), st)
+        self.assertTrue(refused_now((LOCAL, mport)))
+
+
 class DrainTest(ControlCase):
     def test_removed_backend_keeps_open_connection(self):
         a, b1, b2 = self.backends("a", "b1", "b2")
