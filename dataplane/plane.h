@@ -75,6 +75,7 @@ struct dp_plane {
 	uint64_t generation;
 	struct dp_worker *workers;
 	unsigned n_workers;
+	unsigned n_started;          /* workers whose thread was created */
 	const struct dp_engine *engine;
 	bool log_level_from_env;
 	int draining;
@@ -100,6 +101,9 @@ int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config
 void dp_plane_override(const struct dp_plane *p, struct lb_config *conf);
 int dp_plane_open(struct dp_plane *p, const sigset_t *signals);
 int dp_plane_run(struct dp_plane *p);
+/* Stop and join every started worker at once (start-up failure, a worker died). */
+void dp_plane_stop_workers(struct dp_plane *p);
+/* Frees everything; every started worker must have been joined. */
 void dp_plane_close(struct dp_plane *p);
 int dp_plane_watch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
 /* Out of file descriptors: take a listening socket out of the loop for a moment. */
