@@ -229,8 +229,8 @@ uint64_t lb_addr_hash_ip(const struct sockaddr *sa)
 	case AF_INET6:
 		ip = sin6->sin6_addr.s6_addr;
 		/*
-		 * A dual-stack [::] listener sees IPv4 clients as ::ffff:a.b.c.d; hash the
-		 * embedded IPv4 address so the client maps to the same backend either way.
+		 * Listeners are V6ONLY, so IPv4 clients arrive over IPv4; should one come as
+		 * ::ffff:a.b.c.d all the same, it hashes as its IPv4 address.
 		 */
 		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
 			return mix64(fnv1a64(ip + 12, 4));
