@@ -180,7 +180,7 @@ static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 
 	if (!r && s->in_done && !dp_stream_backlogged(s))
 		s->close_after = true; /* every complete line answered */
-	if (!r)
+	if (!r && !(s->close_after && !dp_stream_unsent(s)))
 		r = dp_stream_update(p, s);
 	if (r || (s->close_after && !dp_stream_unsent(s)))
 		dp_stream_drop(&p->ctl->clients, s);

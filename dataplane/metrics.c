@@ -110,7 +110,7 @@ static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 			r = -ECONNRESET;
 		}
 	}
-	if (!r)
+	if (!r && !(s->close_after && !dp_stream_unsent(s)))
 		r = dp_stream_update(p, s);
 	if (r || (s->close_after && !dp_stream_unsent(s)))
 		dp_stream_drop(&p->metrics->clients, s);
