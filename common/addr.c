@@ -16,7 +16,10 @@ static int addr_fail(char *err, size_t errlen, const char *why)
 	return -EINVAL;
 }
 
-/* Decimal digits only: strtoul would take "+80", " 80" and "0x50". */
+/*
+ * Decimal digits only: strtoul would take "+80", " 80" and "0x50"; and no leading zero, as for
+ * every other integer of the configuration ("0080" reads as octal to some YAML tools).
+ */
 static int parse_port(const char *s, bool allow_port0, in_port_t *ret, char *err, size_t errlen)
 {
 	unsigned long v = 0;
@@ -24,6 +27,8 @@ static int parse_port(const char *s, bool allow_port0, in_port_t *ret, char *err
 
 	if (!*s)
 		return addr_fail(err, errlen, "missing port after ':'");
+	if (s[0] == '0' && s[1])
+		return addr_fail(err, errlen, "port must be written without leading zeros");
 	for (i = 0; s[i]; i++) {
 		if (!isdigit((unsigned char)s[i]) || i >= 5)
 			return addr_fail(err, errlen, "port must be a number between 1 and 65535");
@@ -53,6 +58,13 @@ static int parse_v6(const char *s, bool allow_port0, struct lb_addr *a, char *er
 		return addr_fail(err, errlen, "missing port: expected [addr]:port");
 	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
 		return addr_fail(err, errlen, "not a valid IPv6 address");
+	/*
+	 * ::ffff:a.b.c.d is a.b.c.d: as a backend it would count as a second one next to the
+	 * IPv4 form (doubling its share), and IPv6 listeners are V6ONLY, so none would listen.
+	 */
+	if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return addr_fail(err, errlen, "IPv4-mapped IPv6 addresses are not supported; write "
+					      "the IPv4 address as a.b.c.d:port");
 	sin6->sin6_family = AF_INET6;
 	a->len = sizeof(*sin6);
 	return parse_port(end + 2, allow_port0, &sin6->sin6_port, err, errlen);
@@ -111,6 +123,29 @@ int lb_addr_parse(const char *s, bool allow_port0, struct lb_addr *ret, char *er
 	if (r < 0)
 		return r;
 	*ret = a;
+	return 0;
+}
+
+int lb_addr_check_use(const struct lb_addr *a, enum lb_addr_use use, char *err, size_t errlen)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->ss;
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a->ss;
+	bool v4 = a->ss.ss_family == AF_INET;
+	bool multicast = v4 ? IN_MULTICAST(ntohl(s4->sin_addr.s_addr))
+			    : IN6_IS_ADDR_MULTICAST(&s6->sin6_addr);
+
+	if (multicast)
+		return addr_fail(err, errlen, use == LB_ADDR_LISTEN
+					      ? "a multicast address cannot accept TCP connections"
+					      : "a multicast address cannot be a TCP backend");
+	if (use == LB_ADDR_LISTEN)
+		return 0;
+	if (v4 ? s4->sin_addr.s_addr == htonl(INADDR_ANY) : IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr))
+		return addr_fail(err, errlen, "the unspecified address cannot be a backend (a "
+					      "connect to it reaches this host); give the "
+					      "backend's own address");
+	if (v4 && s4->sin_addr.s_addr == htonl(INADDR_BROADCAST))
+		return addr_fail(err, errlen, "the broadcast address cannot be a TCP backend");
 	return 0;
 }
 
@@ -194,8 +229,8 @@ uint64_t lb_addr_hash_ip(const struct sockaddr *sa)
 	case AF_INET6:
 		ip = sin6->sin6_addr.s6_addr;
 		/*
-		 * A dual-stack [::] listener sees IPv4 clients as ::ffff:a.b.c.d; hash the
-		 * embedded IPv4 address so the client maps to the same backend either way.
+		 * Listeners are V6ONLY, so IPv4 clients arrive over IPv4; should one come as
+		 * ::ffff:a.b.c.d all the same, it hashes as its IPv4 address.
 		 */
 		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
 			return mix64(fnv1a64(ip + 12, 4));

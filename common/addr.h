@@ -16,10 +16,22 @@ struct lb_addr {
 
 /*
  * Parse an IPv4 "a.b.c.d:port" or IPv6 "[addr]:port" literal (no host names: a load
- * balancer must not depend on DNS at start).  Port 1-65535 (0 allowed when allow_port0).
+ * balancer must not depend on DNS at start).  Port 1-65535 (0 allowed when allow_port0), no
+ * leading zeros; IPv4-mapped IPv6 addresses are refused (write the IPv4 form).
  * Returns 0 or -EINVAL; on failure writes the reason to err.
  */
 int lb_addr_parse(const char *s, bool allow_port0, struct lb_addr *ret, char *err, size_t errlen);
+
+enum lb_addr_use {
+	LB_ADDR_LISTEN,  /* a listener or the metrics server binds it */
+	LB_ADDR_BACKEND, /* connections are made to it */
+};
+
+/*
+ * Addresses that parse but cannot serve for `use`: multicast ones (TCP has none), and for a
+ * backend the unspecified (0.0.0.0, ::) and broadcast addresses.  0 or -EINVAL with err set.
+ */
+int lb_addr_check_use(const struct lb_addr *a, enum lb_addr_use use, char *err, size_t errlen);
 
 /* Format as the parser accepts it.  Returns buf. */
 char *lb_addr_format(const struct lb_addr *a, char *buf, size_t len);

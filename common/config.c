@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -45,6 +46,7 @@ enum {
 	KF_REQUIRED = 1 << 0, /* a missing key is an error */
 	KF_MARK = 1 << 1,     /* presence sets the bool at mark_off */
 	KF_NO_ADDR = 1 << 2,  /* CT_ADDR: only the canonical text is stored */
+	KF_BACKEND = 1 << 3,  /* CT_ADDR: connected to, not bound (see lb_addr_check_use) */
 };
 
 struct parser;
@@ -81,6 +83,7 @@ struct parser {
 	char *err;
 	size_t errlen;
 	bool allow_empty; /* listeners: [] is valid (an apply that removes every managed one) */
+	size_t backends;  /* read so far, in all listeners, against LB_CONFIG_BACKENDS_MAX */
 };
 
 static int check_health(struct parser *p, void *obj, const struct scope *s, const char *path);
@@ -114,7 +117,7 @@ static const struct conf_table health_table = { health_keys, ARRAY_SIZE(health_k
 						check_health };
 
 static const struct conf_key backend_keys[] = {
-	{ .key = "address", .type = CT_ADDR, .flags = KF_REQUIRED, .off = BKD(addr),
+	{ .key = "address", .type = CT_ADDR, .flags = KF_REQUIRED | KF_BACKEND, .off = BKD(addr),
 	  .str_off = BKD(addr_str) },
 	UINT_KEY("weight", BKD(weight), 1, 256, 1),
 };
@@ -415,7 +418,9 @@ static int set_addr(struct parser *p, const struct conf_key *k, yaml_node_t *v, 
 	r = scalar(p, v, path, "an address ip:port or [ipv6]:port", &s);
 	if (r < 0)
 		return r;
-	if (lb_addr_parse(s, false, &a, why, sizeof(why)) < 0)
+	if (lb_addr_parse(s, false, &a, why, sizeof(why)) < 0 ||
+	    lb_addr_check_use(&a, k->flags & KF_BACKEND ? LB_ADDR_BACKEND : LB_ADDR_LISTEN, why,
+			      sizeof(why)) < 0)
 		return fail(p, node_line(v), "%s: invalid address %s: %s", path,
 			    quote(s, q, sizeof(q)), why);
 	if (!(k->flags & KF_NO_ADDR))
@@ -516,6 +521,17 @@ static int set_backends(struct parser *p, const struct conf_key *k, yaml_node_t 
 	if (n > LB_BACKENDS_MAX)
 		return fail(p, node_line(v), "%s: must be a list of 1 to %d backends, got %zu",
 			    path, LB_BACKENDS_MAX, n);
+	/*
+	 * YAML aliases let 160 KB of text name 4 million backends (one list, *used by 1,023
+	 * listeners); each costs memory in every worker and lines in every status and scrape.
+	 * The line is the listener's: an alias's node has the line of its anchor.
+	 */
+	if (p->backends + n > LB_CONFIG_BACKENDS_MAX)
+		return fail(p, l->line,
+			    "%s: more than %d backends in all listeners together (a YAML alias "
+			    "counts each time it is used)",
+			    path, LB_CONFIG_BACKENDS_MAX);
+	p->backends += n;
 	l->backends = calloc(n, sizeof(*l->backends));
 	if (!l->backends ||
 	    lb_addr_index_init(&seen, &l->backends[0].addr, sizeof(*l->backends), n))
@@ -805,8 +821,14 @@ static int config_parse(const struct conf_table *top, const char *text, size_t l
 	struct lb_config *c;
 	int r;
 
+	const char *nul = len ? memchr(text, '\0', len) : NULL;
+
 	if (p.errlen)
 		err[0] = '\0';
+	/* Whatever follows a NUL would be read by some tools and not others: not a text file. */
+	if (nul)
+		return fail(&p, line_of_offset(text, len, (size_t)(nul - text)),
+			    "a NUL byte: the file must be YAML (or JSON) text");
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return fail_nomem(&p);
@@ -843,27 +865,54 @@ int lb_config_parse_listeners(const char *text, size_t len, const char *name,
 	return 0;
 }
 
-/* The whole file, NUL-terminated (for messages only: the parser is given its length). */
-static int read_file(const char *path, char **ret, size_t *ret_len)
+static int read_fail(const char *path, int r, const char *why, char *err, size_t errlen)
+{
+	if (err && errlen)
+		snprintf(err, errlen, "cannot read %s: %s", path, why ? why : strerror(-r));
+	return r;
+}
+
+/*
+ * The whole file, NUL-terminated (for messages only: parsers are given its length).  Opened
+ * without blocking and required to be a regular file: a FIFO put at the config path would
+ * otherwise block the main thread in open() on the next SIGHUP, for ever.
+ */
+int lb_config_read_file(const char *path, char **ret, size_t *ret_len, char *err, size_t errlen)
 {
 	size_t len = 0, cap = 4096;
 	char *buf, *nbuf;
+	struct stat st;
 	ssize_t n;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (strlen(path) >= sizeof(((struct lb_config *)NULL)->path))
+		return read_fail(path, -ENAMETOOLONG, NULL, err, errlen);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd == -1)
-		return -errno;
-	r = -ENOMEM;
+		return read_fail(path, -errno, NULL, err, errlen);
+	if (fstat(fd, &st) == -1) {
+		r = read_fail(path, -errno, NULL, err, errlen);
+		goto out_close;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		r = read_fail(path, -EISDIR, NULL, err, errlen);
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = read_fail(path, -EINVAL, "not a regular file", err, errlen);
+		goto out_close;
+	}
+	r = read_fail(path, -ENOMEM, NULL, err, errlen);
 	buf = malloc(cap);
 	if (!buf)
 		goto out_close;
 	for (;;) {
 		if (len + 1 == cap) {
-			r = -EFBIG;
+			r = read_fail(path, -EFBIG, "larger than 16 MiB, not a configuration",
+				      err, errlen);
 			if (cap >= CONF_FILE_MAX)
 				goto out_free;
-			r = -ENOMEM;
+			r = read_fail(path, -ENOMEM, NULL, err, errlen);
 			nbuf = realloc(buf, cap * 2);
 			if (!nbuf)
 				goto out_free;
@@ -876,13 +925,15 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
-			r = -errno;
+			r = read_fail(path, -errno, NULL, err, errlen);
 			goto out_free;
 		}
 		len += (size_t)n;
 	}
 	close(fd);
 	buf[len] = '\0';
+	if (err && errlen)
+		err[0] = '\0';
 	*ret = buf;
 	*ret_len = len;
 	return 0;
@@ -900,18 +951,104 @@ int lb_config_load(const char *path, struct lb_config **ret, char *err, size_t e
 	size_t len;
 	int r;
 
-	if (strlen(path) >= sizeof(((struct lb_config *)NULL)->path))
-		r = -ENAMETOOLONG;
-	else
-		r = read_file(path, &text, &len);
-	if (r < 0) {
-		if (err && errlen)
-			snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
+	r = lb_config_read_file(path, &text, &len, err, errlen);
+	if (r < 0)
 		return r;
-	}
 	r = config_parse(&top_table, text, len, path, path, ret, err, errlen);
 	free(text);
 	return r;
+}
+
+/* ---- control_socket alone, for `ctl -c` ---- */
+
+/* The control_socket scalar at the top level, as set_path would take it. */
+static int take_socket(struct parser *p, const yaml_event_t *ev, char *ret, size_t len)
+{
+	static const char what[] = "control_socket: must be an absolute path shorter than 108 "
+				   "bytes, got";
+	int line = (int)ev->start_mark.line + 1;
+	char q[QUOTE_MAX];
+	const char *s;
+
+	_Static_assert(LB_PATH_MAX == 108, "update the message");
+	if (ev->type == YAML_ALIAS_EVENT)
+		return fail(p, line, "%s an alias", what);
+	if (ev->type != YAML_SCALAR_EVENT)
+		return fail(p, line, "%s a list or mapping", what);
+	s = (const char *)ev->data.scalar.value;
+	if (s[0] != '/' || strlen(s) >= LB_PATH_MAX || strlen(s) >= len ||
+	    strlen(s) != ev->data.scalar.length)
+		return fail(p, line, "%s %s", what, quote(s, q, sizeof(q)));
+	memcpy(ret, s, strlen(s) + 1);
+	return 1;
+}
+
+/*
+ * One event of the stream: at the top level, keys and values alternate; a nested value is
+ * skipped by depth.  Returns 1 once control_socket is read or known to be absent, 0 to go on,
+ * or -EINVAL.
+ */
+static int socket_event(struct parser *p, const yaml_event_t *ev, int *depth, bool *is_key,
+			bool *take, char *ret, size_t len)
+{
+	bool start = ev->type == YAML_MAPPING_START_EVENT || ev->type == YAML_SEQUENCE_START_EVENT;
+	bool end = ev->type == YAML_MAPPING_END_EVENT || ev->type == YAML_SEQUENCE_END_EVENT;
+	bool item = ev->type == YAML_SCALAR_EVENT || ev->type == YAML_ALIAS_EVENT || start;
+
+	if (*depth == 0) {
+		if (ev->type == YAML_MAPPING_START_EVENT)
+			*depth = 1;
+		return item && !*depth; /* not a mapping at the top: no control_socket */
+	}
+	if (*depth == 1 && item) {
+		if (*take)
+			return take_socket(p, ev, ret, len);
+		if (*is_key && ev->type == YAML_SCALAR_EVENT)
+			*take = !strcmp((const char *)ev->data.scalar.value, "control_socket");
+		if (!start)
+			*is_key = !*is_key;
+	}
+	if (start)
+		(*depth)++;
+	if (end && --(*depth) == 1)
+		*is_key = !*is_key; /* a nested value (or key) is over */
+	return *depth == 0; /* the end of the top-level mapping */
+}
+
+int lb_config_read_control_socket(const char *path, char *ret, size_t len, char *err,
+				  size_t errlen)
+{
+	struct parser p = { .name = path, .err = err, .errlen = err ? errlen : 0 };
+	bool is_key = true, take = false, done = false;
+	yaml_parser_t yp;
+	yaml_event_t ev;
+	int depth = 0, r = 0;
+	size_t n;
+	char *text;
+
+	r = lb_config_read_file(path, &text, &n, err, errlen);
+	if (r < 0)
+		return r;
+	ret[0] = '\0';
+	if (!yaml_parser_initialize(&yp)) {
+		r = fail_nomem(&p);
+		goto out_text;
+	}
+	yaml_parser_set_input_string(&yp, (const unsigned char *)text, n);
+	/* Events up to the key: a mistake further down (a file being edited) does not matter. */
+	while (!done && r == 0) {
+		if (!yaml_parser_parse(&yp, &ev)) {
+			r = yaml_fail(&p, &yp, text, n);
+			break;
+		}
+		done = ev.type == YAML_STREAM_END_EVENT || ev.type == YAML_DOCUMENT_END_EVENT;
+		r = socket_event(&p, &ev, &depth, &is_key, &take, ret, len);
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&yp);
+out_text:
+	free(text);
+	return r < 0 ? r : 0;
 }
 
 void lb_config_free(struct lb_config *c)
@@ -969,6 +1106,7 @@ static int merge_listeners(struct lb_config *c, const struct lb_config *file,
 int lb_config_merge(const struct lb_config *file, const struct lb_config *managed,
 		    struct lb_config **ret, char *err, size_t errlen)
 {
+	size_t n_backends = 0;
 	struct lb_config *c;
 	int r;
 
@@ -983,6 +1121,16 @@ int lb_config_merge(const struct lb_config *file, const struct lb_config *manage
 	r = merge_listeners(c, file, managed);
 	if (r < 0) {
 		snprintf(err, errlen, "out of memory");
+		goto out_free;
+	}
+	for (size_t i = 0; i < c->n_listeners; i++)
+		n_backends += c->listeners[i].n_backends;
+	if (n_backends > LB_CONFIG_BACKENDS_MAX) {
+		snprintf(err, errlen,
+			 "the file's and the managed listeners together would have %zu backends, "
+			 "more than %d",
+			 n_backends, LB_CONFIG_BACKENDS_MAX);
+		r = -EINVAL;
 		goto out_free;
 	}
 	for (size_t i = 0; i < c->n_listeners; i++) {

@@ -12,6 +12,7 @@
 #define LB_PATH_MAX 108 /* sizeof(sun_path) */
 #define LB_LISTENERS_MAX 1024 /* listeners in one configuration */
 #define LB_BACKENDS_MAX 4096  /* backends in one listener */
+#define LB_CONFIG_BACKENDS_MAX 262144 /* backends in all the listeners of one configuration */
 
 enum lb_algo {
 	LB_ALGO_ROUND_ROBIN = 0, /* smooth weighted round robin (nginx's) */
@@ -82,6 +83,17 @@ struct lb_config {
  * I/O), sets nothing, and writes "<file>:<line>: <what is wrong>" to err.
  */
 int lb_config_load(const char *path, struct lb_config **ret, char *err, size_t errlen);
+/*
+ * A configuration (or apply) file's whole text, NUL-terminated, in one malloc'd buffer: a
+ * regular file of at most 16 MiB.  On failure err says "cannot read <path>: <why>".
+ */
+int lb_config_read_file(const char *path, char **ret, size_t *ret_len, char *err, size_t errlen);
+/*
+ * Only the top-level control_socket of a file ("" when it sets none), for `ctl -c`: read up to
+ * that key, so a mistake elsewhere in a file being edited does not stand in the way.
+ */
+int lb_config_read_control_socket(const char *path, char *ret, size_t len, char *err,
+				  size_t errlen);
 int lb_config_parse(const char *text, size_t len, const char *name, struct lb_config **ret,
 		    char *err, size_t errlen);
 void lb_config_free(struct lb_config *c);

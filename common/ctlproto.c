@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,17 +56,40 @@ static int parse_id(const cJSON *root, struct lb_ctl_request *r, char *err, size
 	return 0;
 }
 
+/* "0" or digits without a leading zero, at most 2^53-1: exact, no double on the way. */
+static int parse_u53(const char *s, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (!*s || (s[0] == '0' && s[1]))
+		return -EINVAL;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*s - '0');
+		if (v > LB_CTL_VERSION_MAX)
+			return -ERANGE;
+	}
+	*ret = v;
+	return 0;
+}
+
+/* A JSON number, written as an integer: not "1.0", "1e2" or a string. */
 static int parse_version(const cJSON *root, struct lb_ctl_request *r, char *err, size_t errlen)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
+	char *text;
 
 	if (!v)
 		return fail(err, errlen, "apply: missing field \"version\"");
-	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > LB_CTL_VERSION_MAX ||
-	    floor(v->valuedouble) != v->valuedouble)
-		return fail(err, errlen,
-			    "apply: \"version\" must be an integer between 0 and 2^53-1");
-	r->version = (uint64_t)v->valuedouble;
+	if (!cJSON_IsRaw(v) || parse_u53(v->valuestring, &r->version)) {
+		text = cJSON_PrintUnformatted(v);
+		fail(err, errlen,
+		     "apply: \"version\" must be a JSON integer between 0 and 2^53-1, got %.64s",
+		     text ? text : "?");
+		free(text);
+		return -EINVAL;
+	}
 	r->has_version = true;
 	return 0;
 }
@@ -111,6 +133,7 @@ static int check_fields(const cJSON *root, enum lb_ctl_op op, char *err, size_t 
  */
 static int check_types(const cJSON *v, const char *path, char *err, size_t errlen)
 {
+	/* Numbers are raw text by now (raw_numbers). */
 	static const char *const words[] = { "name", "listen", "protocol", "algorithm", "address" };
 	const char *dup;
 	const cJSON *f;
@@ -130,7 +153,7 @@ static int check_types(const cJSON *v, const char *path, char *err, size_t errle
 	if ((dup = duplicate_key(v)))
 		return fail(err, errlen, "%s.%.64s: given twice", path, dup);
 	cJSON_ArrayForEach(f, v) {
-		const char *want = cJSON_IsString(f) || cJSON_IsNumber(f) ? NULL : "a number";
+		const char *want = cJSON_IsString(f) || cJSON_IsRaw(f) ? NULL : "a number";
 
 		snprintf(sub, sizeof(sub), "%s.%.64s", path, f->string);
 		for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++)
@@ -182,15 +205,105 @@ static int parse_listeners(const cJSON *root, struct lb_ctl_request *r, char *er
 	return ret;
 }
 
-int lb_ctl_request_parse(const char *line, size_t len, struct lb_ctl_request *ret, char *err,
-			 size_t errlen)
+/*
+ * cJSON reads strings as C strings: a NUL byte, or a "\u0000" it decodes into one, would cut a
+ * value short without a word ("ping\u0000x" read as "ping", a listener "m2\u0000evil" as "m2").
+ * A backslash escapes the next character, so "\\u0000" is text, not a NUL.
+ */
+static bool has_nul(const char *s, size_t len)
 {
+	bool in_str = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '\0')
+			return true;
+		if (!in_str) {
+			in_str = s[i] == '"';
+		} else if (s[i] == '"') {
+			in_str = false;
+		} else if (s[i] == '\\' && i + 1 < len) {
+			if (s[i + 1] == 'u' && i + 5 < len && !memcmp(s + i + 2, "0000", 4))
+				return true;
+			i++;
+		}
+	}
+	return false;
+}
+
+/* The number tokens of a JSON text, in order, outside strings. */
+struct num_scan {
+	const char *p, *end;
+};
+
+static bool num_char(char c)
+{
+	return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+static bool next_number(struct num_scan *sc, const char **ret, size_t *ret_len)
+{
+	bool in_str = false;
+
+	for (; sc->p < sc->end; sc->p++) {
+		if (in_str) {
+			if (*sc->p == '\\')
+				sc->p++;
+			else if (*sc->p == '"')
+				in_str = false;
+		} else if (*sc->p == '"') {
+			in_str = true;
+		} else if (*sc->p == '-' || (*sc->p >= '0' && *sc->p <= '9')) {
+			*ret = sc->p;
+			while (sc->p < sc->end && num_char(*sc->p))
+				sc->p++;
+			*ret_len = (size_t)(sc->p - *ret);
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * cJSON turns every number into a double, so 1.0 and 1e2 would reach the listeners' parser as
+ * "1" and "100" and 1e400 as "null".  Each number becomes a raw item holding the text the
+ * client wrote (cJSON keeps values in document order, the order of the tokens in the line), so
+ * it is judged, and quoted in errors, as written.
+ */
+static int raw_numbers(cJSON *v, struct num_scan *sc)
+{
+	cJSON *c;
+	const char *t;
+	size_t n;
+	int r;
+
+	if (cJSON_IsNumber(v)) {
+		if (!next_number(sc, &t, &n))
+			return -EINVAL;
+		v->valuestring = strndup(t, n); /* freed by cJSON_Delete, as for any raw item */
+		if (!v->valuestring)
+			return -ENOMEM;
+		v->type = cJSON_Raw;
+		return 0;
+	}
+	cJSON_ArrayForEach(c, v) {
+		r = raw_numbers(c, sc);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* One JSON object and nothing else but blanks, numbers kept as written. */
+static int parse_object(const char *line, size_t len, cJSON **ret, char *err, size_t errlen)
+{
+	struct num_scan sc = { line, line + len };
 	const char *end = NULL;
 	cJSON *root;
 	int r;
 
-	memset(ret, 0, sizeof(*ret));
-	ret->op = (enum lb_ctl_op)-1;
+	if (has_nul(line, len))
+		return fail(err, errlen, "a request must not contain NUL characters (a zero byte or "
+					 "\"\\u0000\")");
 	root = cJSON_ParseWithLengthOpts(line, len, &end, 0);
 	if (!root)
 		return fail(err, errlen, "malformed JSON");
@@ -200,6 +313,27 @@ int lb_ctl_request_parse(const char *line, size_t len, struct lb_ctl_request *re
 		cJSON_Delete(root);
 		return fail(err, errlen, "malformed JSON: text after the object");
 	}
+	r = raw_numbers(root, &sc);
+	if (r) {
+		cJSON_Delete(root);
+		fail(err, errlen, r == -ENOMEM ? "out of memory" : "malformed JSON");
+		return r;
+	}
+	*ret = root;
+	return 0;
+}
+
+int lb_ctl_request_parse(const char *line, size_t len, struct lb_ctl_request *ret, char *err,
+			 size_t errlen)
+{
+	cJSON *root;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	ret->op = (enum lb_ctl_op)-1;
+	r = parse_object(line, len, &root, err, errlen);
+	if (r)
+		return r;
 	r = -EINVAL;
 	if (!cJSON_IsObject(root)) {
 		fail(err, errlen, "a request must be a JSON object");
@@ -232,14 +366,25 @@ cJSON *lb_ctl_reply_new(const struct lb_ctl_request *req, int ok)
 		cJSON_AddStringToObject(o, "op", lb_ctl_op_name(req->op));
 	if (req && req->id[0])
 		cJSON_AddStringToObject(o, "id", req->id);
-	if (req && req->op == LB_CTL_APPLY && req->has_version) {
-		/* As an integer: a double printed with 15 digits would change large versions. */
-		char v[24];
-
-		snprintf(v, sizeof(v), "%" PRIu64, req->version);
-		cJSON_AddRawToObject(o, "version", v);
-	}
+	if (req && req->op == LB_CTL_APPLY && req->has_version)
+		lb_json_add_u64(o, "version", req->version);
 	return o;
+}
+
+cJSON *lb_json_add_u64(cJSON *obj, const char *name, uint64_t v)
+{
+	char text[24];
+
+	snprintf(text, sizeof(text), "%" PRIu64, v);
+	return cJSON_AddRawToObject(obj, name, text);
+}
+
+cJSON *lb_json_add_i64(cJSON *obj, const char *name, int64_t v)
+{
+	char text[24];
+
+	snprintf(text, sizeof(text), "%" PRId64, v);
+	return cJSON_AddRawToObject(obj, name, text);
 }
 
 char *lb_ctl_reply_error(const struct lb_ctl_request *req, const char *msg)

@@ -32,13 +32,22 @@ struct lb_ctl_request {
 const char *lb_ctl_op_name(enum lb_ctl_op op);
 
 /*
- * Parse one line (without its newline).  On failure returns -EINVAL, writes the reason to err
- * and fills what it could of ret (op, id, version) so the error reply can echo them; ret never
- * owns anything after a failure.
+ * Parse one line (without its newline).  On failure returns -EINVAL (-ENOMEM without memory),
+ * writes the reason to err and fills what it could of ret (op, id, version) so the error reply
+ * can echo them; ret never owns anything after a failure.  Numbers are taken as written (the
+ * listeners' parser sees "1.0" and refuses it, as in a file); NUL characters are refused.
  */
 int lb_ctl_request_parse(const char *line, size_t len, struct lb_ctl_request *ret, char *err,
 			 size_t errlen);
 void lb_ctl_request_clear(struct lb_ctl_request *r);
+
+/*
+ * Add an integer as its exact decimal text: cJSON keeps numbers as doubles and prints them with
+ * 15 significant digits, so 9007199254740991 would come out as 9.00719925474099e+15.  Returns
+ * the item, or NULL without memory.
+ */
+cJSON *lb_json_add_u64(cJSON *obj, const char *name, uint64_t v);
+cJSON *lb_json_add_i64(cJSON *obj, const char *name, int64_t v);
 
 /* A reply object with "ok" and the request's "op", "id" and, for apply, "version". */
 cJSON *lb_ctl_reply_new(const struct lb_ctl_request *req, int ok);

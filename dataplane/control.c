@@ -22,6 +22,8 @@
  */
 
 #define DP_CTL_CLIENTS_MAX 64
+/* A client may stay connected between requests, but a slot is not held for ever. */
+#define DP_CTL_IDLE_MS 60000
 
 struct dp_ctl {
 	struct dp_evsrc ev;
@@ -55,12 +57,12 @@ static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
 		 d.listeners_changed, d.listeners_unchanged, d.backends_added, d.backends_removed);
 	reply = lb_ctl_reply_new(req, 1);
 	ch = cJSON_AddObjectToObject(reply, "changes");
-	cJSON_AddNumberToObject(ch, "listeners_added", d.listeners_added);
-	cJSON_AddNumberToObject(ch, "listeners_removed", d.listeners_removed);
-	cJSON_AddNumberToObject(ch, "listeners_changed", d.listeners_changed);
-	cJSON_AddNumberToObject(ch, "listeners_unchanged", d.listeners_unchanged);
-	cJSON_AddNumberToObject(ch, "backends_added", d.backends_added);
-	cJSON_AddNumberToObject(ch, "backends_removed", d.backends_removed);
+	lb_json_add_u64(ch, "listeners_added", d.listeners_added);
+	lb_json_add_u64(ch, "listeners_removed", d.listeners_removed);
+	lb_json_add_u64(ch, "listeners_changed", d.listeners_changed);
+	lb_json_add_u64(ch, "listeners_unchanged", d.listeners_unchanged);
+	lb_json_add_u64(ch, "backends_added", d.backends_added);
+	lb_json_add_u64(ch, "backends_removed", d.backends_removed);
 	return lb_ctl_reply_finish(reply);
 }
 
@@ -107,64 +109,80 @@ static char *handle_line(struct dp_plane *p, const char *line, size_t len)
 	return reply;
 }
 
-static int reply(struct dp_plane *p, struct dp_stream *s, char *line)
+static int reply(struct dp_stream *s, char *line)
 {
 	int r;
 
 	if (!line)
 		return -ENOMEM;
-	r = dp_stream_write(p, s, line, strlen(line));
+	r = dp_stream_write(s, line, strlen(line));
 	free(line);
 	return r;
 }
 
-/* Answer every complete line in the buffer; keep a partial one for later. */
+/*
+ * Answer the complete lines in the buffer, in order, until the replies back up; keep the rest
+ * (a partial line, or lines the client must first make room for by reading).
+ */
 static int serve_lines(struct dp_plane *p, struct dp_stream *s)
 {
-	size_t start = 0;
 	char *nl;
 	int r = 0;
 
-	while (!r && (nl = memchr(s->in + start, '\n', s->in_len - start))) {
-		size_t len = nl - (s->in + start);
+	while (!r && s->in_off < s->in_len && !dp_stream_backlogged(s) &&
+	       (nl = memchr(s->in + s->in_off, '\n', s->in_len - s->in_off))) {
+		size_t start = s->in_off, len = nl - (s->in + start);
 
 		if (len && s->in[start + len - 1] == '\r')
 			len--;
-		if (len)
-			r = reply(p, s, handle_line(p, s->in + start, len));
-		start = nl + 1 - s->in;
+		s->in_off = nl + 1 - s->in;
+		if (len) {
+			r = reply(s, handle_line(p, s->in + start, len));
+			dp_stream_touch(s); /* a request is progress: the idle time starts again */
+		}
 	}
-	memmove(s->in, s->in + start, s->in_len - start);
-	s->in_len -= start;
+	if (s->in_off == s->in_len)
+		s->in_off = s->in_len = 0;
+	return r;
+}
+
+/* Read and answer; stop reading while the replies back up, resume once they are sent. */
+static int serve(struct dp_plane *p, struct dp_stream *s)
+{
+	int r = dp_stream_flush(s);
+
+	if (!r)
+		r = serve_lines(p, s); /* lines held back while the replies were backlogged */
+	while (!r && !s->in_done && !dp_stream_backlogged(s)) {
+		int rd;
+
+		if (s->in_len - s->in_off >= LB_CTL_LINE_MAX) {
+			/* No resync inside an unbounded line: say why, then hang up. */
+			s->in_done = true;
+			s->in_off = s->in_len = 0;
+			return reply(s, lb_ctl_reply_error(NULL, "message longer than the 8 MiB "
+							      "limit; closing the connection"));
+		}
+		rd = dp_stream_read(s, LB_CTL_LINE_MAX);
+		if (rd != 0 && rd != -E2BIG)
+			s->in_done = true; /* EOF or error: answer what is complete, then close */
+		r = serve_lines(p, s);
+		if (rd == 0)
+			break; /* drained the socket: wait for the next event */
+	}
 	return r;
 }
 
 static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
 {
 	struct dp_stream *s = (struct dp_stream *)src;
-	int r = 0;
+	int r = serve(p, s);
 
-	if (events & EPOLLOUT)
-		r = dp_stream_flush(p, s);
-	while (!r && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !s->close_after) {
-		int rd = dp_stream_read(s, LB_CTL_LINE_MAX);
-
-		r = serve_lines(p, s);
-		if (r)
-			break;
-		if (rd == -E2BIG && s->in_len < LB_CTL_LINE_MAX)
-			continue; /* the buffer held whole lines: read on */
-		if (rd == -E2BIG) {
-			/* No resync inside an unbounded line: say why, then hang up. */
-			r = reply(p, s, lb_ctl_reply_error(NULL, "message longer than the 8 MiB "
-							   "limit; closing the connection"));
-			s->close_after = true;
-		} else if (rd) {
-			s->close_after = true; /* EOF or error: finish writing, then close */
-		}
-		break;
-	}
-	if (r || (s->close_after && s->out_len == s->out_off))
+	if (!r && s->in_done && !dp_stream_backlogged(s))
+		s->close_after = true; /* every complete line answered */
+	if (!r && !(s->close_after && !dp_stream_unsent(s)))
+		r = dp_stream_update(p, s);
+	if (r || (s->close_after && !dp_stream_unsent(s)))
 		dp_stream_drop(&p->ctl->clients, s);
 }
 
@@ -329,8 +347,23 @@ int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *e
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	ctl->ev.handle = listener_event;
 	ctl->clients.max = DP_CTL_CLIENTS_MAX;
+	ctl->clients.timeout_ms = DP_CTL_IDLE_MS;
+	ctl->clients.goodbye = "{\"ok\":false,\"error\":\"no complete request for 60 s; closing "
+			       "the connection\"}\n";
 	p->ctl = ctl;
 	return dp_plane_watch(p, &ctl->ev, EPOLLIN);
+}
+
+void dp_ctl_expire(struct dp_plane *p, uint64_t now_ms)
+{
+	unsigned n;
+
+	if (!p->ctl)
+		return;
+	n = dp_streams_expire(&p->ctl->clients, now_ms);
+	if (n)
+		log_debug("control socket: closed %u connection%s idle for %u s", n,
+			  n == 1 ? "" : "s", DP_CTL_IDLE_MS / 1000);
 }
 
 void dp_ctl_close(struct dp_plane *p)

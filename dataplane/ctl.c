@@ -1,6 +1,7 @@
 /* ctl.c - `layer4-lb ctl`: inspect and drive a running dataplane over its control socket. */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,13 @@ static void ctl_usage(FILE *f)
 		"  ping                       check that the dataplane answers\n"
 		"  status [--json]            listeners, backends, health and counters\n"
 		"  apply FILE [--version N]   make FILE's listeners the managed set (YAML or JSON,\n"
-		"                             a top-level \"listeners\" list as in lb.yaml); N defaults\n"
-		"                             to the applied version + 1\n"
+		"                             a top-level \"listeners\" list as in lb.yaml); N is an\n"
+		"                             integer 0..2^53-1, by default the applied version + 1\n"
 		"\n"
 		"  -s, --socket PATH   control socket (default $LAYER4_LB_SOCKET or %s)\n"
-		"  -c, --config FILE   take the socket path from a configuration file\n",
+		"  -c, --config FILE   take the socket path from a configuration file\n"
+		"\n"
+		"Exit status: 0 done, 1 refused, unreachable or a file that cannot be used, 2 usage.\n",
 		CTL_DEFAULT_SOCKET);
 }
 
@@ -58,49 +61,95 @@ static int ctl_connect(const char *path)
 	return fd;
 }
 
-/* Send one request object and parse the one-line reply. */
+/* The whole buffer, or -errno (a send timeout is -ETIMEDOUT, not "try again"). */
+static int send_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		return n == -1 && errno != EAGAIN ? -errno : -ETIMEDOUT;
+	}
+	return 0;
+}
+
+/* One reply line (without its newline), malloc'd. */
+static int recv_line(int fd, char **ret, size_t *ret_len)
+{
+	size_t len = 0, cap = 0;
+	char *buf = NULL, *nl = NULL, *b;
+	ssize_t n;
+	int r;
+
+	while (!nl) {
+		if (len == cap) {
+			size_t ncap = cap ? cap * 2 : 65536;
+
+			r = ncap > (1u << 30) ? -EMSGSIZE : -ENOMEM; /* no reply is that large */
+			if (ncap > (1u << 30) || !(b = realloc(buf, ncap)))
+				goto out_free;
+			buf = b;
+			cap = ncap;
+		}
+		n = recv(fd, buf + len, cap - len, 0);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n == 0 ? -ECONNRESET : errno == EAGAIN ? -ETIMEDOUT : -errno;
+			goto out_free;
+		}
+		nl = memchr(buf + len, '\n', (size_t)n);
+		len += (size_t)n;
+	}
+	*ret = buf;
+	*ret_len = (size_t)(nl - buf);
+	return 0;
+out_free:
+	free(buf);
+	return r;
+}
+
+/* Send one request object (consumed) and parse the one-line reply; *ret is set on success. */
 static int ctl_call(const char *path, cJSON *req, cJSON **ret)
 {
-	char *line = lb_ctl_reply_finish(req); /* the same framing: JSON + '\n' */
-	size_t len = 0, cap = 65536;
-	char *buf = NULL, *nl = NULL;
-	int fd, r = -ENOMEM;
+	char *line = lb_ctl_reply_finish(req), *buf; /* the same framing: JSON + '\n' */
+	size_t len, n;
+	int fd, r, rs;
 
 	if (!line)
 		return -ENOMEM;
+	len = strlen(line);
+	r = -EMSGSIZE; /* the dataplane would refuse it unread */
+	if (len > LB_CTL_LINE_MAX)
+		goto out_line;
 	fd = ctl_connect(path);
-	if (fd < 0) {
-		free(line);
-		return fd;
+	r = fd;
+	if (fd < 0)
+		goto out_line;
+	rs = send_all(fd, line, len);
+	/* A dataplane that hangs up early (too many clients, another uid) has said why: read it. */
+	if (rs && rs != -EPIPE && rs != -ECONNRESET) {
+		r = rs;
+		goto out_close;
 	}
-	if (send(fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line)) {
-		r = -errno;
-		goto out;
+	r = recv_line(fd, &buf, &n);
+	if (r) {
+		r = rs ? rs : r;
+		goto out_close;
 	}
-	while (!nl) {
-		ssize_t n;
-
-		if (len + 1 >= cap || !buf) {
-			char *b = realloc(buf, cap *= 2);
-
-			if (!b)
-				goto out;
-			buf = b;
-		}
-		n = recv(fd, buf + len, cap - len - 1, 0);
-		if (n <= 0) {
-			r = n == 0 ? -ECONNRESET : -errno;
-			goto out;
-		}
-		nl = memchr(buf + len, '\n', n);
-		len += n;
-	}
-	*ret = cJSON_ParseWithLength(buf, nl - buf);
+	*ret = cJSON_ParseWithLength(buf, n);
 	r = *ret ? 0 : -EBADMSG;
-out:
-	free(line);
 	free(buf);
+out_close:
 	close(fd);
+out_line:
+	free(line);
 	return r;
 }
 
@@ -108,89 +157,127 @@ static cJSON *request(const char *op)
 {
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddStringToObject(o, "op", op);
+	if (o && !cJSON_AddStringToObject(o, "op", op)) {
+		cJSON_Delete(o);
+		return NULL;
+	}
 	return o;
 }
 
 /* --- YAML to JSON, for apply files --------------------------------------------------- */
 
-static cJSON *yaml_to_json(yaml_document_t *doc, yaml_node_t *n)
+/* As the configuration parser reads "key:" with nothing after it. */
+static bool plain_null(const yaml_node_t *n)
 {
-	cJSON *o;
+	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+
+	if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++)
+		if (!strcmp((const char *)n->data.scalar.value, nulls[i]))
+			return true;
+	return false;
+}
+
+/*
+ * The file as the dataplane must read it.  The configuration parser reads every scalar as its
+ * text, and the control protocol takes every listener value as a string, so each scalar is
+ * sent as the string it is: guessing numbers sent "name: 8080" as a number (refused there,
+ * accepted here) and "1e3" as 1000.  The one exception is "health_check:" with nothing after
+ * it, which the parser reads as an empty mapping.  NULL without memory.
+ */
+static cJSON *yaml_to_json(yaml_document_t *doc, yaml_node_t *n, const char *key)
+{
+	cJSON *o = NULL, *v;
 
 	switch (n->type) {
 	case YAML_MAPPING_NODE:
 		o = cJSON_CreateObject();
 		for (yaml_node_pair_t *pr = n->data.mapping.pairs.start;
-		     pr < n->data.mapping.pairs.top; pr++) {
-			yaml_node_t *k = yaml_document_get_node(doc, pr->key);
+		     o && pr < n->data.mapping.pairs.top; pr++) {
+			/* Keys are scalars: the file was validated before. */
+			const char *k = (const char *)yaml_document_get_node(doc, pr->key)
+						->data.scalar.value;
 
-			if (k->type == YAML_SCALAR_NODE)
-				cJSON_AddItemToObject(o, (char *)k->data.scalar.value,
-						      yaml_to_json(doc, yaml_document_get_node(
-									doc, pr->value)));
+			v = yaml_to_json(doc, yaml_document_get_node(doc, pr->value), k);
+			if (!v || !cJSON_AddItemToObject(o, k, v)) {
+				cJSON_Delete(v);
+				cJSON_Delete(o);
+				return NULL;
+			}
 		}
 		return o;
 	case YAML_SEQUENCE_NODE:
 		o = cJSON_CreateArray();
 		for (yaml_node_item_t *it = n->data.sequence.items.start;
-		     it < n->data.sequence.items.top; it++)
-			cJSON_AddItemToArray(o, yaml_to_json(doc, yaml_document_get_node(doc, *it)));
+		     o && it < n->data.sequence.items.top; it++) {
+			v = yaml_to_json(doc, yaml_document_get_node(doc, *it), NULL);
+			if (!v || !cJSON_AddItemToArray(o, v)) {
+				cJSON_Delete(v);
+				cJSON_Delete(o);
+				return NULL;
+			}
+		}
 		return o;
-	default: {
-		const char *v = (const char *)n->data.scalar.value;
-		char *end;
-		double d = strtod(v, &end);
-
-		/* Plain numbers stay numbers; the dataplane reads either form the same way. */
-		if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && *v && !*end)
-			return cJSON_CreateNumber(d);
-		return cJSON_CreateString(v);
-	}
+	default:
+		if (key && !strcmp(key, "health_check") && plain_null(n))
+			return cJSON_CreateObject();
+		return cJSON_CreateString((const char *)n->data.scalar.value);
 	}
 }
 
-static int read_apply_file(const char *path, cJSON **ret_listeners)
+/* The "listeners" of a validated apply file, as JSON. */
+static int listeners_json(const char *text, size_t len, cJSON **ret)
 {
-	struct lb_config *check;
-	char err[1024], *text = NULL;
 	yaml_parser_t yp;
 	yaml_document_t doc;
 	yaml_node_t *root, *ls = NULL;
-	size_t len = 0;
-	FILE *f;
-	int r = -EINVAL;
+	int r = -ENOMEM;
 
-	f = fopen(path, "r");
-	if (!f || getdelim(&text, &len, '\0', f) < 0) {
-		fprintf(stderr, "layer4-lb ctl: cannot read %s: %s\n", path, strerror(errno));
-		if (f)
-			fclose(f);
-		free(text);
-		return -errno;
-	}
-	fclose(f);
-	/* Validate here first: a mistake is reported with its line, before anything is sent. */
-	if (lb_config_parse_listeners(text, strlen(text), path, &check, err, sizeof(err))) {
+	if (!yaml_parser_initialize(&yp))
+		return -ENOMEM;
+	yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&yp, &doc))
+		goto out_parser;
+	root = yaml_document_get_root_node(&doc);
+	for (yaml_node_pair_t *pr = root->data.mapping.pairs.start;
+	     pr < root->data.mapping.pairs.top; pr++)
+		if (!strcmp((char *)yaml_document_get_node(&doc, pr->key)->data.scalar.value,
+			    "listeners"))
+			ls = yaml_document_get_node(&doc, pr->value);
+	*ret = ls ? yaml_to_json(&doc, ls, "listeners") : NULL;
+	r = *ret ? 0 : -ENOMEM;
+	yaml_document_delete(&doc);
+out_parser:
+	yaml_parser_delete(&yp);
+	return r;
+}
+
+/* Reads and checks an apply file; prints what is wrong itself. */
+static int read_apply_file(const char *path, cJSON **ret_listeners)
+{
+	struct lb_config *check;
+	char err[1024], *text;
+	size_t len;
+	int r;
+
+	/* Its real length: text after a NUL must not be silently dropped (the parser refuses it). */
+	r = lb_config_read_file(path, &text, &len, err, sizeof(err));
+	if (r) {
 		fprintf(stderr, "layer4-lb ctl: %s\n", err);
-		free(text);
-		return -EINVAL;
+		return r;
+	}
+	/* Validate here first: a mistake is reported with its line, before anything is sent. */
+	r = lb_config_parse_listeners(text, len, path, &check, err, sizeof(err));
+	if (r) {
+		fprintf(stderr, "layer4-lb ctl: %s\n", err);
+		goto out_text;
 	}
 	lb_config_free(check);
-	yaml_parser_initialize(&yp);
-	yaml_parser_set_input_string(&yp, (unsigned char *)text, strlen(text));
-	if (yaml_parser_load(&yp, &doc)) {
-		root = yaml_document_get_root_node(&doc);
-		for (yaml_node_pair_t *pr = root->data.mapping.pairs.start;
-		     pr < root->data.mapping.pairs.top; pr++)
-			if (!strcmp((char *)yaml_document_get_node(&doc, pr->key)->data.scalar.value,
-				    "listeners"))
-				ls = yaml_document_get_node(&doc, pr->value);
-		*ret_listeners = ls ? yaml_to_json(&doc, ls) : cJSON_CreateArray();
-		r = 0;
-		yaml_document_delete(&doc);
-	}
-	yaml_parser_delete(&yp);
+	r = listeners_json(text, len, ret_listeners);
+	if (r)
+		fprintf(stderr, "layer4-lb ctl: %s: %s\n", path, strerror(-r));
+out_text:
 	free(text);
 	return r;
 }
@@ -235,6 +322,7 @@ static void print_status(const cJSON *st)
 {
 	const cJSON *l, *b, *v = cJSON_GetObjectItemCaseSensitive(st, "applied_version");
 
+	/* %.0f prints every integer up to 2^53 exactly, and versions stop at 2^53-1. */
 	printf("%d workers, %s engine%s; applied version: ", (int)num(st, "workers"),
 	       str(st, "engine"), cJSON_IsTrue(cJSON_GetObjectItem(st, "draining")) ? ", DRAINING" : "");
 	if (cJSON_IsNumber(v))
@@ -260,26 +348,85 @@ static void print_status(const cJSON *st)
 	}
 }
 
-static int cmd_apply(const char *sock, const char *file, long long version)
+/* What the apply changed, from its reply's "changes" (see docs/control-protocol.md). */
+static void print_applied(uint64_t version, const cJSON *reply)
+{
+	const cJSON *ch = cJSON_GetObjectItemCaseSensitive(reply, "changes");
+
+	printf("applied version %" PRIu64, version);
+	if (cJSON_IsObject(ch))
+		printf(": listeners %.0f added, %.0f removed, %.0f changed, %.0f unchanged; "
+		       "backends %.0f added, %.0f removed",
+		       num(ch, "listeners_added"), num(ch, "listeners_removed"),
+		       num(ch, "listeners_changed"), num(ch, "listeners_unchanged"),
+		       num(ch, "backends_added"), num(ch, "backends_removed"));
+	printf("\n");
+}
+
+/* The version after the applied one, from a status reply. */
+static int next_version(const char *sock, uint64_t *ret)
+{
+	const cJSON *v;
+	cJSON *reply;
+	int r = ctl_call(sock, request("status"), &reply);
+
+	if (r) {
+		ctl_fail(sock, r);
+		return r;
+	}
+	v = cJSON_GetObjectItemCaseSensitive(reply, "applied_version");
+	r = 0;
+	if (!reply_ok(reply)) {
+		r = -EPROTO;
+	} else if (!cJSON_IsNumber(v)) {
+		*ret = 1; /* nothing applied yet */
+	} else if (v->valuedouble >= LB_CTL_VERSION_MAX) {
+		fprintf(stderr, "layer4-lb ctl: the applied version is 2^53-1, the largest; give "
+				"--version N\n");
+		r = -ERANGE;
+	} else {
+		*ret = (uint64_t)v->valuedouble + 1; /* exact: below 2^53 */
+	}
+	cJSON_Delete(reply);
+	return r;
+}
+
+/* Exit status: 0 applied, 1 refused, unreachable, or the file could not be used. */
+static int cmd_apply(const char *sock, const char *file, bool have_version, uint64_t version)
 {
 	cJSON *listeners, *req, *reply;
+	char *text;
+	size_t len;
 	int r;
 
 	if (read_apply_file(file, &listeners))
 		return 1;
-	if (version < 0) {
-		r = ctl_call(sock, request("status"), &reply);
-		if (r) {
-			cJSON_Delete(listeners);
-			ctl_fail(sock, r);
-			return 1;
-		}
-		version = (long long)num(reply, "applied_version") + 1;
-		cJSON_Delete(reply);
+	/* Over the line limit the dataplane would only hang up: say so before anything is sent. */
+	text = cJSON_PrintUnformatted(listeners);
+	len = text ? strlen(text) : 0;
+	free(text);
+	if (!text || len + 64 > LB_CTL_LINE_MAX) { /* 64: the rest of the request line */
+		if (text)
+			fprintf(stderr, "layer4-lb ctl: %s: %zu bytes as JSON, over the control "
+					"socket's limit of 8 MiB per request\n", file, len);
+		else
+			fprintf(stderr, "layer4-lb ctl: %s: out of memory\n", file);
+		cJSON_Delete(listeners);
+		return 1;
+	}
+	if (!have_version && next_version(sock, &version)) {
+		cJSON_Delete(listeners);
+		return 1;
 	}
 	req = request("apply");
-	cJSON_AddNumberToObject(req, "version", (double)version);
-	cJSON_AddItemToObject(req, "listeners", listeners);
+	/* As its exact text: a double would round versions above 2^53. */
+	if (!req || !lb_json_add_u64(req, "version", version) ||
+	    !cJSON_AddItemToObject(req, "listeners", listeners)) {
+		cJSON_Delete(req);
+		cJSON_Delete(listeners);
+		fprintf(stderr, "layer4-lb ctl: out of memory\n");
+		return 1;
+	}
 	r = ctl_call(sock, req, &reply);
 	if (r) {
 		ctl_fail(sock, r);
@@ -287,7 +434,7 @@ static int cmd_apply(const char *sock, const char *file, long long version)
 	}
 	r = reply_ok(reply);
 	if (r)
-		printf("applied version %lld\n", version);
+		print_applied(version, reply);
 	cJSON_Delete(reply);
 	return r ? 0 : 1;
 }
@@ -305,7 +452,7 @@ static int cmd_simple(const char *sock, const char *op, bool json)
 	if (r && json) {
 		char *s = cJSON_Print(reply);
 
-		puts(s);
+		puts(s ? s : "");
 		free(s);
 	} else if (r && !strcmp(op, "status")) {
 		print_status(reply);
@@ -316,23 +463,41 @@ static int cmd_simple(const char *sock, const char *op, bool json)
 	return r ? 0 : 1;
 }
 
+/* Only the control_socket key: the rest of a file being edited may well be wrong. */
 static const char *socket_from_config(const char *path)
 {
 	static char sock[LB_PATH_MAX];
-	struct lb_config *c;
 	char err[1024];
 
-	if (lb_config_load(path, &c, err, sizeof(err))) {
-		fprintf(stderr, "layer4-lb ctl: %s\n", err);
+	if (lb_config_read_control_socket(path, sock, sizeof(sock), err, sizeof(err))) {
+		fprintf(stderr, "layer4-lb ctl: %s (or give the socket with -s PATH)\n", err);
 		return NULL;
 	}
-	snprintf(sock, sizeof(sock), "%s", c->control_socket);
-	lb_config_free(c);
 	if (!sock[0]) {
-		fprintf(stderr, "layer4-lb ctl: %s sets no control_socket\n", path);
+		fprintf(stderr, "layer4-lb ctl: %s sets no control_socket (give the socket with -s "
+				"PATH)\n",
+			path);
 		return NULL;
 	}
 	return sock;
+}
+
+/* "0" or digits without a leading zero, at most 2^53-1: what an apply's version may be. */
+static int parse_version_arg(const char *s, uint64_t *ret)
+{
+	uint64_t v = 0;
+
+	if (!*s || (s[0] == '0' && s[1]))
+		return -EINVAL;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*s - '0');
+		if (v > LB_CTL_VERSION_MAX)
+			return -ERANGE;
+	}
+	*ret = v;
+	return 0;
 }
 
 int dp_ctl_main(int argc, char **argv)
@@ -343,8 +508,8 @@ int dp_ctl_main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
 	};
 	const char *sock = getenv("LAYER4_LB_SOCKET");
-	long long version = -1;
-	bool json = false;
+	bool json = false, have_version = false;
+	uint64_t version = 0;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "s:c:h", opts, NULL)) != -1) {
@@ -354,13 +519,20 @@ int dp_ctl_main(int argc, char **argv)
 			break;
 		case 'c':
 			if (!(sock = socket_from_config(optarg)))
-				return 2;
+				return 1;
 			break;
 		case 'j':
 			json = true;
 			break;
 		case 'v':
-			version = strtoll(optarg, NULL, 10);
+			if (parse_version_arg(optarg, &version)) {
+				fprintf(stderr, "layer4-lb ctl: --version must be an integer from 0 to "
+						"9007199254740991 (2^53-1), got \"%s\"\n",
+					optarg);
+				ctl_usage(stderr);
+				return 2;
+			}
+			have_version = true;
 			break;
 		case 'h':
 			ctl_usage(stdout);
@@ -377,7 +549,7 @@ int dp_ctl_main(int argc, char **argv)
 	if (optind < argc && !strcmp(argv[optind], "status") && optind + 1 == argc)
 		return cmd_simple(sock, "status", json);
 	if (optind + 2 == argc && !strcmp(argv[optind], "apply"))
-		return cmd_apply(sock, argv[optind + 1], version);
+		return cmd_apply(sock, argv[optind + 1], have_version, version);
 	ctl_usage(stderr);
 	return 2;
 }

@@ -102,6 +102,7 @@ static int start_workers(struct dp_plane *p)
 			log_err("cannot start worker %u: %s", i, strerror(-r));
 			return r;
 		}
+		p->n_started++;
 	}
 	return wait_workers_ready(p);
 }
@@ -154,13 +155,30 @@ static int parse_args(int argc, char **argv, struct dp_plane *p, bool *check)
 	return 0;
 }
 
+/* An environment value fit for a message: short, and no control characters. */
+static const char *shown(const char *v, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; v[i] && i + 1 < len; i++)
+		buf[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? '?' : v[i];
+	buf[i] = '\0';
+	return buf;
+}
+
 static int setup_logging(struct dp_plane *p)
 {
+	const char *name = "LOG_LEVEL", *v = getenv(name);
 	enum lb_log_level lvl;
 	int r = lb_log_level_from_env(&lvl);
+	char buf[72];
 
 	if (r < 0) {
-		fprintf(stderr, "layer4-lb: LOG_LEVEL/RUST_LOG must be error, warn, info or debug\n");
+		if (!v || !*v) /* the one lb_log_level_from_env read */
+			v = getenv(name = "RUST_LOG");
+		fprintf(stderr, "layer4-lb: %s=\"%s\" names no log level: use error, warn, info or "
+				"debug\n",
+			name, shown(v, buf, sizeof(buf)));
 		return 2;
 	}
 	if (r > 0) {
@@ -170,18 +188,23 @@ static int setup_logging(struct dp_plane *p)
 	return 0;
 }
 
-static int size_workers(struct dp_plane *p, const struct lb_config *conf)
+/* NUM_ACCEPTORS as start-up reads it, also for --check (which then says nothing more). */
+static int size_workers(struct dp_plane *p, const struct lb_config *conf, bool check)
 {
 	struct lb_cpus cpus;
 	char err[256];
 
 	if (lb_cpus_detect("/", getenv("NUM_ACCEPTORS"), conf->acceptors, 0, &cpus, err,
 			   sizeof(err))) {
-		log_err("%s", err);
+		if (check)
+			fprintf(stderr, "layer4-lb: %s\n", err);
+		else
+			log_err("%s", err);
 		return 2;
 	}
 	p->n_workers = cpus.n;
-	log_info("%s", cpus.detail);
+	if (!check)
+		log_info("%s", cpus.detail);
 	return 0;
 }
 
@@ -208,7 +231,10 @@ static int choose_engine(struct dp_plane *p, const struct lb_config *conf)
 	return 0;
 }
 
-/* Listening sockets, control socket and metrics, before any worker starts. */
+/*
+ * Listening sockets, control socket and metrics, before any worker starts.  Takes conf: the
+ * plane owns it once committed, and it is freed here when it never got that far.
+ */
 static int open_plane(struct dp_plane *p, struct lb_config *conf, const sigset_t *signals)
 {
 	char err[1024];
@@ -216,6 +242,7 @@ static int open_plane(struct dp_plane *p, struct lb_config *conf, const sigset_t
 
 	r = dp_plane_open(p, signals);
 	if (r) {
+		lb_config_free(conf);
 		log_err("cannot set up the main loop: %s", strerror(-r));
 		return r;
 	}
@@ -274,25 +301,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "layer4-lb: invalid configuration: %s\n", err);
 		return 1;
 	}
+	/* --check judges the environment as start-up would: a wrong NUM_ACCEPTORS fails both. */
+	r = size_workers(&p, conf, check);
+	if (r)
+		goto out_conf;
 	if (check) {
 		printf("%s: configuration is valid (listeners: %zu)\n", p.config_path,
 		       conf->n_listeners);
-		lb_config_free(conf);
-		return 0;
+		goto out_conf;
 	}
 	if (!p.log_level_from_env && conf->log_level_set)
 		lb_log_threshold = conf->log_level;
 	dp_plane_override(&p, conf);
 	r = choose_engine(&p, conf);
-	if (r) {
-		lb_config_free(conf);
-		return r;
-	}
-	r = size_workers(&p, conf);
-	if (r) {
-		lb_config_free(conf);
-		return r;
-	}
+	if (r)
+		goto out_conf;
 	raise_nofile();
 	/* Sends use MSG_NOSIGNAL; this also covers shutdown() and anything else. */
 	signal(SIGPIPE, SIG_IGN);
@@ -302,15 +325,25 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL); /* before any thread: they inherit it */
 
-	r = open_plane(&p, conf, &set);
-	if (!r && (r = start_workers(&p)))
-		log_err("cannot start the %s engine; exiting", p.engine->name);
+	r = open_plane(&p, conf, &set); /* conf is the plane's (or freed) from here */
+	if (r)
+		goto out_failed;
+	r = start_workers(&p);
 	if (r) {
-		dp_ctl_close(&p); /* leaves no socket file behind */
-		return 1;
+		log_err("cannot start the %s engine; exiting", p.engine->name);
+		goto out_failed;
 	}
 	log_started(&p);
 	r = dp_plane_run(&p);
 	dp_plane_close(&p);
+	return r;
+
+out_failed:
+	/* Workers first: nothing they use may be freed under them. */
+	dp_plane_stop_workers(&p);
+	dp_plane_close(&p); /* also leaves no socket file of ours behind */
+	return 1;
+out_conf:
+	lb_config_free(conf);
 	return r;
 }

@@ -19,6 +19,14 @@
 
 #define DP_HTTP_REQ_MAX 8192
 #define DP_METRICS_CLIENTS_MAX 32
+/* The whole request within this, and then the response must keep moving. */
+#define DP_METRICS_TIMEOUT_MS 10000
+/*
+ * A scraper that stops reading holds its whole response until its deadline.  While the
+ * responses still unsent add up to more than this, new scrapes are told to come back (503)
+ * instead of each pinning another copy of the text.
+ */
+#define DP_METRICS_HELD_MAX (16u << 20)
 
 struct dp_metrics {
 	struct dp_evsrc ev;
@@ -36,16 +44,26 @@ static int respond(struct dp_plane *p, struct dp_stream *s, const char *status,
 		     "Connection: close\r\n\r\n",
 		     status, type, len);
 	s->close_after = true;
-	r = dp_stream_write(p, s, hdr, n);
+	r = dp_stream_write(s, hdr, n);
 	if (!r && !head)
-		r = dp_stream_write(p, s, body, len);
+		r = dp_stream_write(s, body, len);
 	return r;
+}
+
+static size_t held_bytes(const struct dp_metrics *m)
+{
+	size_t n = 0;
+
+	for (const struct dp_stream *c = m->clients.head; c; c = c->next)
+		n += dp_stream_unsent(c);
+	return n;
 }
 
 static int serve(struct dp_plane *p, struct dp_stream *s)
 {
 	static const char not_found[] = "not found: try /metrics\n";
 	static const char bad[] = "bad request\n";
+	static const char busy[] = "busy: earlier responses are still being sent; retry\n";
 	char method[8], path[64];
 	bool head;
 	size_t len;
@@ -62,6 +80,9 @@ static int serve(struct dp_plane *p, struct dp_stream *s)
 	if (strcmp(path, "/metrics") && strncmp(path, "/metrics?", 9))
 		return respond(p, s, "404 Not Found", "text/plain", not_found,
 			       sizeof(not_found) - 1, head);
+	if (held_bytes(p->metrics) > DP_METRICS_HELD_MAX)
+		return respond(p, s, "503 Service Unavailable", "text/plain", busy,
+			       sizeof(busy) - 1, head);
 	text = dp_metrics_text(p, &len);
 	if (!text)
 		return -ENOMEM;
@@ -73,11 +94,9 @@ static int serve(struct dp_plane *p, struct dp_stream *s)
 static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
 {
 	struct dp_stream *s = (struct dp_stream *)src;
-	int r = 0;
+	int r = dp_stream_flush(s);
 
-	if (events & EPOLLOUT)
-		r = dp_stream_flush(p, s);
-	if (!r && !s->close_after && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+	if (!r && !s->in_done) {
 		int rd = dp_stream_read(s, DP_HTTP_REQ_MAX - 1);
 
 		if (rd < 0 && rd != -E2BIG) {
@@ -85,12 +104,15 @@ static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 		} else if (s->in_len && (rd == -E2BIG || rd == 1 ||
 					 memmem(s->in, s->in_len, "\r\n\r\n", 4) ||
 					 memmem(s->in, s->in_len, "\n\n", 2))) {
+			s->in_done = true; /* one request per connection: nothing more is read */
 			r = serve(p, s);
 		} else if (rd == 1) {
 			r = -ECONNRESET;
 		}
 	}
-	if (r || (s->close_after && s->out_len == s->out_off))
+	if (!r && !(s->close_after && !dp_stream_unsent(s)))
+		r = dp_stream_update(p, s);
+	if (r || (s->close_after && !dp_stream_unsent(s)))
 		dp_stream_drop(&p->metrics->clients, s);
 }
 
@@ -132,6 +154,9 @@ int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errl
 	m->ev.fd = fd;
 	m->ev.handle = listener_event;
 	m->clients.max = DP_METRICS_CLIENTS_MAX;
+	m->clients.timeout_ms = DP_METRICS_TIMEOUT_MS;
+	m->clients.goodbye = "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
+			     "Connection: close\r\n\r\n";
 	p->metrics = m;
 	return dp_plane_watch(p, &m->ev, EPOLLIN);
 out_errno:
@@ -139,6 +164,18 @@ out_errno:
 	if (fd >= 0)
 		close(fd);
 	return -errno;
+}
+
+void dp_metrics_expire(struct dp_plane *p, uint64_t now_ms)
+{
+	unsigned n;
+
+	if (!p->metrics)
+		return;
+	n = dp_streams_expire(&p->metrics->clients, now_ms);
+	if (n)
+		log_debug("metrics: closed %u connection%s stalled for %u s", n, n == 1 ? "" : "s",
+			  DP_METRICS_TIMEOUT_MS / 1000);
 }
 
 void dp_metrics_close(struct dp_plane *p)

@@ -57,6 +57,18 @@ static void resume_paused(struct dp_plane *p)
 		dp_plane_watch(p, p->paused[--p->n_paused], EPOLLIN);
 }
 
+/* Control and metrics clients past their deadline, checked once a tick. */
+static void expire_clients(struct dp_plane *p)
+{
+	uint64_t now = dp_now_ms();
+
+	if (now < p->expire_ms)
+		return;
+	p->expire_ms = now + DP_PLANE_TICK_MS;
+	dp_ctl_expire(p, now);
+	dp_metrics_expire(p, now);
+}
+
 static int any_stopped(const struct dp_plane *p)
 {
 	for (unsigned i = 0; i < p->n_workers; i++)
@@ -115,23 +127,54 @@ void dp_plane_override(const struct dp_plane *p, struct lb_config *conf)
 		snprintf(conf->control_socket, sizeof(conf->control_socket), "%s", p->control_socket);
 }
 
+/*
+ * Settings that size the process are read once at start; a reload that changes them says which,
+ * by name, into buf ("acceptors, metrics").  Returns how many.
+ */
+static unsigned restart_only(const struct lb_config *cur, const struct lb_config *conf,
+			     char *buf, size_t len)
+{
+	const struct {
+		const char *name;
+		bool changed;
+	} rows[] = {
+		{ "acceptors", conf->acceptors != cur->acceptors },
+		{ "io_engine", conf->io_engine != cur->io_engine },
+		{ "buffer_size", conf->buffer_size != cur->buffer_size },
+		{ "buffer_count", conf->buffer_count != cur->buffer_count },
+		{ "control_socket", strcmp(conf->control_socket, cur->control_socket) != 0 },
+		{ "control_socket_group",
+		  strcmp(conf->control_socket_group, cur->control_socket_group) != 0 },
+		{ "metrics", strcmp(conf->metrics, cur->metrics) != 0 },
+	};
+	unsigned n = 0;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		if (!rows[i].changed)
+			continue;
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", n ? ", " : "", rows[i].name);
+		if (used >= len)
+			used = len - 1;
+		n++;
+	}
+	return n;
+}
+
 static void reload(struct dp_plane *p)
 {
 	const struct lb_config *cur = p->file;
 	struct lb_config_diff d;
 	struct lb_config *conf;
-	char err[1024];
+	char err[1024], changed[160];
 
 	if (lb_config_load(p->config_path, &conf, err, sizeof(err)))
 		goto out_refused;
 	dp_plane_override(p, conf);
-	if (conf->acceptors != cur->acceptors || conf->io_engine != cur->io_engine ||
-	    conf->buffer_size != cur->buffer_size || conf->buffer_count != cur->buffer_count ||
-	    strcmp(conf->control_socket, cur->control_socket) ||
-	    strcmp(conf->control_socket_group, cur->control_socket_group) ||
-	    strcmp(conf->metrics, cur->metrics))
-		log_warn("reload: acceptors, io_engine, buffer_*, control_socket* and metrics take "
-			 "effect only at restart");
+	if (restart_only(cur, conf, changed, sizeof(changed)))
+		log_warn("reload: %s changed; %s only at restart", changed,
+			 strchr(changed, ',') ? "these take effect" : "it takes effect");
 	lb_config_diff(cur, conf, &d);
 	if (dp_plane_commit(p, conf, NULL, err, sizeof(err))) {
 		lb_config_free(conf);
@@ -211,23 +254,37 @@ int dp_plane_run(struct dp_plane *p)
 			src->handle(p, src, evs[i].events);
 		}
 		resume_paused(p);
+		expire_clients(p);
 		/*
 		 * A worker that died outside a drain leaves its share of the listeners' traffic
 		 * unserved: better to exit and be restarted than to limp.
 		 */
 		if (!p->draining && (dead = any_stopped(p)) >= 0) {
 			log_err("worker %d stopped unexpectedly; exiting", dead);
+			dp_plane_stop_workers(p);
 			return 1;
 		}
 	}
-	for (unsigned i = 0; i < p->n_workers; i++)
+	for (unsigned i = 0; i < p->n_started; i++)
 		pthread_join(p->workers[i].thread, NULL);
+	p->n_started = 0;
 	if (!p->draining) {
 		log_err("every worker stopped unexpectedly");
 		return 1;
 	}
 	log_info("drained, exiting");
 	return 0;
+}
+
+void dp_plane_stop_workers(struct dp_plane *p)
+{
+	for (unsigned i = 0; i < p->n_started; i++) {
+		atomic_store(&p->workers[i].drain, 2);
+		dp_worker_wake(&p->workers[i]);
+	}
+	for (unsigned i = 0; i < p->n_started; i++)
+		pthread_join(p->workers[i].thread, NULL);
+	p->n_started = 0;
 }
 
 void dp_plane_close(struct dp_plane *p)
@@ -238,6 +295,9 @@ void dp_plane_close(struct dp_plane *p)
 		close(p->sig.fd);
 	if (p->epfd > 0)
 		close(p->epfd);
+	/* Workers are joined: a snapshot handed to one that never took it is ours to drop. */
+	for (unsigned i = 0; p->workers && i < p->n_workers; i++)
+		dp_snapshot_put(atomic_exchange(&p->workers[i].next, NULL));
 	dp_snapshot_put(p->snap);
 	p->snap = NULL;
 	lb_config_free(p->file);

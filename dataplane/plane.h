@@ -21,23 +21,46 @@ struct dp_evsrc {
 	void (*handle)(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
 };
 
-/* A buffered, non-blocking stream socket of the main thread (control or metrics client). */
+/*
+ * A buffered, non-blocking stream socket of the main thread (control or metrics client).
+ * Unread input is in[in_off, in_len); unsent output is out[out_off, out_len).  A client that
+ * stops reading is not a reason to buffer without end or to spin: input is read only while at
+ * most DP_STREAM_OUT_HIGH bytes of output are unsent, and the epoll set holds exactly the
+ * events that can make progress (dp_stream_update).
+ */
 struct dp_stream {
 	struct dp_evsrc ev;
 	char *in;
-	size_t in_len, in_cap;
+	size_t in_off, in_len, in_cap;
 	char *out;
 	size_t out_len, out_off, out_cap;
-	bool want_out;       /* EPOLLOUT registered */
-	bool close_after;    /* close once the output is flushed */
+	uint32_t watched;      /* epoll events registered */
+	bool in_done;          /* nothing more is read (EOF, error, or a server decision) */
+	bool close_after;      /* close once the output is flushed */
+	unsigned timeout_ms;   /* from the set: how long without progress before the drop */
+	uint64_t deadline_ms;  /* dropped by dp_streams_expire at this time (CLOCK_MONOTONIC) */
 	struct dp_stream *next;
 };
+
+#define DP_STREAM_OUT_HIGH (1u << 20) /* stop reading while more than this is unsent */
 
 /* The clients of one server socket. */
 struct dp_streams {
 	struct dp_stream *head;
 	unsigned n, max;
+	unsigned timeout_ms;  /* deadline given at accept, renewed by progress (dp_stream_touch) */
+	const char *goodbye;  /* sent, best effort, to a client dropped at its deadline */
 };
+
+static inline size_t dp_stream_unsent(const struct dp_stream *s)
+{
+	return s->out_len - s->out_off;
+}
+
+static inline bool dp_stream_backlogged(const struct dp_stream *s)
+{
+	return dp_stream_unsent(s) > DP_STREAM_OUT_HIGH;
+}
 
 struct dp_plane {
 	const char *config_path;
@@ -52,6 +75,7 @@ struct dp_plane {
 	uint64_t generation;
 	struct dp_worker *workers;
 	unsigned n_workers;
+	unsigned n_started;          /* workers whose thread was created */
 	const struct dp_engine *engine;
 	bool log_level_from_env;
 	int draining;
@@ -62,6 +86,7 @@ struct dp_plane {
 	struct dp_evsrc *paused[4];  /* listeners out of the epoll set for want of fds */
 	unsigned n_paused;
 	uint64_t resume_ms;
+	uint64_t expire_ms;          /* next check of the clients' deadlines */
 };
 
 /*
@@ -76,6 +101,9 @@ int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config
 void dp_plane_override(const struct dp_plane *p, struct lb_config *conf);
 int dp_plane_open(struct dp_plane *p, const sigset_t *signals);
 int dp_plane_run(struct dp_plane *p);
+/* Stop and join every started worker at once (start-up failure, a worker died). */
+void dp_plane_stop_workers(struct dp_plane *p);
+/* Frees everything; every started worker must have been joined. */
 void dp_plane_close(struct dp_plane *p);
 int dp_plane_watch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
 /* Out of file descriptors: take a listening socket out of the loop for a moment. */
@@ -84,20 +112,26 @@ int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
 
 /* stream.c */
 int dp_stream_read(struct dp_stream *s, size_t max);
-int dp_stream_write(struct dp_plane *p, struct dp_stream *s, const char *data, size_t len);
-int dp_stream_flush(struct dp_plane *p, struct dp_stream *s);
+int dp_stream_write(struct dp_stream *s, const char *data, size_t len);
+int dp_stream_flush(struct dp_stream *s);
+int dp_stream_update(struct dp_plane *p, struct dp_stream *s);
+void dp_stream_touch(struct dp_stream *s);
 void dp_stream_free(struct dp_stream *s);
 int dp_stream_adopt(struct dp_plane *p, struct dp_streams *set, int fd,
 		    void (*handle)(struct dp_plane *, struct dp_evsrc *, uint32_t));
 void dp_stream_drop(struct dp_streams *set, struct dp_stream *s);
+unsigned dp_streams_expire(struct dp_streams *set, uint64_t now_ms);
 
 /* control.c: the Unix control socket. */
 int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *err,
 		size_t errlen);
+/* Drop clients past their deadline (now_ms from dp_now_ms); run from the loop's tick. */
+void dp_ctl_expire(struct dp_plane *p, uint64_t now_ms);
 void dp_ctl_close(struct dp_plane *p);
 
 /* metrics.c: Prometheus text over HTTP. */
 int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errlen);
+void dp_metrics_expire(struct dp_plane *p, uint64_t now_ms);
 void dp_metrics_close(struct dp_plane *p);
 
 /* ctl.c: `layer4-lb ctl ...`, the operator's client. */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/ctlproto.h"
 #include "common/log.h"
 #include "dataplane/plane.h"
 
@@ -26,15 +27,15 @@ static cJSON *backend_json(const struct dp_slistener *sl, const struct dp_backen
 	cJSON *o = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(o, "address", b->name);
-	cJSON_AddNumberToObject(o, "weight", b->weight);
+	lb_json_add_u64(o, "weight", b->weight);
 	cJSON_AddBoolToObject(o, "healthy", dp_bstate_usable(b->st, now));
 	cJSON_AddStringToObject(o, "check", check_state(sl, b->st));
 	cJSON_AddStringToObject(o, "passive", passive_out(b->st, now) ? "out" : "ok");
-	cJSON_AddNumberToObject(o, "active", atomic_load(&b->st->active));
-	cJSON_AddNumberToObject(o, "connections", atomic_load(&b->st->conns_total));
-	cJSON_AddNumberToObject(o, "connect_failures", atomic_load(&b->st->connect_failures));
-	cJSON_AddNumberToObject(o, "bytes_in", atomic_load(&b->st->bytes_in));
-	cJSON_AddNumberToObject(o, "bytes_out", atomic_load(&b->st->bytes_out));
+	lb_json_add_i64(o, "active", atomic_load(&b->st->active));
+	lb_json_add_u64(o, "connections", atomic_load(&b->st->conns_total));
+	lb_json_add_u64(o, "connect_failures", atomic_load(&b->st->connect_failures));
+	lb_json_add_u64(o, "bytes_in", atomic_load(&b->st->bytes_in));
+	lb_json_add_u64(o, "bytes_out", atomic_load(&b->st->bytes_out));
 	return o;
 }
 
@@ -46,11 +47,11 @@ static cJSON *listener_json(const struct dp_slistener *sl, uint64_t now)
 	cJSON_AddStringToObject(o, "listen", sl->conf->listen_str);
 	cJSON_AddBoolToObject(o, "managed", sl->conf->managed);
 	cJSON_AddStringToObject(o, "algorithm", lb_algo_name(sl->conf->algorithm));
-	cJSON_AddNumberToObject(o, "active", atomic_load(&sl->st->active));
-	cJSON_AddNumberToObject(o, "accepted", atomic_load(&sl->st->accepted));
-	cJSON_AddNumberToObject(o, "failed", atomic_load(&sl->st->refused));
-	cJSON_AddNumberToObject(o, "bytes_in", atomic_load(&sl->st->bytes_in));
-	cJSON_AddNumberToObject(o, "bytes_out", atomic_load(&sl->st->bytes_out));
+	lb_json_add_i64(o, "active", atomic_load(&sl->st->active));
+	lb_json_add_u64(o, "accepted", atomic_load(&sl->st->accepted));
+	lb_json_add_u64(o, "failed", atomic_load(&sl->st->refused));
+	lb_json_add_u64(o, "bytes_in", atomic_load(&sl->st->bytes_in));
+	lb_json_add_u64(o, "bytes_out", atomic_load(&sl->st->bytes_out));
 	bs = cJSON_AddArrayToObject(o, "backends");
 	for (unsigned j = 0; j < sl->n_backends; j++)
 		cJSON_AddItemToArray(bs, backend_json(sl, &sl->backends[j], now));
@@ -64,13 +65,14 @@ cJSON *dp_status_json(const struct dp_plane *p)
 
 	if (!o)
 		return NULL;
+	/* Integers as their exact text: doubles would print 2^53-1 as 9.00719925474099e+15. */
 	if (p->applied)
-		cJSON_AddNumberToObject(o, "applied_version", (double)p->applied_version);
+		lb_json_add_u64(o, "applied_version", p->applied_version);
 	else
 		cJSON_AddNullToObject(o, "applied_version");
-	cJSON_AddNumberToObject(o, "applies_ok", (double)p->applies_ok);
-	cJSON_AddNumberToObject(o, "applies_failed", (double)p->applies_failed);
-	cJSON_AddNumberToObject(o, "workers", p->n_workers);
+	lb_json_add_u64(o, "applies_ok", p->applies_ok);
+	lb_json_add_u64(o, "applies_failed", p->applies_failed);
+	lb_json_add_u64(o, "workers", p->n_workers);
 	cJSON_AddStringToObject(o, "engine", p->engine->name);
 	cJSON_AddBoolToObject(o, "draining", p->draining);
 	ls = cJSON_AddArrayToObject(o, "listeners");

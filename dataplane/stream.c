@@ -10,10 +10,16 @@
 
 /*
  * Read what is there.  Returns 1 when the peer closed, 0 otherwise, -E2BIG when more than
- * `max` bytes are buffered, or -errno.
+ * `max` bytes are buffered, or -errno.  Input already consumed (before in_off) is dropped
+ * first, so a partial line moves to the front once, not once per reply.
  */
 int dp_stream_read(struct dp_stream *s, size_t max)
 {
+	if (s->in_off) {
+		memmove(s->in, s->in + s->in_off, s->in_len - s->in_off);
+		s->in_len -= s->in_off;
+		s->in_off = 0;
+	}
 	for (;;) {
 		ssize_t n;
 
@@ -44,35 +50,63 @@ int dp_stream_read(struct dp_stream *s, size_t max)
 	}
 }
 
-int dp_stream_flush(struct dp_plane *p, struct dp_stream *s)
+/* The peer made progress: its deadline moves on. */
+void dp_stream_touch(struct dp_stream *s)
 {
+	s->deadline_ms = dp_now_ms() + s->timeout_ms;
+}
+
+/* Send what the socket takes; the rest waits for EPOLLOUT (see dp_stream_update). */
+int dp_stream_flush(struct dp_stream *s)
+{
+	bool moved = false;
+
 	while (s->out_off < s->out_len) {
 		ssize_t n = send(s->ev.fd, s->out + s->out_off, s->out_len - s->out_off,
 				 MSG_NOSIGNAL);
 
 		if (n > 0) {
 			s->out_off += n;
+			moved = true;
 			continue;
 		}
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1 && errno == EAGAIN) {
-			int r = s->want_out ? 0 : dp_plane_rewatch(p, &s->ev, EPOLLIN | EPOLLOUT);
-
-			if (r)
-				return r; /* never woken for the rest: drop the client */
-			s->want_out = true;
-			return 0;
-		}
+		if (n == -1 && errno == EAGAIN)
+			break;
 		return -errno;
 	}
-	s->out_off = s->out_len = 0;
-	if (s->want_out && !dp_plane_rewatch(p, &s->ev, EPOLLIN))
-		s->want_out = false;
+	if (moved)
+		dp_stream_touch(s);
+	if (s->out_off == s->out_len)
+		s->out_off = s->out_len = 0;
 	return 0;
 }
 
-int dp_stream_write(struct dp_plane *p, struct dp_stream *s, const char *data, size_t len)
+/*
+ * Watch only for what can make progress.  Level-triggered EPOLLIN stays ready for ever at
+ * EOF or while unread bytes wait, so it is dropped once nothing more is to be read (or while
+ * the replies are backlogged); EPOLLOUT is wanted only while output waits.
+ */
+int dp_stream_update(struct dp_plane *p, struct dp_stream *s)
+{
+	uint32_t want = 0;
+	int r;
+
+	if (!s->in_done && !s->close_after && !dp_stream_backlogged(s))
+		want |= EPOLLIN;
+	if (dp_stream_unsent(s))
+		want |= EPOLLOUT;
+	if (want == s->watched)
+		return 0;
+	r = dp_plane_rewatch(p, &s->ev, want);
+	if (r)
+		return r; /* never woken for what it waits for: the caller drops it */
+	s->watched = want;
+	return 0;
+}
+
+int dp_stream_write(struct dp_stream *s, const char *data, size_t len)
 {
 	if (s->out_len + len > s->out_cap) {
 		size_t cap = s->out_cap ? s->out_cap : 4096;
@@ -88,7 +122,7 @@ int dp_stream_write(struct dp_plane *p, struct dp_stream *s, const char *data, s
 	}
 	memcpy(s->out + s->out_len, data, len);
 	s->out_len += len;
-	return dp_stream_flush(p, s);
+	return dp_stream_flush(s);
 }
 
 void dp_stream_free(struct dp_stream *s)
@@ -115,11 +149,14 @@ int dp_stream_adopt(struct dp_plane *p, struct dp_streams *set, int fd,
 	}
 	s->ev.fd = fd;
 	s->ev.handle = handle;
+	s->timeout_ms = set->timeout_ms;
+	dp_stream_touch(s);
 	r = dp_plane_watch(p, &s->ev, EPOLLIN);
 	if (r) {
 		dp_stream_free(s);
 		return r;
 	}
+	s->watched = EPOLLIN;
 	s->next = set->head;
 	set->head = s;
 	set->n++;
@@ -137,4 +174,35 @@ void dp_stream_drop(struct dp_streams *set, struct dp_stream *s)
 		}
 	}
 	dp_stream_free(s);
+}
+
+/*
+ * Without deadlines, clients that connect and send nothing (or half a request, or stop
+ * reading) would hold every slot of the set for ever and lock everyone else out.  Returns
+ * how many were dropped.
+ */
+unsigned dp_streams_expire(struct dp_streams *set, uint64_t now_ms)
+{
+	struct dp_stream **pp = &set->head;
+	unsigned n = 0;
+
+	while (*pp) {
+		struct dp_stream *s = *pp;
+
+		if (s->deadline_ms > now_ms) {
+			pp = &s->next;
+			continue;
+		}
+		/* Say why when nothing else is on its way; a peer that stopped reading won't see it. */
+		if (set->goodbye && !dp_stream_unsent(s) && !s->close_after &&
+		    send(s->ev.fd, set->goodbye, strlen(set->goodbye), MSG_NOSIGNAL | MSG_DONTWAIT) <
+			    0) {
+			/* Best effort: it is being dropped anyway. */
+		}
+		*pp = s->next;
+		set->n--;
+		dp_stream_free(s);
+		n++;
+	}
+	return n;
 }

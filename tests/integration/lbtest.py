@@ -588,6 +588,13 @@ def wait_closed(sock, timeout=HANG):
         sock.settimeout(left)
 
 
+def main_thread_cpu_ticks(pid):
+    """CPU time (clock ticks, user + system) used so far by the main thread of process pid."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])   # utime, stime (fields 14 and 15 of stat)
+
+
 def wait_for(pred, timeout=HANG, what="condition", interval=0.02):
     deadline = time.monotonic() + timeout
     while True:

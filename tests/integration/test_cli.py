@@ -169,6 +169,32 @@ class CliTest(LBTestCase):
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn("NUM_ACCEPTORS", r.stderr)
 
+    def test_check_reads_the_environment(self):
+        """--check fails where start-up would: it ignored NUM_ACCEPTORS."""
+        path = self.write("good.yaml", good_config())
+        for value in ("abc", "0", "-1", "3x", ""):
+            with self.subTest(NUM_ACCEPTORS=value):
+                r = run_lb(["--check", "--config", path],
+                           env=base_env(extra={"NUM_ACCEPTORS": value}))
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertIn("NUM_ACCEPTORS", r.stderr)
+                self.assertNotIn("valid", r.stdout)
+        r = run_lb(["--check", "--config", path], env=base_env(extra={"NUM_ACCEPTORS": "3"}))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("configuration is valid", r.stdout)
+        self.assertEqual(r.stderr, "")
+
+    def test_bad_log_level_is_named(self):
+        path = self.write("good.yaml", good_config())
+        for args in (["--check", "--config", path], ["--config", path]):
+            with self.subTest(args=args[0]):
+                r = run_lb(args, env=base_env(log_level="bogus"))
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn('LOG_LEVEL="bogus" names no log level', r.stderr)
+                r = run_lb(args, env=base_env(log_level=None, extra={"RUST_LOG": "x=loud"}))
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn('RUST_LOG="x=loud"', r.stderr)
+
     def test_num_acceptors_logged(self):
         b = self.backend("a")
         port = free_port()

@@ -192,6 +192,46 @@ class ApplyTest(ControlCase):
         self.assertEqual((web["listen"], web["managed"]), (f"{LOCAL}:{fport}", False), web)
 
 
+    def test_integers_exact_in_replies(self):
+        """2^53-1 comes back as itself (cJSON's doubles printed it as 9.00719925474099e+15)."""
+        a, b = self.backends("a", "b")
+        fport, mport = free_port(), free_port()
+        lb = self.start_ctl_lb([listener(fport, [a], name="file")])
+        top = 9007199254740991
+        with CtlClient(lb.ctl) as cc:
+            cc.send(apply_req(top, [listener(mport, [b], name="m")]))
+            line = cc.readline()
+            self.assertIn(b'"version":9007199254740991', line)
+            cc.send({"op": "status"})
+            line = cc.readline()
+        self.assertIn(b'"applied_version":9007199254740991', line)
+        st = json.loads(line)
+        self.assertEqual(st["applied_version"], top)
+        for k in ("applies_ok", "applies_failed", "workers"):
+            self.assertIsInstance(st[k], int, k)
+        m = status_listener(st, "m")
+        self.assertIsInstance(m["backends"][0]["weight"], int)
+
+    def test_nul_in_a_request_is_refused(self):
+        """cJSON cut strings at a NUL: "m2\u0000evil" used to apply a listener called m2."""
+        a, b = self.backends("a", "b")
+        fport, mport = free_port(), free_port()
+        lb = self.start_ctl_lb([listener(fport, [a], name="file")])
+        with CtlClient(lb.ctl) as cc:
+            r = cc.call('{"op":"ping\\u0000x"}')
+            self.assertIs(r.get("ok"), False, r)
+            self.assertIn("NUL", r.get("error", ""), r)
+            req = json.dumps(apply_req(1, [listener(mport, [b], name="m2\u0000evil")]))
+            self.assertIn("\\u0000", req)
+            r = cc.call(req)
+            self.assertIs(r.get("ok"), False, r)
+            self.assertIn("NUL", r.get("error", ""), r)
+        st = self.status(lb)
+        self.assertIsNone(st["applied_version"], st)
+        self.assertIsNone(status_listener(st, "m2"), st)
+        self.assertTrue(refused_now((LOCAL, mport)))
+
+
 class DrainTest(ControlCase):
     def test_removed_backend_keeps_open_connection(self):
         a, b1, b2 = self.backends("a", "b1", "b2")
@@ -702,6 +742,159 @@ class CliTest(ControlCase):
         r = self.ctl("-s", os.path.join(d, "nobody-here.sock"), "ping")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("nobody-here.sock", r.stderr)
+
+
+    def write(self, name, text, mode="w"):
+        path = os.path.join(self.tmpdir(), name)
+        with open(path, mode) as f:
+            f.write(text)
+        return path
+
+    def assert_not_crashed(self, r):
+        self.assertGreaterEqual(r.returncode, 0, f"killed by signal {-r.returncode}:\n{r.stderr}")
+
+    def assert_nothing_applied(self, lb):
+        st = self.status(lb)
+        self.assertIsNone(st["applied_version"], st)
+        self.assertEqual((st["applies_ok"], st["applies_failed"]), (0, 0), st)
+
+    def test_ctl_apply_empty_or_missing_file(self):
+        """An empty file printed "Success" and crashed (getdelim gave -1 with errno 0)."""
+        a = self.backend("a")
+        lb = self.start_ctl_lb([listener(free_port(), [a], name="file")])
+        empty = self.write("empty.yaml", "")
+        r = self.ctl("-s", lb.ctl, "apply", empty)
+        self.assert_not_crashed(r)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"{empty}:1: the file is empty", r.stderr)
+        self.assertNotIn("Success", r.stderr)
+        missing = os.path.join(self.tmpdir(), "missing.yaml")
+        r = self.ctl("-s", lb.ctl, "apply", missing)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"cannot read {missing}: No such file or directory", r.stderr)
+        r = self.ctl("-s", lb.ctl, "apply", self.tmpdir())
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("Is a directory", r.stderr)
+        self.assert_nothing_applied(lb)
+
+    def test_ctl_apply_file_with_nul(self):
+        """Text after a NUL byte was ignored (getdelim + strlen): this applied "[]"."""
+        a = self.backend("a")
+        lb = self.start_ctl_lb([listener(free_port(), [a], name="file")])
+        nul = self.write("nul.yaml", b"listeners: []\n\0listeners: [junk\n", "wb")
+        r = self.ctl("-s", lb.ctl, "apply", nul, "--version", "3")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"{nul}:2: a NUL byte", r.stderr)
+        self.assert_nothing_applied(lb)
+
+    def test_ctl_apply_over_line_limit(self):
+        """An apply over 8 MiB: a short send and a stale errno made ctl crash."""
+        a = self.backend("a")
+        lb = self.start_ctl_lb([listener(free_port(), [a], name="file")])
+        # 64 listeners sharing 4096 backends through an alias: 262144 backends, the most a
+        # configuration may have, but over 8 MiB as JSON.
+        lines = ["listeners:", "  - name: l0", f"    listen: 127.0.0.2:{free_port()}",
+                 "    backends: &b"]
+        lines += [f"      - {{address: 10.{i // 250}.{i % 250}.1:80, weight: 256}}"
+                  for i in range(4096)]
+        for i in range(1, 64):
+            lines += [f"  - name: l{i}", f"    listen: 127.0.1.{i}:8080", "    backends: *b"]
+        big = self.write("big.yaml", "\n".join(lines) + "\n")
+        r = run_lb(["ctl", "-s", lb.ctl, "apply", big, "--version", "3"], timeout=120)
+        self.assert_not_crashed(r)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("over the control socket's limit of 8 MiB", r.stderr)
+        self.assert_nothing_applied(lb)
+
+    def test_ctl_version_option(self):
+        """--version takes an integer 0..2^53-1 and sends it exactly; anything else is a
+        usage error (strtoll read abc as 0, 1.5 as 1 and -1 as "the next one")."""
+        a, b = self.backends("a", "b")
+        mport = free_port()
+        lb = self.start_ctl_lb([listener(free_port(), [a], name="file")])
+        good = self.write("m.yaml", render_config([listener(mport, [b], name="m")]))
+        for bad in ("abc", "1.5", "-1", "", "01", "+1", " 1", "1e3", "0x10",
+                    "9007199254740992", "99999999999999999999"):
+            with self.subTest(version=bad):
+                r = self.ctl("-s", lb.ctl, "apply", good, "--version", bad)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertIn("--version must be an integer from 0 to 9007199254740991",
+                              r.stderr)
+        self.assertIsNone(self.status(lb)["applied_version"])
+        r = self.ctl("-s", lb.ctl, "apply", good, "--version", "9007199254740991")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("applied version 9007199254740991", r.stdout)
+        self.assertEqual(self.status(lb)["applied_version"], 9007199254740991)
+        r = self.ctl("-s", lb.ctl, "status")
+        self.assertIn("applied version: 9007199254740991 ", r.stdout)
+        # There is no version after the largest: say so rather than send one.
+        r = self.ctl("-s", lb.ctl, "apply", good)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("give --version", r.stderr)
+        r = self.ctl("-s", lb.ctl, "apply", good, "--version", "0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.status(lb)["applied_version"], 0)
+
+    def test_ctl_apply_sends_scalars_as_written(self):
+        """Plain scalars that look like numbers are still the strings the file's parser
+        reads: names 8080, 1e3, nan, inf and 0x1F were refused by the dataplane."""
+        a, b = self.backends("a", "b")
+        lb = self.start_ctl_lb([listener(free_port(), [a], name="file")])
+        names = ["8080", "1e3", "nan", "inf", "0x1F", "true"]
+        text = "listeners:\n"
+        for n in names:
+            text += (f"  - name: {n}\n    listen: 127.0.0.1:{free_port()}\n"
+                     f"    connect_timeout_ms: 1500\n"
+                     f"    backends:\n      - address: {b.addr_str}\n        weight: 2\n")
+        text += "    health_check:\n"      # nothing after it: checks on, every default
+        path = self.write("numbers.yaml", text)
+        r = self.ctl("-s", lb.ctl, "apply", path, "--version", "5")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        st = self.status(lb)
+        got = {l["name"]: l for l in st["listeners"] if l["managed"]}
+        self.assertEqual(sorted(got), sorted(names), st)
+        self.assertEqual(got["8080"]["backends"][0]["weight"], 2)
+        self.assertEqual(got["8080"]["backends"][0]["check"], "off")
+        self.assertNotEqual(got["true"]["backends"][0]["check"], "off")
+
+    def test_ctl_apply_prints_changes(self):
+        a, b, c = self.backends("a", "b", "c")
+        lb = self.start_ctl_lb([listener(free_port(), [a], name="file")])
+        m1, m2 = free_port(), free_port()
+        path = self.write("m.yaml", render_config([listener(m1, [b], name="one"),
+                                                   listener(m2, [b, c], name="two")]))
+        r = self.ctl("-s", lb.ctl, "apply", path, "--version", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "applied version 1: listeners 2 added, 0 removed, "
+                                   "0 changed, 0 unchanged; backends 3 added, 0 removed\n")
+        with open(path, "w") as f:
+            f.write(render_config([listener(m2, [c], name="two")]))
+        r = self.ctl("-s", lb.ctl, "apply", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "applied version 2: listeners 0 added, 1 removed, "
+                                   "1 changed, 0 unchanged; backends 0 added, 2 removed\n")
+
+    def test_ctl_config_being_edited(self):
+        """-c FILE needs only the file's control_socket: a mistake elsewhere (an operator
+        half-way through an edit) must not stop ctl from finding the socket."""
+        a = self.backend("a")
+        lb = self.start_ctl_lb([listener(free_port(), [a], name="file")])
+        editing = self.write("lb.yaml", f"control_socket: {lb.ctl}\n"
+                                        "listeners:\n  - name: web\n    colour: blue\n"
+                                        "    backends: [\n")
+        r = self.ctl("-c", editing, "ping")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("pong", r.stdout)
+        none = self.write("none.yaml", render_config([listener(free_port(), [a])]))
+        r = self.ctl("-c", none, "ping")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("sets no control_socket", r.stderr)
+        self.assertIn("-s PATH", r.stderr)
+        broken = self.write("broken.yaml", "log_level: [\ncontrol_socket: /x\n")
+        r = self.ctl("-c", broken, "ping")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("YAML syntax error", r.stderr)
+        self.assertIn("-s PATH", r.stderr)
 
 
 class ReloadTest(ControlCase):

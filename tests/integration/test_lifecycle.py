@@ -1,5 +1,6 @@
 """Signals (SIGTERM/SIGINT drain, SIGHUP reload) and active health checks."""
 
+import os
 import re
 import signal
 import socket
@@ -9,7 +10,7 @@ import unittest
 
 import lbtest
 from lbtest import (LBTestCase, Client, connect, free_port, gen_bytes, line_of, listener,
-                    render_config, tally, wait_closed, wait_for, who)
+                    render_config, run_lb, tally, wait_closed, wait_for, who)
 
 LOCAL = "127.0.0.1"
 
@@ -193,6 +194,86 @@ class ReloadTest(LBTestCase):
         self.assertEqual(who((LOCAL, p1)), "a")
         # A removed listener's open connections drain rather than being cut.
         self.assertEqual(held.who(), "b")
+
+
+    def test_sighup_names_restart_only_settings(self):
+        """The reload warning names what changed, not every setting it might be."""
+        a = self.backend("a")
+        port = free_port()
+        lb = self.start_lb([listener(port, [a])], buffer_count=512)
+        since = len(lb.stderr_text())
+        lb.reload(render_config([listener(port, [a])], buffer_count=1024))
+        line = lb.wait_stderr(r"reload: .* only at restart", since=since).group(0)
+        self.assertEqual(line, "reload: buffer_count changed; it takes effect only at restart")
+        lb.wait_stderr(r"reloaded", since=since)
+        since = len(lb.stderr_text())
+        lb.reload(render_config([listener(port, [a])], buffer_count=1024, acceptors=3,
+                                metrics=f"{LOCAL}:{free_port()}"))
+        line = lb.wait_stderr(r"reload: .* only at restart", since=since).group(0)
+        self.assertEqual(line, "reload: acceptors, metrics changed; these take effect only at "
+                               "restart")
+        lb.wait_stderr(r"reloaded", since=since)
+        self.assertEqual(who((LOCAL, port)), "a")
+
+    def test_sighup_with_a_fifo_at_the_config_path(self):
+        """A FIFO there blocked the main thread in open() for ever; now it is refused."""
+        a, b = self.backends("a", "b")
+        port = free_port()
+        lb = self.start_lb([listener(port, [a])])
+        os.remove(lb.config_path)
+        os.mkfifo(lb.config_path)
+        since = len(lb.stderr_text())
+        lb.send_signal(signal.SIGHUP)
+        lb.wait_stderr(r"reload refused, keeping the running configuration: cannot read "
+                       r"\S+lb\.yaml: not a regular file", since=since)
+        self.assertEqual(who((LOCAL, port)), "a")
+        lb.reload(render_config([listener(port, [b])]))   # replaces the FIFO
+        wait_for(lambda: who((LOCAL, port)) == "b", what="a good reload after the FIFO")
+
+
+class StartupFailureTest(LBTestCase):
+    """Each start-up failure exits with its status and frees what it had (the sanitizer build
+    reports any leak: 4560 bytes leaked when the control socket was taken)."""
+
+    def config(self, **top):
+        path = os.path.join(self.tmpdir(), "lb.yaml")
+        with open(path, "w") as f:
+            f.write(render_config([listener(free_port(), ["127.0.0.1:9"])], **top))
+        return path
+
+    def test_control_socket_taken(self):
+        a = self.backend("a")
+        sock = os.path.join(self.tmpdir(), "ctl.sock")
+        self.start_lb([listener(free_port(), [a])], control_socket=sock)
+        wait_for(lambda: os.path.exists(sock), what="the control socket")
+        r = run_lb(["--config", self.config(control_socket=sock)])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("another process is serving it", r.stderr)
+        self.assertTrue(os.path.exists(sock), "the other process's socket was removed")
+
+    def test_metrics_address_taken(self):
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind((LOCAL, 0))
+        busy.listen(1)
+        sock = os.path.join(self.tmpdir(), "ctl.sock")
+        r = run_lb(["--config", self.config(control_socket=sock,
+                                            metrics=f"{LOCAL}:{busy.getsockname()[1]}")])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("metrics", r.stderr)
+        self.assertFalse(os.path.exists(sock), "the control socket file was left behind")
+
+    def test_listen_address_taken(self):
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind((LOCAL, 0))
+        busy.listen(1)
+        path = os.path.join(self.tmpdir(), "lb.yaml")
+        with open(path, "w") as f:
+            f.write(render_config([listener(busy.getsockname()[1], ["127.0.0.1:9"])]))
+        r = run_lb(["--config", path])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("cannot listen", r.stderr)
 
 
 class HealthCheckTest(LBTestCase):

@@ -4,6 +4,7 @@ import math
 import os
 import re
 import socket
+import time
 import unittest
 
 import lbtest
@@ -423,6 +424,46 @@ class MetricsTest(LBTestCase):
         self.assertEqual(m.get("layer4lb_backend_connections_active", listener="web",
                                backend=a.addr_str), 0)
         self.assertEqual(m.get("layer4lb_worker_connections_active", worker="0"), 0)
+
+    def test_stalled_scrapers(self):
+        """Scrapers that send a request, shut their side and never read: the main thread does
+        not spin on their EOF, and they do not each pin a copy of a large text: past a
+        budget, new scrapes get 503 until the stalled ones are gone."""
+        many = [f"10.{i // 250}.{i % 250}.1:80" for i in range(4096)]
+        lb = self.start([listener(free_port(), many, name=f"l{i}") for i in range(4)],
+                        workers=1)
+        size = len(http_get(lb.maddr)[2])
+        self.assertGreater(size, 8 << 20)      # each stalled scraper would hold about this
+        stalled, codes = [], []
+        for _ in range(30):                    # under the limit of 32 clients
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.addCleanup(s.close)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # before connect: the window
+            s.settimeout(lbtest.HANG)
+            s.connect(lb.maddr)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            head = b""
+            while b"\r\n" not in head:
+                d = s.recv(64)
+                self.assertTrue(d, "closed before a status line")
+                head += d
+            codes.append(int(head.split()[1]))
+            stalled.append(s)
+            if codes[-1] == 503:
+                break
+        self.assertEqual(codes[-1], 503, f"every stalled scraper got a full response: {codes}")
+
+        # Their EOF is read and their responses wait: nothing for the main thread to do.
+        t0 = lbtest.main_thread_cpu_ticks(lb.pid)
+        time.sleep(2.0)   # a measuring window, not a bound on any operation
+        busy = lbtest.main_thread_cpu_ticks(lb.pid) - t0
+        ticks = os.sysconf("SC_CLK_TCK")
+        self.assertLess(busy, ticks, f"main thread used {busy} of {2 * ticks} ticks in 2 s "
+                                     f"with {len(stalled)} stalled scrapers")
+        for s in stalled:
+            s.close()
+        wait_for(lambda: self._try_scrape(lb), what="scrapes to be served again")
 
 
 if __name__ == "__main__":

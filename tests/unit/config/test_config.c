@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/config.h"
@@ -227,12 +228,12 @@ static void test_ipv6(void **state)
 		     "    listen: \"[2001:db8::1]:443\"\n"
 		     "    backends:\n"
 		     "      - address: \"[::1]:8443\"\n"
-		     "      - address: '[::ffff:10.0.0.1]:8443'\n");
+		     "      - address: '[2001:DB8::A]:8443'\n");
 	assert_string_equal(c->metrics, "[::1]:9100");
 	assert_addr(&c->listeners[0].listen, AF_INET6, "2001:db8::1", 443);
 	assert_string_equal(c->listeners[0].listen_str, "[2001:db8::1]:443");
 	assert_addr(&c->listeners[0].backends[0].addr, AF_INET6, "::1", 8443);
-	assert_string_equal(c->listeners[0].backends[1].addr_str, "[::ffff:10.0.0.1]:8443");
+	assert_string_equal(c->listeners[0].backends[1].addr_str, "[2001:db8::a]:8443");
 	lb_config_free(c);
 }
 
@@ -389,6 +390,14 @@ static void test_bad_addresses(void **state)
 		{ "[::1:80", "missing ']'" },
 		{ "[zz::1]:80", "not a valid IPv6 address" },
 		{ "", "empty" },
+		{ "10.0.0.1:0080", "leading zeros" },
+		/* Would be a second backend next to 10.0.0.1:80, doubling its share. */
+		{ "[::ffff:10.0.0.1]:80", "IPv4-mapped IPv6 addresses are not supported" },
+		{ "0.0.0.0:80", "the unspecified address cannot be a backend" },
+		{ "[::]:80", "the unspecified address cannot be a backend" },
+		{ "255.255.255.255:80", "broadcast" },
+		{ "224.0.0.1:80", "multicast address cannot be a TCP backend" },
+		{ "[ff02::1]:80", "multicast" },
 	};
 	char text[512];
 
@@ -403,6 +412,16 @@ static void test_bad_addresses(void **state)
 	expect_error("listeners:\n  - name: web\n    listen: example.com:80\n", 3,
 		     "listeners[0].listen", "host names");
 	expect_error("metrics: 9100\n" BASE, 1, "metrics", "missing port");
+	expect_error("listeners:\n  - name: web\n    listen: 224.0.0.1:80\n", 3,
+		     "listeners[0].listen: invalid address \"224.0.0.1:80\"",
+		     "a multicast address cannot accept TCP connections");
+	expect_error("listeners:\n  - name: web\n    listen: '[ff02::1]:80'\n", 3,
+		     "listeners[0].listen", "multicast");
+	expect_error("listeners:\n  - name: web\n    listen: 127.0.0.1:080\n", 3,
+		     "listeners[0].listen", "leading zeros");
+	expect_error("listeners:\n  - name: web\n    listen: '[::ffff:127.0.0.1]:80'\n", 3,
+		     "listeners[0].listen", "IPv4-mapped");
+	expect_error("metrics: 239.1.1.1:9100\n" BASE, 1, "metrics", "multicast");
 	expect_error(BASE BKEY "address: 127.0.0.1:9002\n", 6, "address", "duplicate key");
 }
 
@@ -542,6 +561,171 @@ static void test_backend_limit(void **state)
 	free(t);
 }
 
+/* A temporary file with text; the caller unlinks it. */
+static void write_tmp(char *path, const char *text, size_t len)
+{
+	int fd;
+
+	strcpy(path, "/tmp/lb-config-test-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	close(fd);
+}
+
+/*
+ * A FIFO at the config path blocked the main thread in open() on SIGHUP, for ever.  The hang
+ * guard turns a block into a failure.
+ */
+static void test_fifo_refused(void **state)
+{
+	char path[] = "/tmp/lb-config-fifo-XXXXXX", err[512];
+	struct lb_config *c = &untouched;
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(path);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	alarm(10);
+	assert_int_equal(lb_config_load(path, &c, err, sizeof(err)), -EINVAL);
+	alarm(0);
+	unlink(path);
+	assert_ptr_equal(c, &untouched);
+	assert_non_null(strstr(err, "not a regular file"));
+	assert_int_equal(strncmp(err, "cannot read /tmp/lb-config-fifo-", 32), 0);
+}
+
+/* Text after a NUL was silently ignored by readers that stop at it. */
+static void test_nul_byte(void **state)
+{
+	static const char text[] = BASE "\0listeners: []\n";
+	struct lb_config *c = &untouched;
+	char err[512], path[64];
+
+	assert_int_equal(lb_config_parse(text, sizeof(text) - 1, "t.yaml", &c, err, sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(err, "t.yaml:6: a NUL byte: the file must be YAML (or JSON) text");
+	assert_int_equal(lb_config_parse_listeners(text, sizeof(text) - 1, "a.yaml", &c, err,
+						   sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "a.yaml:6: a NUL byte"));
+	write_tmp(path, text, sizeof(text) - 1);
+	assert_int_equal(lb_config_load(path, &c, err, sizeof(err)), -EINVAL);
+	unlink(path);
+	assert_non_null(strstr(err, ":6: a NUL byte"));
+	assert_ptr_equal(c, &untouched);
+}
+
+/* Listener i (from 1) uses the first listener's backends through an alias. */
+static char *aliased(size_t listeners, size_t backends, size_t *ret_len)
+{
+	size_t cap = 256 + backends * 40 + listeners * 96, len;
+	char *t = malloc(cap);
+
+	assert_non_null(t);
+	len = (size_t)snprintf(t, cap, "listeners:\n  - name: l0\n    listen: 127.0.255.255:1000\n"
+				       "    backends: &b\n");
+	for (size_t i = 0; i < backends; i++)
+		len += (size_t)snprintf(t + len, cap - len, "      - address: 10.%zu.%zu.1:80\n",
+					i / 256, i % 256);
+	for (size_t i = 1; i < listeners; i++)
+		len += (size_t)snprintf(t + len, cap - len,
+					"  - name: l%zu\n    listen: 127.0.%zu.%zu:1000\n"
+					"    backends: *b\n",
+					i, i / 256, i % 256);
+	*ret_len = len;
+	return t;
+}
+
+/*
+ * Aliases made 160 KB of YAML into 4 million backends (7 s and 1 GB for --check).  The budget
+ * is 262144 in all listeners; the error names the listener that goes over.
+ */
+static void test_backend_budget(void **state)
+{
+	struct lb_config *c;
+	size_t len;
+	char *t;
+
+	t = aliased(1024, 256, &len);
+	c = parse_ok(t);
+	assert_int_equal(c->n_listeners, 1024);
+	assert_int_equal(c->listeners[1023].n_backends, 256);
+	lb_config_free(c);
+	free(t);
+	/* Listener 873 takes the total to 874 * 300 = 262200; its name is at line 305 + 872 * 3. */
+	t = aliased(1024, 300, &len);
+	expect_error(t, 2921, "listeners[873].backends: more than 262144 backends in all listeners",
+		     "alias");
+	free(t);
+}
+
+/* Merged, the file's and the managed listeners are one configuration too. */
+static void test_backend_budget_merged(void **state)
+{
+	struct lb_config *file, *managed, *m = &untouched;
+	char err[256];
+	size_t len;
+	char *t;
+
+	t = aliased(600, 256, &len);
+	file = parse_ok(t);
+	free(t);
+	t = aliased(500, 256, &len);
+	for (char *q = t; (q = strstr(q, "127.0.")); q += 6)
+		q[4] = '1'; /* 127.1.x.y: other addresses than the file's */
+	assert_int_equal(lb_config_parse_listeners(t, len, "a", &managed, err, sizeof(err)), 0);
+	for (size_t i = 0; i < managed->n_listeners; i++)
+		managed->listeners[i].name[0] = 'm'; /* other names too */
+	free(t);
+	assert_int_equal(lb_config_merge(file, managed, &m, err, sizeof(err)), -EINVAL);
+	assert_ptr_equal(m, &untouched);
+	assert_string_equal(err, "the file's and the managed listeners together would have 281600 "
+				 "backends, more than 262144");
+	lb_config_free(file);
+	lb_config_free(managed);
+}
+
+static void peek(const char *text, int want_r, const char *want)
+{
+	char path[64], sock[LB_PATH_MAX], err[512] = "";
+	int r;
+
+	write_tmp(path, text, strlen(text));
+	memset(sock, 'x', sizeof(sock));
+	r = lb_config_read_control_socket(path, sock, sizeof(sock), err, sizeof(err));
+	unlink(path);
+	if (r != want_r)
+		fail_msg("want %d, got %d (%s)\n--- input:\n%s", want_r, r, err, text);
+	if (!r && strcmp(sock, want))
+		fail_msg("want socket '%s', got '%s'\n--- input:\n%s", want, sock, text);
+	if (r && !strstr(err, want))
+		fail_msg("want '%s' in '%s'\n--- input:\n%s", want, err, text);
+}
+
+/* `ctl -c` reads only control_socket, so a file with a mistake elsewhere still works. */
+static void test_read_control_socket(void **state)
+{
+	peek("control_socket: /run/lb/ctl.sock\nlisteners:\n  - name: web\n    colour: blue\n", 0,
+	     "/run/lb/ctl.sock");
+	peek("log_level: info\ncontrol_socket: /a/b\nlisteners: [\n", 0, "/a/b");
+	peek("listeners:\n  - name: a\n    backends:\n      - {address: x, weight: [1, {a: b}]}\n"
+	     "    health_check: {}\ncontrol_socket: \"/after\"\n",
+	     0, "/after");
+	peek("? [complex, key]\n: value\ncontrol_socket: /c\n", 0, "/c");
+	peek("listeners: []\nlog_level: info\n", 0, "");
+	peek("listeners:\n  - control_socket: /nested\n", 0, "");
+	peek("- control_socket: /in-a-list\n", 0, "");
+	peek("", 0, "");
+	peek("log_level: [\ncontrol_socket: /a\n", -EINVAL, "YAML syntax error");
+	peek("control_socket: run/relative.sock\n", -EINVAL,
+	     ":1: control_socket: must be an absolute path shorter than 108 bytes, got "
+	     "\"run/relative.sock\"");
+	peek("control_socket: [/a]\n", -EINVAL, "got a list or mapping");
+	peek("x: &s /a\ncontrol_socket: *s\n", -EINVAL, "got an alias");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -565,6 +749,11 @@ int main(void)
 		cmocka_unit_test(test_unreadable),
 		cmocka_unit_test(test_load_error_names_file),
 		cmocka_unit_test(test_backend_limit),
+		cmocka_unit_test(test_fifo_refused),
+		cmocka_unit_test(test_nul_byte),
+		cmocka_unit_test(test_backend_budget),
+		cmocka_unit_test(test_backend_budget_merged),
+		cmocka_unit_test(test_read_control_socket),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

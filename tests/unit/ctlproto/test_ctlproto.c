@@ -191,21 +191,38 @@ static void test_unknown_fields(void **state)
 
 static void test_version(void **state)
 {
-	const char *msg = "apply: \"version\" must be an integer between 0 and 2^53-1";
+	static const struct {
+		const char *version, *got;
+	} bad[] = {
+		{ "-1", "got -1" },
+		{ "1.5", "got 1.5" },
+		/* Integers as written: no fraction, exponent or leading zero, as in lb.yaml. */
+		{ "1.0", "got 1.0" },
+		{ "1e3", "got 1e3" },
+		{ "01", "got 01" },
+		{ "-0", "got -0" },
+		{ "\"1\"", "got \"1\"" },
+		{ "true", "got true" },
+		{ "null", "got null" },
+		{ "[1]", "got [1]" },
+		{ "9007199254740992", "got 9007199254740992" },
+		{ "18446744073709551617", "got 18446744073709551617" },
+		{ "1e300", "got 1e300" },
+	};
+	const char *msg = "apply: \"version\" must be a JSON integer between 0 and 2^53-1, ";
 	struct lb_ctl_request r;
+	char line[256];
 
 	r = expect_bad("{\"op\":\"apply\",\"id\":\"v\",\"listeners\":[]}",
 		       "apply: missing field \"version\"", NULL, NULL);
 	assert_int_equal(r.op, LB_CTL_APPLY);
 	assert_string_equal(r.id, "v");
-	expect_bad("{\"op\":\"apply\",\"version\":-1,\"listeners\":[]}", msg, NULL, NULL);
-	expect_bad("{\"op\":\"apply\",\"version\":1.5,\"listeners\":[]}", msg, NULL, NULL);
-	expect_bad("{\"op\":\"apply\",\"version\":\"1\",\"listeners\":[]}", msg, NULL, NULL);
-	expect_bad("{\"op\":\"apply\",\"version\":true,\"listeners\":[]}", msg, NULL, NULL);
-	expect_bad("{\"op\":\"apply\",\"version\":null,\"listeners\":[]}", msg, NULL, NULL);
-	expect_bad("{\"op\":\"apply\",\"version\":9007199254740992,\"listeners\":[]}", msg, NULL,
-		   NULL);
-	expect_bad("{\"op\":\"apply\",\"version\":1e300,\"listeners\":[]}", msg, NULL, NULL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(line, sizeof(line), "{\"op\":\"apply\",\"version\":%s,\"listeners\":[]}",
+			 bad[i].version);
+		r = expect_bad(line, NULL, msg, bad[i].got);
+		assert_false(r.has_version);
+	}
 
 	r = parse_ok("{\"op\":\"apply\",\"version\":9007199254740991,\"listeners\":[]}");
 	assert_true(r.version == LB_CTL_VERSION_MAX);
@@ -213,9 +230,76 @@ static void test_version(void **state)
 	r = parse_ok("{\"op\":\"apply\",\"version\":0,\"listeners\":[]}");
 	assert_true(r.version == 0);
 	lb_ctl_request_clear(&r);
-	/* A whole number written with an exponent is still a whole number. */
-	r = parse_ok("{\"op\":\"apply\",\"version\":1e3,\"listeners\":[]}");
-	assert_true(r.version == 1000);
+	/* Exact on the way in, with no double in between. */
+	r = parse_ok("{\"op\":\"apply\",\"version\":9007199254740989,\"listeners\":[]}");
+	assert_true(r.version == 9007199254740989ull);
+	lb_ctl_request_clear(&r);
+}
+
+/*
+ * cJSON cuts strings at a NUL, so "ping\u0000x" was answered as ping and a listener named
+ * "m2\u0000evil" applied as "m2".  Refused before parsing, wherever it is.
+ */
+static void test_nul(void **state)
+{
+	static const char *const lines[] = {
+		"{\"op\":\"ping\\u0000x\"}",
+		"{\"op\":\"ping\",\"id\":\"a\\u0000\"}",
+		"{\"op\\u0000x\":\"ping\"}",
+		"{\"op\":\"apply\",\"version\":1,\"listeners\":[" LSN("m2\\u0000evil", "127.0.0.1:80",
+									  "10.0.0.1:80") "]}",
+		"{\"op\":\"apply\",\"version\":1,\"listeners\":[" LSN("m2", "127.0.0.1:80",
+									  "10.0.0.1:80\\u0000") "]}",
+	};
+	const char *msg = "a request must not contain NUL characters (a zero byte or \"\\u0000\")";
+	static const char raw[] = "{\"op\":\"pi\0ng\"}";
+	struct lb_ctl_request r;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		expect_bad(lines[i], msg, NULL, NULL);
+	/* A zero byte in the line itself (strlen would stop at it: give the length). */
+	assert_int_equal(lb_ctl_request_parse(raw, sizeof(raw) - 1, &r, err, sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(err, msg);
+	/* An escaped backslash before "u0000" is text, not a NUL. */
+	r = parse_ok("{\"op\":\"ping\",\"id\":\"a\\\\u0000\"}");
+	assert_string_equal(r.id, "a\\u0000");
+	/* "\u0001" is not a NUL; the id is then simply a string with a control character. */
+	r = parse_ok("{\"op\":\"ping\",\"id\":\"\\u0001\"}");
+	assert_string_equal(r.id, "\x01");
+}
+
+/*
+ * Listener numbers reach the file's parser as written, so they are held to its rules and
+ * quoted as the client wrote them (cJSON alone turned 1.0 into 1, 1e2 into 100, 1e400 into
+ * "null").
+ */
+static void test_listener_numbers_as_written(void **state)
+{
+	static const char *const bad[] = { "1.0", "1e2", "1e400", "-1", "01", "1E2", "0.5",
+					   "99999999999999999999" };
+	char line[512], got[64];
+	struct lb_ctl_request r;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(line, sizeof(line),
+			 "{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"w\","
+			 "\"listen\":\"127.0.0.1:80\",\"backends\":[{\"address\":\"10.0.0.1:80\","
+			 "\"weight\":%s}]}]}",
+			 bad[i]);
+		snprintf(got, sizeof(got), "got \"%s\"", bad[i]);
+		expect_bad(line, NULL,
+			   "listeners[0].backends[0].weight: must be an integer between 1 and 256",
+			   got);
+	}
+	r = parse_ok("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"w\","
+		     "\"listen\":\"127.0.0.1:80\",\"connect_timeout_ms\":1500,"
+		     "\"backends\":[{\"address\":\"10.0.0.1:80\",\"weight\":\"7\"},"
+		     "{\"address\":\"10.0.0.2:80\",\"weight\":256}]}]}");
+	assert_int_equal(r.listeners->listeners[0].connect_timeout_ms, 1500);
+	assert_int_equal(r.listeners->listeners[0].backends[0].weight, 7);
+	assert_int_equal(r.listeners->listeners[0].backends[1].weight, 256);
 	lb_ctl_request_clear(&r);
 }
 
@@ -552,6 +636,8 @@ int main(void)
 		cmocka_unit_test(test_id),
 		cmocka_unit_test(test_unknown_fields),
 		cmocka_unit_test(test_version),
+		cmocka_unit_test(test_nul),
+		cmocka_unit_test(test_listener_numbers_as_written),
 		cmocka_unit_test(test_listeners_field),
 		cmocka_unit_test(test_bad_listener),
 		cmocka_unit_test(test_ping_status),
