@@ -137,7 +137,7 @@ static const struct conf_key listener_keys[] = {
 	UINT_KEY("idle_timeout_ms", LSN(idle_timeout_ms), 1, 86400000, 300000),
 	UINT_KEY("max_connections", LSN(max_connections), 1, 10000000, 100000),
 	UINT_KEY("connect_retries", LSN(connect_retries), 0, 16, 2),
-	UINT_KEY("max_fails", LSN(max_fails), 1, 1000, 3),
+	UINT_KEY("max_fails", LSN(max_fails), 0, 1000, 3), /* 0: passive health off */
 	UINT_KEY("fail_timeout_ms", LSN(fail_timeout_ms), 100, 3600000, 10000),
 };
 static const struct conf_table listener_table = { listener_keys, ARRAY_SIZE(listener_keys),

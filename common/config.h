@@ -72,8 +72,8 @@ struct lb_config {
 	char metrics[LB_ADDR_STRLEN];      /* "" = none */
 	enum lb_io_engine io_engine;       /* default auto */
 	unsigned drain_timeout_ms;         /* SIGTERM drain limit, default 30000 */
-	unsigned buffer_size;              /* provided buffer size, default 65536, 4096..1048576, power of 2 */
-	unsigned buffer_count;             /* per worker, default 1024, power of 2, 64..32768 */
+	unsigned buffer_size;              /* provided buffer size, default 524288, 4096..1048576, power of 2 */
+	unsigned buffer_count;             /* per worker, default 512, power of 2, 64..32768 */
 	struct lb_listener_conf *listeners;
 	size_t n_listeners;
 };

@@ -89,7 +89,7 @@ static int start_workers(struct dp_plane *p)
 		w->eng = p->engine;
 		w->buffer_size = c->buffer_size;
 		w->buffer_count = c->buffer_count;
-		/* Backpressure by bytes: a slow reader pins at most ~512 KiB per direction. */
+		/* Backpressure by bytes: a slow reader pins at most ~1 MiB per direction. */
 		w->half_qmax = DP_HALF_QBYTES / c->buffer_size;
 		if (w->half_qmax < 2)
 			w->half_qmax = 2;

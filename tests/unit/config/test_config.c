@@ -330,7 +330,7 @@ static void test_out_of_range(void **state)
 		{ BASE LKEY "idle_timeout_ms: 86400001\n", 6, "idle_timeout_ms", "86400000" },
 		{ BASE LKEY "max_connections: 10000001\n", 6, "max_connections", "10000000" },
 		{ BASE LKEY "connect_retries: 17\n", 6, "connect_retries", "0 and 16" },
-		{ BASE LKEY "max_fails: 0\n", 6, "max_fails", "1 and 1000" },
+		{ BASE LKEY "max_fails: 1001\n", 6, "max_fails", "0 and 1000" },
 		{ BASE LKEY "fail_timeout_ms: 99\n", 6, "fail_timeout_ms", "100 and 3600000" },
 		{ BASE LKEY "health_check:\n" LKEY "  interval_ms: 99\n", 7,
 		  "listeners[0].health_check.interval_ms", "100 and 3600000" },
