@@ -130,6 +130,8 @@ def foreign_ticks():
     utime+stime+cutime+cstime of each process (fields 14-17), so a short-lived process (a
     compiler run by someone's build) is still counted once its parent has reaped it.  Kernel
     threads are left out: their work here (softirq, ksoftirqd) is mostly our own traffic.
+    Steal time (/proc/stat) is added: on a virtual machine it is CPU the hypervisor gave to
+    other guests, and it slows a run just as a local build does.
     The delta over a run, per second, is how many CPUs other work took from the benchmark.
     """
     mine, procs = os.getpid(), {}
@@ -153,7 +155,9 @@ def foreign_ticks():
         if pid in ours or int(f[6]) & 0x00200000:       # PF_KTHREAD
             continue
         total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
-    return total
+    with open("/proc/stat") as f:
+        cpu = f.readline().split()      # "cpu user nice system idle iowait irq softirq steal"
+    return total + (int(cpu[8]) if len(cpu) > 8 else 0)
 
 
 def established(dports=(), sports=()):
