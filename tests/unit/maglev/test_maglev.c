@@ -189,7 +189,8 @@ static void test_order_independent(void **state)
 	dp_maglev_free(&b);
 }
 
-static void test_build_speed(void **state)
+/* The largest table (1,000 backends, the size cap): every backend gets its exact share. */
+static void test_large_table(void **state)
 {
 	const uint32_t n = 1000;
 	struct timespec t0, t1;
@@ -214,8 +215,7 @@ static void test_build_speed(void **state)
 	table_counts(&mg, counts);
 	for (i = 0; i < n; i++)
 		assert_in_range(counts[i], mg.m / n, mg.m / n + 1);
-	/* A few ms optimised; generous so sanitizer and debug builds pass too. */
-	assert_true(ms < 200.0);
+	/* The time is printed for the curious, never asserted: tests hold no timing. */
 	dp_maglev_free(&mg);
 	free(counts);
 	free(ids);
@@ -230,7 +230,7 @@ int main(void)
 		cmocka_unit_test(test_weights),
 		cmocka_unit_test(test_minimal_disruption),
 		cmocka_unit_test(test_order_independent),
-		cmocka_unit_test(test_build_speed),
+		cmocka_unit_test(test_large_table),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
