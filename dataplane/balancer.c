@@ -88,10 +88,18 @@ int dp_lb_init(struct dp_lb *lb, enum lb_algo algo, const struct dp_lb_spec *spe
 	tmp.b = calloc(n, sizeof(*tmp.b));
 	if (!tmp.b)
 		return -ENOMEM;
+	tmp.uniform = true;
 	for (i = 0; i < n; i++) {
 		tmp.b[i].weight = specs[i].weight;
 		tmp.b[i].load = specs[i].load;
+		tmp.uniform &= specs[i].weight == specs[0].weight;
 	}
+	/*
+	 * Each balancer (one per worker, a new one per reload) starts its turn at a random
+	 * backend: otherwise every worker's first connections after a start or an apply would
+	 * all go to the first backend.
+	 */
+	tmp.rr_next = (unsigned)(lb_rand(&tmp) % n);
 	if (algo == LB_ALGO_MAGLEV) {
 		ret = lb_build_maglev(&tmp, specs, n);
 		if (ret < 0)
@@ -125,6 +133,18 @@ static int lb_pick_rr(struct dp_lb *lb, dp_lb_usable_fn usable, void *ctx)
 	int total = 0;
 	unsigned i;
 
+	/* Equal weights: the smooth order is a plain rotation, found in O(1) while all is well. */
+	if (lb->uniform) {
+		for (i = 0; i < lb->n; i++) {
+			unsigned idx = lb->rr_next + i < lb->n ? lb->rr_next + i : lb->rr_next + i - lb->n;
+
+			if (lb_usable(usable, ctx, idx)) {
+				lb->rr_next = idx + 1 == lb->n ? 0 : idx + 1;
+				return (int)idx;
+			}
+		}
+		return -EHOSTUNREACH;
+	}
 	for (i = 0; i < lb->n; i++) {
 		struct dp_lb_backend *b = &lb->b[i];
 
@@ -172,12 +192,21 @@ static int lb_pick_least(struct dp_lb *lb, dp_lb_usable_fn usable, void *ctx)
  * pass and no totals computed beforehand, so a usable() whose answer changes under us (health
  * flipped by another worker) can never leave the draw pointing past the end.
  */
+#define DP_LB_DRAW_TRIES 4
+
 static int lb_draw(struct dp_lb *lb, dp_lb_usable_fn usable, void *ctx, int skip)
 {
 	uint64_t total = 0;
 	int chosen = -1;
 	unsigned i;
 
+	/* Equal weights: a few direct draws, the full pass only when they keep finding no one. */
+	for (i = 0; lb->uniform && i < DP_LB_DRAW_TRIES; i++) {
+		unsigned idx = (unsigned)(lb_rand(lb) % lb->n);
+
+		if ((int)idx != skip && lb_usable(usable, ctx, idx))
+			return (int)idx;
+	}
 	for (i = 0; i < lb->n; i++) {
 		if ((int)i == skip || !lb_usable(usable, ctx, i))
 			continue;

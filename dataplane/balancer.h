@@ -40,6 +40,8 @@ struct dp_lb {
 	unsigned n;
 	struct dp_lb_backend *b;
 	uint64_t rng;           /* xorshift64* state, never 0 */
+	bool uniform;           /* every weight equal: O(1) round robin and random draws */
+	unsigned rr_next;       /* uniform round robin: the next backend in turn */
 	unsigned lc_next;       /* least_conn: where the next scan starts, so ties take turns */
 	struct dp_maglev maglev; /* LB_ALGO_MAGLEV only */
 };

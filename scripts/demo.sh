@@ -46,7 +46,13 @@ wait_for() {
 wait_for http://127.0.0.1:9001/
 wait_for http://127.0.0.1:9002/
 build/layer4-lb --config examples/lb.yaml & lb_pid=$!
-wait_for http://127.0.0.1:8080/
+# Up once the control socket answers (its listeners are bound before that); asking there rather
+# than through 127.0.0.1:8080 keeps the readiness check out of the counters shown below.
+for _ in $(seq 50); do
+	build/layer4-lb ctl -c examples/lb.yaml ping >/dev/null 2>&1 && break
+	kill -0 "$lb_pid" 2>/dev/null || { echo "demo: layer4-lb exited" >&2; exit 1; }
+	sleep 0.1
+done
 echo
 echo "layer4-lb listens on 127.0.0.1:8080 and balances over 127.0.0.1:9001 and :9002:"
 for i in $(seq 6); do

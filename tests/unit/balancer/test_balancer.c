@@ -85,6 +85,46 @@ static void test_rr_equal(void **state)
 	dp_lb_fini(&lb);
 }
 
+/*
+ * Equal weights: a strict rotation (each backend once per n picks, in order, skipping the
+ * unusable), starting at a point that depends on the seed, so that balancers of different
+ * workers do not all begin with the first backend.
+ */
+static void test_rr_uniform_rotation(void **state)
+{
+	struct dp_lb_spec specs[8] = { 0 };
+	struct avail a = { 0 };
+	bool starts[8] = { false };
+	unsigned i, n_starts = 0;
+	struct dp_lb lb;
+	int first, r;
+
+	for (i = 0; i < 8; i++)
+		specs[i].weight = 3;
+	for (uint64_t seed = 0; seed < 64; seed++) {
+		assert_int_equal(dp_lb_init(&lb, LB_ALGO_ROUND_ROBIN, specs, 8, seed), 0);
+		first = dp_lb_pick(&lb, 0, NULL, NULL);
+		for (i = 1; i < 24; i++)
+			assert_int_equal(dp_lb_pick(&lb, 0, NULL, NULL), (first + (int)i) % 8);
+		n_starts += !starts[first];
+		starts[first] = true;
+		dp_lb_fini(&lb);
+	}
+	assert_true(n_starts >= 4);
+	assert_int_equal(dp_lb_init(&lb, LB_ALGO_ROUND_ROBIN, specs, 8, 7), 0);
+	a.down[2] = a.down[3] = true;
+	for (i = 0; i < 60; i++) {
+		r = dp_lb_pick(&lb, 0, avail_usable, &a);
+		assert_true(r != 2 && r != 3);
+		if (i) /* the next usable one after the last */
+			assert_int_equal(r, first == 1 ? 4 : (first + 1) % 8);
+		first = r;
+	}
+	memset(a.down, 1, sizeof(a.down));
+	assert_int_equal(dp_lb_pick(&lb, 0, avail_usable, &a), -EHOSTUNREACH);
+	dp_lb_fini(&lb);
+}
+
 static void test_rr_smooth_weighted(void **state)
 {
 	const unsigned w[] = { 5, 1, 1 };
@@ -271,6 +311,29 @@ static void test_random_two_weighted(void **state)
 	dp_lb_fini(&lb);
 }
 
+/* Equal weights take the direct draws: still even, and never an unusable backend. */
+static void test_random_two_uniform(void **state)
+{
+	const unsigned w[] = { 2, 2, 2, 2, 2 };
+	const unsigned picks = 50000;
+	struct avail a = { 0 };
+	unsigned counts[5];
+	struct dp_lb lb;
+
+	lb_setup(&lb, LB_ALGO_RANDOM_TWO, w, 5);
+	a.down[1] = true;
+	pick_count(&lb, picks, &a, false, counts);
+	assert_int_equal(counts[1], 0);
+	for (unsigned i = 0; i < 5; i++)
+		if (i != 1)
+			assert_in_range(counts[i], picks / 4 - 1000, picks / 4 + 1000);
+	/* Only one usable: the second draw finds no other and the first stands. */
+	memset(a.down, 1, sizeof(a.down));
+	a.down[3] = false;
+	assert_int_equal(dp_lb_pick(&lb, 0, avail_usable, &a), 3);
+	dp_lb_fini(&lb);
+}
+
 static void test_random_two_prefers_less_loaded(void **state)
 {
 	const unsigned w[] = { 1, 1, 1, 1 };
@@ -383,6 +446,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_init_invalid),
 		cmocka_unit_test(test_rr_equal),
+		cmocka_unit_test(test_rr_uniform_rotation),
 		cmocka_unit_test(test_rr_smooth_weighted),
 		cmocka_unit_test(test_rr_skips_unusable),
 		cmocka_unit_test(test_none_usable),
@@ -391,6 +455,7 @@ int main(void)
 		cmocka_unit_test(test_least_conn_shared_load),
 		cmocka_unit_test(test_least_conn_ties_rotate),
 		cmocka_unit_test(test_random_two_weighted),
+		cmocka_unit_test(test_random_two_uniform),
 		cmocka_unit_test(test_random_two_prefers_less_loaded),
 		cmocka_unit_test(test_random_two_skips_unusable),
 		cmocka_unit_test(test_maglev_pick_matches_table),
