@@ -303,7 +303,7 @@ static int bad_value(struct parser *p, const yaml_node_t *v, const char *path, c
  * Decimal digits only: strtoul would take " 5", "+5", "-5" (as a huge number) and "0x5",
  * and YAML 1.1 readers take "010" as octal, so a leading zero is refused as ambiguous.
  */
-static int parse_decimal(const char *s, uint64_t *ret)
+int lb_parse_decimal(const char *s, uint64_t max, uint64_t *ret)
 {
 	uint64_t v = 0;
 
@@ -313,7 +313,7 @@ static int parse_decimal(const char *s, uint64_t *ret)
 		if (*s < '0' || *s > '9')
 			return -EINVAL;
 		v = v * 10 + (uint64_t)(*s - '0');
-		if (v > UINT32_MAX)
+		if (v > max)
 			return -ERANGE;
 	}
 	*ret = v;
@@ -336,7 +336,7 @@ static int set_uint(struct parser *p, const struct conf_key *k, yaml_node_t *v, 
 		return r;
 	if (autok && !strcmp(s, "auto")) {
 		n = 0;
-	} else if (parse_decimal(s, &n) < 0 || n < k->min || n > k->max ||
+	} else if (lb_parse_decimal(s, UINT32_MAX, &n) < 0 || n < k->min || n > k->max ||
 		   (pow2 && (n & (n - 1)))) {
 		return bad_value(p, v, path, what);
 	}

@@ -83,6 +83,12 @@ struct lb_config {
  * I/O), sets nothing, and writes "<file>:<line>: <what is wrong>" to err.
  */
 int lb_config_load(const char *path, struct lb_config **ret, char *err, size_t errlen);
+
+/*
+ * "0" or decimal digits without a leading zero, at most max: 0, -EINVAL (not such a number)
+ * or -ERANGE.  The one integer syntax of the configuration, the control protocol and ctl.
+ */
+int lb_parse_decimal(const char *s, uint64_t max, uint64_t *ret);
 /*
  * A configuration (or apply) file's whole text, NUL-terminated, in one malloc'd buffer: a
  * regular file of at most 16 MiB.  On failure err says "cannot read <path>: <why>".

@@ -56,24 +56,6 @@ static int parse_id(const cJSON *root, struct lb_ctl_request *r, char *err, size
 	return 0;
 }
 
-/* "0" or digits without a leading zero, at most 2^53-1: exact, no double on the way. */
-static int parse_u53(const char *s, uint64_t *ret)
-{
-	uint64_t v = 0;
-
-	if (!*s || (s[0] == '0' && s[1]))
-		return -EINVAL;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(*s - '0');
-		if (v > LB_CTL_VERSION_MAX)
-			return -ERANGE;
-	}
-	*ret = v;
-	return 0;
-}
-
 /* A JSON number, written as an integer: not "1.0", "1e2" or a string. */
 static int parse_version(const cJSON *root, struct lb_ctl_request *r, char *err, size_t errlen)
 {
@@ -82,7 +64,7 @@ static int parse_version(const cJSON *root, struct lb_ctl_request *r, char *err,
 
 	if (!v)
 		return fail(err, errlen, "apply: missing field \"version\"");
-	if (!cJSON_IsRaw(v) || parse_u53(v->valuestring, &r->version)) {
+	if (!cJSON_IsRaw(v) || lb_parse_decimal(v->valuestring, LB_CTL_VERSION_MAX, &r->version)) {
 		text = cJSON_PrintUnformatted(v);
 		fail(err, errlen,
 		     "apply: \"version\" must be a JSON integer between 0 and 2^53-1, got %.64s",

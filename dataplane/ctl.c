@@ -482,24 +482,6 @@ static const char *socket_from_config(const char *path)
 	return sock;
 }
 
-/* "0" or digits without a leading zero, at most 2^53-1: what an apply's version may be. */
-static int parse_version_arg(const char *s, uint64_t *ret)
-{
-	uint64_t v = 0;
-
-	if (!*s || (s[0] == '0' && s[1]))
-		return -EINVAL;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(*s - '0');
-		if (v > LB_CTL_VERSION_MAX)
-			return -ERANGE;
-	}
-	*ret = v;
-	return 0;
-}
-
 int dp_ctl_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -525,7 +507,7 @@ int dp_ctl_main(int argc, char **argv)
 			json = true;
 			break;
 		case 'v':
-			if (parse_version_arg(optarg, &version)) {
+			if (lb_parse_decimal(optarg, LB_CTL_VERSION_MAX, &version)) {
 				fprintf(stderr, "layer4-lb ctl: --version must be an integer from 0 to "
 						"9007199254740991 (2^53-1), got \"%s\"\n",
 					optarg);
