@@ -18,6 +18,7 @@
 
 #include "common/ctlproto.h"
 #include "dataplane/plane.h"
+#include "tests/unit/plane_pump.h"
 
 /*
  * The control server is driven here by a loop of our own (epoll_wait with no wait, then each
@@ -61,21 +62,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* One pass of the main loop without waiting; returns how many sources were ready. */
-static int pump(struct dp_plane *p)
-{
-	struct epoll_event evs[128];
-	int n = epoll_wait(p->epfd, evs, 128, 0);
-
-	assert_true(n >= 0);
-	for (int i = 0; i < n; i++) {
-		struct dp_evsrc *src = evs[i].data.ptr;
-
-		src->handle(p, src, evs[i].events);
-	}
-	return n;
-}
-
 static int client(struct harness *h)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -84,7 +70,7 @@ static int client(struct harness *h)
 	assert_true(fd >= 0);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", h->path);
 	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	pump(&h->p); /* accepted */
+	plane_pump(&h->p); /* accepted */
 	return fd;
 }
 
@@ -168,18 +154,18 @@ static void test_eof_with_unread_replies_is_quiet(void **state)
 
 	for (unsigned i = 0; sent < len && i < 100000; i++) {
 		sent += send_some(fd, req + sent, len - sent);
-		pump(&h->p);
+		plane_pump(&h->p);
 	}
 	assert_int_equal(sent, len);
 	assert_int_equal(shutdown(fd, SHUT_WR), 0);
 	for (unsigned i = 0; i < 1000 && quiet < 100; i++)
-		quiet = pump(&h->p) ? 0 : quiet + 1;
+		quiet = plane_pump(&h->p) ? 0 : quiet + 1;
 	assert_int_equal(quiet, 100);
 
 	/* The replies are all there once the client reads, then the server hangs up. */
 	for (unsigned i = 0; !rd.eof && i < 100000; i++) {
 		read_replies(fd, &rd);
-		pump(&h->p);
+		plane_pump(&h->p);
 	}
 	assert_true(rd.eof);
 	assert_int_equal(rd.lines, 5000);
@@ -206,7 +192,7 @@ static void test_backlogged_replies_stop_reading(void **state)
 		size_t k = send_some(fd, req + sent, len - sent);
 
 		sent += k;
-		quiet = k || pump(&h->p) ? 0 : quiet + 1;
+		quiet = k || plane_pump(&h->p) ? 0 : quiet + 1;
 	}
 	assert_int_equal(quiet, 3);
 	assert_true(sent < len);
@@ -217,7 +203,7 @@ static void test_backlogged_replies_stop_reading(void **state)
 	for (unsigned i = 0; rd.lines < n && i < 1000000; i++) {
 		sent += send_some(fd, req + sent, len - sent);
 		read_replies(fd, &rd);
-		pump(&h->p);
+		plane_pump(&h->p);
 	}
 	assert_int_equal(sent, len);
 	assert_int_equal(rd.lines, n);
@@ -244,7 +230,7 @@ static void read_line(struct harness *h, int fd, char *buf, size_t len)
 		}
 		if (n == 0)
 			break;
-		pump(&h->p);
+		plane_pump(&h->p);
 	}
 	buf[got] = '\0';
 	fail_msg("no line from the server, got '%s'", buf);
@@ -254,7 +240,7 @@ static bool at_eof(struct harness *h, int fd)
 {
 	char c;
 
-	pump(&h->p);
+	plane_pump(&h->p);
 	return recv(fd, &c, 1, 0) == 0;
 }
 
@@ -279,7 +265,7 @@ static void test_idle_and_partial_clients_expire(void **state)
 	for (int i = 0; i < 64; i++)
 		fds[i] = client(h);
 	assert_int_equal(send_some(fds[0], "{\"op\":\"ping\",", 13), 13);
-	pump(&h->p);
+	plane_pump(&h->p);
 	extra = client(h);
 	read_line(h, extra, line, sizeof(line));
 	assert_non_null(strstr(line, "too many control connections"));
@@ -326,7 +312,7 @@ static void padded_ping(struct harness *h, size_t len, char *line, size_t linele
 		if (n < 0 && errno != EAGAIN)
 			break; /* the server hung up on an oversized line */
 		sent += n > 0 ? (size_t)n : 0;
-		pump(&h->p);
+		plane_pump(&h->p);
 	}
 	read_line(h, fd, line, linelen);
 	close(fd);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dataplane/plane.h"
+#include "tests/unit/plane_pump.h"
 
 /* The server is driven by a loop of our own, as in tests/unit/control: no waiting. */
 
@@ -60,20 +61,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int pump(struct dp_plane *p)
-{
-	struct epoll_event evs[64];
-	int n = epoll_wait(p->epfd, evs, 64, 0);
-
-	assert_true(n >= 0);
-	for (int i = 0; i < n; i++) {
-		struct dp_evsrc *src = evs[i].data.ptr;
-
-		src->handle(p, src, evs[i].events);
-	}
-	return n;
-}
-
 static int client(struct harness *h)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -82,7 +69,7 @@ static int client(struct harness *h)
 	assert_true(fd >= 0);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	assert_int_equal(connect(fd, (struct sockaddr *)&h->sa, sizeof(h->sa)), 0);
-	pump(&h->p); /* accepted */
+	plane_pump(&h->p); /* accepted */
 	return fd;
 }
 
@@ -102,7 +89,7 @@ static void read_to_eof(struct harness *h, int fd, char *buf, size_t len)
 			got += (size_t)n;
 		else
 			assert_true(errno == EAGAIN);
-		pump(&h->p);
+		plane_pump(&h->p);
 	}
 	buf[got] = '\0';
 	fail_msg("the server did not close; got '%s'", buf);
@@ -130,7 +117,7 @@ static void test_partial_requests_expire(void **state)
 		fds[i] = client(h);
 		assert_int_equal(send(fds[i], half, sizeof(half) - 1, MSG_NOSIGNAL),
 				 (ssize_t)sizeof(half) - 1);
-		pump(&h->p);
+		plane_pump(&h->p);
 	}
 	fd = client(h); /* over the limit: closed at once */
 	read_to_eof(h, fd, buf, sizeof(buf));
