@@ -1,7 +1,7 @@
 /* conn.c - the proxied connection's state machine, independent of the I/O engine. */
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_acked; glibc's lacks it */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -351,8 +351,7 @@ void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 		dp_worker_pause_accept(w, wl);
 		return;
 	}
-	if (active + 1 == sl->conf->max_connections)
-		dp_worker_pause_accept(w, wl); /* full: the next clients wait in the backlog */
+	dp_worker_accepted(w, wl, active + 1);
 	c = dp_conn_alloc(w);
 	if (!c) {
 		atomic_fetch_sub(&sl->st->active, 1);
@@ -406,7 +405,8 @@ static void half_send(struct dp_worker *w, struct dp_conn *c, int h)
 
 	if (hf->flags & DP_H_SEND || !hf->count)
 		return;
-	hf->send_ms = (uint32_t)w->now_ms;
+	hf->moved_ms = (uint32_t)w->now_ms;
+	hf->flags &= ~DP_H_SAMPLED;
 	w->eng->send(w, c, h);
 	hf->flags |= DP_H_SEND;
 }
@@ -470,8 +470,9 @@ void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, in
 		half_maybe_shut(w, c, h);
 	} else if (res == -ENOBUFS) {
 		/* The worker's pool is empty: wait for buffers rather than spin on re-arming. */
-		if (!w->n_nobuf++)
-			w->nobuf_since_ms = w->now_ms;
+		if (!w->starved_since_ms)
+			w->starved_since_ms = w->now_ms;
+		w->n_nobuf++;
 		hf->flags |= DP_H_NOBUF;
 		dp_list_add_tail(&w->nobuf, &hf->nobuf);
 		touch(w, c); /* waiting on our pool, not on the peer: not idle */
@@ -579,17 +580,49 @@ void dp_conn_retry_nobuf(struct dp_worker *w)
 	}
 }
 
-/* A direction whose send has not completed for stalled_ms: its peer is not reading. */
-static bool half_stalled(const struct dp_worker *w, const struct dp_half *hf, unsigned stalled_ms)
+/* The destination's count of bytes its peer has acknowledged: it moves while the peer reads. */
+static int bytes_acked(int fd, uint32_t *ret)
 {
-	return (hf->flags & DP_H_SEND) && hf->count &&
-	       (uint32_t)w->now_ms - hf->send_ms >= stalled_ms;
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1)
+		return -errno;
+	if (len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+		return -EOPNOTSUPP;
+	*ret = (uint32_t)ti.tcpi_bytes_acked;
+	return 0;
 }
 
 /*
- * The pool is exhausted and receives are waiting: close (with a reset) every connection that
- * holds buffers in a send stalled for stalled_ms, so that one peer that stops reading costs
- * only its own connection.  Returns how many were closed.
+ * A direction whose peer has stopped reading: its send is pending and the peer acknowledged
+ * nothing for stalled_ms.  The time of a send alone would not tell: with MSG_WAITALL one send
+ * carries up to a megabyte, which a slow but steady reader may take seconds to take.  The
+ * first look, half-way, only takes the count; the verdict needs a second look that finds it
+ * unchanged.
+ */
+static bool half_stalled(struct dp_worker *w, struct dp_conn *c, struct dp_half *hf,
+			 unsigned stalled_ms)
+{
+	uint32_t now = (uint32_t)w->now_ms, acked;
+	unsigned wait = hf->flags & DP_H_SAMPLED ? stalled_ms : stalled_ms / 2;
+
+	if (!(hf->flags & DP_H_SEND) || !hf->count || now - hf->moved_ms < wait)
+		return false;
+	if (bytes_acked(dst_fd(c, hf->which), &acked) < 0)
+		return hf->flags & DP_H_SAMPLED; /* no count: the send's age must do */
+	if ((hf->flags & DP_H_SAMPLED) && acked == hf->acked)
+		return true;
+	hf->acked = acked;
+	hf->moved_ms = now;
+	hf->flags |= DP_H_SAMPLED;
+	return false;
+}
+
+/*
+ * The pool ran dry and has not recovered: close (with a reset) every connection that holds
+ * buffers in a send whose peer has read nothing for stalled_ms, so that one peer that stops
+ * reading costs only its own connection.  Returns how many were closed.
  */
 unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms)
 {
@@ -603,9 +636,10 @@ unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms)
 		dp_list_for_each(pos, tmp, &set->idle) {
 			struct dp_conn *c = dp_container_of(pos, struct dp_conn, idle);
 
+			/* Both halves are looked at (|, not ||): each look may take a sample. */
 			if (c->state != DP_CS_RELAY ||
-			    !(half_stalled(w, &c->half[0], stalled_ms) ||
-			      half_stalled(w, &c->half[1], stalled_ms)))
+			    !(half_stalled(w, c, &c->half[0], stalled_ms) |
+			      half_stalled(w, c, &c->half[1], stalled_ms)))
 				continue;
 			log_debug("conn %u: peer not reading for %u ms and buffers short, closing",
 				  c->slot, stalled_ms);
@@ -618,4 +652,11 @@ unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms)
 	}
 	DP_STAT_ADD(w->stats.evicted, n);
 	return n;
+}
+
+/* The shortage is over once no receive waits and a quarter of the pool is free. */
+void dp_conn_relieved(struct dp_worker *w)
+{
+	if (!w->n_nobuf && w->buffer_count - w->bufs_held >= w->buffer_count / 4)
+		w->starved_since_ms = 0;
 }

@@ -97,6 +97,7 @@ enum {
 	DP_WL_STOPPING = 1 << 1,           /* cancel sent; close the fd on the final CQE */
 	DP_WL_PAUSED = 1 << 2,             /* not armed: fd limit or max_connections; retry */
 	DP_WL_KEEP = 1 << 3,               /* in the snapshot being applied */
+	DP_WL_RESHOT = 1 << 4,             /* multishot cancelled to go single-shot near the limit */
 };
 
 struct dp_wlistener {
@@ -107,7 +108,7 @@ struct dp_wlistener {
 	struct dp_lsocks *socks;           /* reference */
 	struct dp_lset *set;               /* current balancer (reference) or NULL when stopping */
 	uint64_t resume_ms;                /* when paused: when to try again */
-	bool eng_single;                   /* engine-private: the armed accept is single-shot */
+	uint8_t eng;                       /* engine-private state of the accept */
 };
 
 /* One direction of a proxied connection. */
@@ -122,6 +123,7 @@ enum {
 	DP_H_NOBUF = 1 << 4,               /* waiting in worker->nobuf for free buffers */
 	DP_H_POLLFIRST = 1 << 5,           /* next recv: poll before trying (socket likely empty) */
 	DP_H_SENDPOLL = 1 << 6,            /* next send: wait until writable (last one got EAGAIN) */
+	DP_H_SAMPLED = 1 << 7,             /* acked holds the destination's count since moved_ms */
 };
 
 struct dp_half {
@@ -134,7 +136,8 @@ struct dp_half {
 	uint32_t len[DP_HALF_QMAX];
 	struct dp_list nobuf;              /* in worker->nobuf while DP_H_NOBUF */
 	uint32_t off;                      /* bytes of bid[head] already sent */
-	uint32_t send_ms;                  /* when the send in flight was issued (low 32 bits) */
+	uint32_t moved_ms;                 /* send issued or seen to progress (low 32 bits, ms) */
+	uint32_t acked;                    /* destination's tcpi_bytes_acked then (low 32 bits) */
 	uint32_t eng_done;                 /* engine-private: bytes of the in-flight send done */
 	uint64_t bytes;
 	/* The gathered send in flight: must stay put until the engine has submitted it. */
@@ -254,7 +257,7 @@ struct dp_worker {
 	struct dp_list lsets;              /* every live dp_lset */
 	struct dp_list nobuf;              /* halves waiting for buffers */
 	unsigned n_nobuf;                  /* ... how many */
-	uint64_t nobuf_since_ms;           /* ... since when the list is not empty */
+	uint64_t starved_since_ms;         /* the pool ran dry then and has not recovered (0: no) */
 	uint64_t evict_next_ms;            /* earliest next scan for stalled connections */
 	uint64_t evict_logged_ms;          /* last time evictions were logged */
 	unsigned evict_unlogged;           /* evictions since */
@@ -290,12 +293,14 @@ struct dp_conn *dp_conn_alloc(struct dp_worker *w);
 void dp_conn_expire_idle(struct dp_worker *w, struct dp_lset *set, uint64_t *next_ms);
 void dp_conn_retry_nobuf(struct dp_worker *w);
 unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms);
+void dp_conn_relieved(struct dp_worker *w);
 void dp_conn_slab_free(struct dp_worker *w);
 
 /* worker.c */
 int dp_worker_start(struct dp_worker *w);
 void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err);
 void dp_worker_pause_accept(struct dp_worker *w, struct dp_wlistener *wl);
+void dp_worker_accepted(struct dp_worker *w, struct dp_wlistener *wl, unsigned active);
 void dp_worker_wake(struct dp_worker *w);
 void dp_worker_woken(struct dp_worker *w);
 void dp_lset_put(struct dp_worker *w, struct dp_lset *set);

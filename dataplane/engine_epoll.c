@@ -46,6 +46,12 @@ enum {
 	EP_CONN = 1 << 5,   /* a connect is pending */
 };
 
+/* wl->eng: the listener's accept. */
+enum {
+	EPL_REG = 1 << 0,    /* in the epoll set: a cancel must end it */
+	EPL_SINGLE = 1 << 1, /* single-shot: one connection ends it */
+};
+
 struct ep_completion {
 	uint64_t tag;
 	int res;
@@ -355,18 +361,27 @@ static int ep_accept(struct dp_worker *w, struct dp_wlistener *wl, bool multisho
 	struct epoll_event ev = { .events = EPOLLIN,
 				  .data.u64 = dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx) };
 
-	wl->eng_single = !multishot;
-	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, wl->fd, &ev) == -1)
+	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, wl->fd, &ev) == -1) {
 		push(w, ev.data.u64, -errno, -1, 0);
+		return 0;
+	}
+	wl->eng = EPL_REG | (multishot ? 0 : EPL_SINGLE);
 	return 0;
+}
+
+/* Out of the epoll set, with the request's last completion. */
+static void accept_end(struct dp_worker *w, struct dp_wlistener *wl, uint64_t tag, int res)
+{
+	epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
+	wl->eng = 0;
+	push(w, tag, res, -1, 0);
 }
 
 static int ep_accept_cancel(struct dp_worker *w, struct dp_wlistener *wl)
 {
-	uint64_t tag = dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx);
-
-	epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
-	push(w, tag, -ECANCELED, -1, 0);
+	/* As io_uring's: cancelling an accept that already ended does nothing. */
+	if (wl->eng & EPL_REG)
+		accept_end(w, wl, dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx), -ECANCELED);
 	return 0;
 }
 
@@ -381,11 +396,8 @@ static void accept_event(struct dp_worker *w, uint64_t tag)
 	for (int i = 0; i < DP_EP_ACCEPT_BATCH; i++) {
 		int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-		if (fd >= 0 && wl->eng_single) {
-			/* One connection ends a single-shot accept, as under io_uring. */
-			epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
-			return push(w, tag, fd, -1, 0);
-		}
+		if (fd >= 0 && (wl->eng & EPL_SINGLE))
+			return accept_end(w, wl, tag, fd); /* one connection ends it, as under io_uring */
 		if (fd >= 0) {
 			push(w, tag, fd, -1, DP_CF_MORE);
 			continue;
@@ -393,9 +405,7 @@ static void accept_event(struct dp_worker *w, uint64_t tag)
 		if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 			return;
 		/* Like a multishot accept that stops: out of the set, the worker decides. */
-		epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
-		push(w, tag, -errno, -1, 0);
-		return;
+		return accept_end(w, wl, tag, -errno);
 	}
 }
 

@@ -21,9 +21,9 @@
 #define DP_MAX_WAIT_MS 1000
 
 /*
- * Buffer exhaustion (see docs/architecture.md, "Buffers"): when receives have waited
- * DP_NOBUF_GRACE_MS for buffers, the connections whose send has not moved for DP_STALL_MS
- * (their peer stopped reading) are closed to give theirs back, at most every
+ * Buffer exhaustion (see docs/architecture.md, "Buffers"): DP_NOBUF_GRACE_MS after the pool
+ * ran dry, and for as long as it has not recovered, the connections whose peer has read
+ * nothing for DP_STALL_MS are closed to give their buffers back, scanning at most every
  * DP_EVICT_EVERY_MS.  Peers that read are never touched.
  */
 #define DP_NOBUF_GRACE_MS 200
@@ -147,19 +147,26 @@ static void wl_free(struct dp_worker *w, struct dp_wlistener *wl)
 }
 
 /*
- * A multishot accept takes a socket's whole backlog at once, so with less headroom under
- * max_connections than every worker's backlog together, accept one connection at a time:
- * the clients past the limit then wait in the backlog instead of being accepted and closed.
+ * A multishot accept takes a socket's whole backlog at once, so once the headroom under
+ * max_connections is smaller than every worker's backlog together, accept one connection at
+ * a time: the clients past the limit then wait in the backlog instead of being accepted and
+ * closed.  (With so many workers that their backlogs add up to max_connections, every
+ * accept is single-shot: one more SQE per connection, for a limit that holds.)
  */
+static bool near_limit(const struct dp_wlistener *wl, unsigned active)
+{
+	uint64_t room = (uint64_t)wl->socks->n * DP_LISTEN_BACKLOG; /* one socket per worker */
+
+	return active + room >= wl->set->sl->conf->max_connections;
+}
+
 static void wl_arm(struct dp_worker *w, struct dp_wlistener *wl)
 {
-	const struct dp_slistener *sl = wl->set->sl;
-	uint64_t room = (uint64_t)wl->socks->n * DP_LISTEN_BACKLOG; /* one socket per worker */
-	unsigned active = (unsigned)atomic_load(&sl->st->active);
+	unsigned active = (unsigned)atomic_load(&wl->set->sl->st->active);
 
-	wl->flags &= ~DP_WL_PAUSED;
+	wl->flags &= ~(DP_WL_PAUSED | DP_WL_RESHOT);
 	wl->flags |= DP_WL_ARMED;
-	w->eng->accept(w, wl, active + room < sl->conf->max_connections);
+	w->eng->accept(w, wl, !near_limit(wl, active));
 }
 
 static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
@@ -216,6 +223,22 @@ void dp_worker_pause_accept(struct dp_worker *w, struct dp_wlistener *wl)
 		w->eng->accept_cancel(w, wl);
 }
 
+/*
+ * A connection was accepted and counted (active open now).  Full: pause, the next clients
+ * wait in the backlog.  Near the limit with a multishot still armed (ARMED is cleared before
+ * a request's last completion is handled): cancel it once, and the re-arm goes single-shot.
+ */
+void dp_worker_accepted(struct dp_worker *w, struct dp_wlistener *wl, unsigned active)
+{
+	if (active >= wl->set->sl->conf->max_connections)
+		return dp_worker_pause_accept(w, wl);
+	if ((wl->flags & (DP_WL_ARMED | DP_WL_RESHOT | DP_WL_STOPPING)) == DP_WL_ARMED &&
+	    near_limit(wl, active)) {
+		wl->flags |= DP_WL_RESHOT;
+		w->eng->accept_cancel(w, wl);
+	}
+}
+
 /* The multishot accept stopped: decide whether to re-arm, pause or give up. */
 void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err)
 {
@@ -237,6 +260,7 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
 		dp_worker_pause_accept(w, wl);
 		return;
 	case 0:
+	case -EAGAIN: /* an accept sent to io-wq on the non-blocking socket: nothing was there */
 	case -ECONNABORTED:
 	case -EINTR:
 	case -EPROTO:
@@ -387,10 +411,10 @@ static void close_all(struct dp_worker *w)
 	}
 }
 
-/* Receives have waited too long for buffers: free those held by peers that stopped reading. */
+/* The pool has been dry for a while: free the buffers held by peers that stopped reading. */
 static void relieve_buffers(struct dp_worker *w, uint64_t *next_ms)
 {
-	uint64_t due = w->nobuf_since_ms + DP_NOBUF_GRACE_MS;
+	uint64_t due = w->starved_since_ms + DP_NOBUF_GRACE_MS;
 	unsigned n;
 
 	if (due < w->evict_next_ms)
@@ -401,6 +425,8 @@ static void relieve_buffers(struct dp_worker *w, uint64_t *next_ms)
 		return;
 	}
 	w->evict_next_ms = w->now_ms + DP_EVICT_EVERY_MS;
+	if (w->evict_next_ms < *next_ms)
+		*next_ms = w->evict_next_ms;
 	n = dp_conn_evict_stalled(w, DP_STALL_MS);
 	w->evict_unlogged += n;
 	if (!w->evict_unlogged || w->now_ms < w->evict_logged_ms + DP_EVICT_LOG_EVERY_MS)
@@ -429,7 +455,9 @@ static uint64_t run_timers(struct dp_worker *w)
 		dp_lset_put(w, set);
 	}
 	resume_paused(w, &next);
-	if (w->n_nobuf)
+	if (w->starved_since_ms)
+		dp_conn_relieved(w);
+	if (w->starved_since_ms)
 		relieve_buffers(w, &next);
 	if (w->id == 0 && !w->draining)
 		dp_hcheck_run(w, &next);

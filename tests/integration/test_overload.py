@@ -124,6 +124,47 @@ class OverloadTest(LBTestCase):
             self.assertEqual(line, b"backend=a\n")
             s.close()
 
+    def test_limit_holds_when_a_multishot_accept_was_armed_below_it(self):
+        # max_connections 4200 with one worker: far enough from the limit (more than a
+        # backlog of 4096) the worker starts with a multishot accept.  Then a burst fills the
+        # backlog past the limit: the 150 clients over it must wait, not be accepted and closed.
+        limit, burst = 4200, 4350
+        soft = lbtest.raise_nofile()
+        if soft < 3 * burst:
+            self.skipTest(f"file descriptor limit {soft} is too low for {burst} connections")
+        echo = self.echo_server()
+        port = free_port()
+        self.start_lb([listener(port, [echo], max_connections=limit)], num_acceptors=1)
+        # The start-up readiness check made one connection through the proxy: let it land.
+        lbtest.wait_for(lambda: echo.counts()["accepted"] == 1 and echo.counts()["open"] == 0,
+                        what="the readiness check's backend connection")
+        base = 1
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        for _ in range(burst):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((LOCAL, port))
+            socks.append(s)
+        echo.wait_open(lambda n: n >= limit, timeout=30)
+        time.sleep(1.0)   # a correct proxy accepts no more; a broken one closes the rest now
+        self.assertEqual(echo.counts()["open"], limit)
+        self.assertEqual(echo.counts()["accepted"] - base, limit)
+        closed = 0
+        for s in socks:
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except BlockingIOError:
+                pass
+            except ConnectionError:
+                closed += 1
+        self.assertEqual(closed, 0, f"{closed} clients past the limit were closed")
+        # A place freed goes to one of those waiting.
+        socks.pop(0).close()
+        lbtest.wait_for(lambda: echo.counts()["accepted"] - base == limit + 1,
+                        what="a waiting client to take the freed place")
+
     def test_idle_timeout_cuts_with_a_reset(self):
         # The client stops reading mid-stream; the idle time-out ends the connection with data
         # still queued.  It must read as cut (reset), not as a complete stream (FIN).
