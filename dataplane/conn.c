@@ -635,11 +635,14 @@ unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms)
 		set->refs++; /* closing its last connection must not free it under us */
 		dp_list_for_each(pos, tmp, &set->idle) {
 			struct dp_conn *c = dp_container_of(pos, struct dp_conn, idle);
+			bool stalled;
 
-			/* Both halves are looked at (|, not ||): each look may take a sample. */
-			if (c->state != DP_CS_RELAY ||
-			    !(half_stalled(w, c, &c->half[0], stalled_ms) |
-			      half_stalled(w, c, &c->half[1], stalled_ms)))
+			if (c->state != DP_CS_RELAY)
+				continue;
+			/* Both halves are looked at: each look may take a sample. */
+			stalled = half_stalled(w, c, &c->half[0], stalled_ms);
+			stalled = half_stalled(w, c, &c->half[1], stalled_ms) || stalled;
+			if (!stalled)
 				continue;
 			log_debug("conn %u: peer not reading for %u ms and buffers short, closing",
 				  c->slot, stalled_ms);
