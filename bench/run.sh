@@ -15,23 +15,10 @@ cd "$(dirname "$0")/.."
 
 case " $* " in *" -h "*|*" --help "*) exec python3 bench/bench.py --help ;; esac
 
-PKGS=(haproxy nginx libnginx-mod-stream wrk iperf3 gnuplot-nox python3 iproute2 util-linux
-      cmake build-essential pkg-config liburing-dev libyaml-dev libcjson-dev)
-missing=()
-for p in "${PKGS[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	if [ "$(id -u)" -ne 0 ]; then
-		echo "bench needs these Debian packages: ${missing[*]}" >&2
-		echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
-		exit 1
-	fi
-	echo "bench: installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# The build's own packages come from scripts/deps.sh (one list for every script); the bench
+# adds the proxies it compares and its load tools.
+LB_DEPS_EXTRA="haproxy nginx libnginx-mod-stream wrk iperf3 gnuplot-nox iproute2 util-linux" \
+	scripts/deps.sh
 # The Debian nginx package starts a system nginx on port 80; the bench never uses it.
 
 echo "bench: building the Release binary"
