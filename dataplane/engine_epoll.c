@@ -44,6 +44,7 @@ enum {
 	EP_RECV = 1 << 3,   /* a receive is pending on this socket */
 	EP_SEND = 1 << 4,   /* a send is pending */
 	EP_CONN = 1 << 5,   /* a connect is pending */
+	EP_EOF = 1 << 6,    /* FIN, hang-up or error reported: a short read proves nothing */
 };
 
 /* wl->eng: the listener's accept. */
@@ -204,6 +205,14 @@ static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
 		return;
 	}
 	c->eng[side] &= ~EP_RECV;
+	/*
+	 * A read shorter than the buffer emptied the socket (nginx's rule): data arriving later
+	 * raises a new edge, so the next receive waits for it instead of trying and getting
+	 * EAGAIN, a system call saved per chunk.  Not after a FIN or error was reported: that
+	 * edge has been consumed and would never come again.
+	 */
+	if (n > 0 && (size_t)n < w->buffer_size && !(c->eng[side] & EP_EOF))
+		c->eng[side] &= ~EP_RD;
 	if (n <= 0) {
 		e->free[e->n_free++] = bid;
 		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), n ? -errno : 0, -1, 0);
@@ -280,6 +289,8 @@ static void conn_event(struct dp_worker *w, uint64_t tag, uint32_t events)
 		return; /* closed and freed since: the event is stale */
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->eng[side] |= EP_RD;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->eng[side] |= EP_EOF;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		c->eng[side] |= EP_WR;
 	if ((c->eng[side] & (EP_CONN | EP_WR)) == (EP_CONN | EP_WR))
