@@ -91,12 +91,14 @@ static int check_health(struct parser *p, void *obj, const struct scope *s, cons
 _Static_assert(sizeof(enum lb_algo) == sizeof(int), "CT_ENUM stores an int");
 _Static_assert(sizeof(enum lb_io_engine) == sizeof(int), "CT_ENUM stores an int");
 _Static_assert(sizeof(enum lb_log_level) == sizeof(int), "CT_ENUM stores an int");
+_Static_assert(sizeof(enum lb_proxy_protocol) == sizeof(int), "CT_ENUM stores an int");
 
 /* Enum names, in the order of their enum's values. */
 static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
 static const char *const algo_names[] = { "round_robin", "least_conn", "random_two", "maglev",
 					  NULL };
 static const char *const engine_names[] = { "auto", "io_uring", "epoll", NULL };
+static const char *const proxy_protocol_names[] = { "off", "v1", "v2", NULL };
 
 #define UINT_KEY(k, o, lo, hi, d)                                                                  \
 	{ .key = k, .type = CT_UINT, .off = o, .min = lo, .max = hi, .def = d }
@@ -139,6 +141,8 @@ static const struct conf_key listener_keys[] = {
 	UINT_KEY("connect_retries", LSN(connect_retries), 0, 16, 2),
 	UINT_KEY("max_fails", LSN(max_fails), 0, 1000, 3), /* 0: passive health off */
 	UINT_KEY("fail_timeout_ms", LSN(fail_timeout_ms), 100, 3600000, 10000),
+	{ .key = "proxy_protocol", .type = CT_ENUM, .off = LSN(proxy_protocol),
+	  .def = LB_PROXY_OFF, .names = proxy_protocol_names },
 };
 static const struct conf_table listener_table = { listener_keys, ARRAY_SIZE(listener_keys),
 						  NULL };
@@ -179,6 +183,11 @@ const char *lb_algo_name(enum lb_algo a)
 const char *lb_engine_name(enum lb_io_engine e)
 {
 	return (unsigned)e < ARRAY_SIZE(engine_names) - 1 ? engine_names[e] : "?";
+}
+
+const char *lb_proxy_protocol_name(enum lb_proxy_protocol v)
+{
+	return (unsigned)v < ARRAY_SIZE(proxy_protocol_names) - 1 ? proxy_protocol_names[v] : "?";
 }
 
 /* ---- messages ---- */
@@ -1176,7 +1185,8 @@ static bool listener_equal(const struct lb_listener_conf *a, const struct lb_lis
 	       a->idle_timeout_ms == b->idle_timeout_ms &&
 	       a->max_connections == b->max_connections &&
 	       a->connect_retries == b->connect_retries && a->max_fails == b->max_fails &&
-	       a->fail_timeout_ms == b->fail_timeout_ms && backends_equal(a, b);
+	       a->fail_timeout_ms == b->fail_timeout_ms &&
+	       a->proxy_protocol == b->proxy_protocol && backends_equal(a, b);
 }
 
 /* Backends of `from` whose address `in` lacks (in may be NULL: all of them). */

@@ -7,6 +7,7 @@
 
 #include "common/addr.h"
 #include "common/log.h"
+#include "common/proxyproto.h"
 
 #define LB_NAME_MAX 128 /* room for a Kubernetes "namespace/name" */
 #define LB_PATH_MAX 108 /* sizeof(sun_path) */
@@ -29,6 +30,7 @@ enum lb_io_engine {
 
 const char *lb_algo_name(enum lb_algo a);
 const char *lb_engine_name(enum lb_io_engine e);
+const char *lb_proxy_protocol_name(enum lb_proxy_protocol v);
 
 struct lb_backend_conf {
 	struct lb_addr addr;
@@ -58,6 +60,7 @@ struct lb_listener_conf {
 	unsigned connect_retries;          /* other backends tried after a failed connect; default 2 */
 	unsigned max_fails;                /* passive health: consecutive connect failures; default 3 */
 	unsigned fail_timeout_ms;          /* passive health: time out of rotation; default 10000 */
+	enum lb_proxy_protocol proxy_protocol; /* header to backends; default off */
 	int line;                          /* line of the listener in the file, for messages */
 	bool managed;                      /* came from the control socket, not the file */
 };

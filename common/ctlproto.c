@@ -116,7 +116,8 @@ static int check_fields(const cJSON *root, enum lb_ctl_op op, char *err, size_t 
 static int check_types(const cJSON *v, const char *path, char *err, size_t errlen)
 {
 	/* Numbers are raw text by now (raw_numbers). */
-	static const char *const words[] = { "name", "listen", "protocol", "algorithm", "address" };
+	static const char *const words[] = { "name",	  "listen",	    "protocol",
+					     "algorithm", "proxy_protocol", "address" };
 	const char *dup;
 	const cJSON *f;
 	char sub[192];

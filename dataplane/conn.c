@@ -31,6 +31,7 @@ static inline int dst_fd(const struct dp_conn *c, int h)
 static int slab_grow(struct dp_worker *w)
 {
 	struct dp_conn **chunks, *chunk;
+	char **hdr_chunks;
 	uint32_t *free_slots, base = w->n_chunks * DP_SLAB_CHUNK;
 
 	if (base > UINT32_MAX - DP_SLAB_CHUNK)
@@ -39,6 +40,11 @@ static int slab_grow(struct dp_worker *w)
 	if (!chunks)
 		return -ENOMEM;
 	w->chunks = chunks;
+	hdr_chunks = realloc(w->hdr_chunks, (w->n_chunks + 1) * sizeof(*hdr_chunks));
+	if (!hdr_chunks)
+		return -ENOMEM;
+	hdr_chunks[w->n_chunks] = NULL; /* headers of this chunk: allocated on first use */
+	w->hdr_chunks = hdr_chunks;
 	free_slots = realloc(w->free_slots, (base + DP_SLAB_CHUNK) * sizeof(*free_slots));
 	if (!free_slots)
 		return -ENOMEM;
@@ -91,11 +97,15 @@ struct dp_conn *dp_conn_get(struct dp_worker *w, uint32_t slot, uint32_t gen)
 
 void dp_conn_slab_free(struct dp_worker *w)
 {
-	for (unsigned i = 0; i < w->n_chunks; i++)
+	for (unsigned i = 0; i < w->n_chunks; i++) {
 		free(w->chunks[i]);
+		free(w->hdr_chunks[i]);
+	}
 	free(w->chunks);
+	free(w->hdr_chunks);
 	free(w->free_slots);
 	w->chunks = NULL;
+	w->hdr_chunks = NULL;
 	w->free_slots = NULL;
 	w->n_chunks = w->n_free = 0;
 }
@@ -104,6 +114,8 @@ void dp_conn_slab_free(struct dp_worker *w)
 
 static void buf_put(struct dp_worker *w, unsigned bid)
 {
+	if (bid == DP_BID_HEADER)
+		return; /* the PROXY header lives at the connection's slot, not in the pool */
 	w->eng->buf_put(w, bid);
 	w->bufs_held--;
 }
@@ -268,9 +280,13 @@ static void connect_next(struct dp_worker *w, struct dp_conn *c)
 	dp_conn_close(w, c);
 }
 
+static void half_send(struct dp_worker *w, struct dp_conn *c, int h);
+
 static void start_relay(struct dp_worker *w, struct dp_conn *c)
 {
 	c->state = DP_CS_RELAY;
+	/* A PROXY protocol header goes first, whether or not the client has said anything. */
+	half_send(w, c, DP_C2B);
 	/* The client has usually sent already; the backend has not answered yet. */
 	c->half[DP_B2C].flags |= DP_H_POLLFIRST;
 	w->eng->recv(w, c, DP_C2B);
@@ -329,12 +345,47 @@ void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res)
 	connect_next(w, c);
 }
 
+/*
+ * What the client's address decides: the maglev key, and the PROXY protocol header, queued as
+ * the first chunk to the backend and sent as soon as the backend is connected, before
+ * anything the client sends (a server that speaks first must still learn who is calling).
+ */
+static int conn_origin(struct dp_worker *w, struct dp_conn *c, const struct lb_listener_conf *lc)
+{
+	struct sockaddr_storage peer, local;
+	socklen_t plen = sizeof(peer), llen = sizeof(local);
+	struct dp_half *hf = &c->half[DP_C2B];
+	char **hdrs = &w->hdr_chunks[c->slot / DP_SLAB_CHUNK];
+	int n;
+
+	if (lc->algorithm != LB_ALGO_MAGLEV && lc->proxy_protocol == LB_PROXY_OFF)
+		return 0;
+	if (getpeername(c->fd[0], (struct sockaddr *)&peer, &plen) == -1)
+		return -errno;
+	c->key = lb_addr_hash_ip((struct sockaddr *)&peer);
+	if (lc->proxy_protocol == LB_PROXY_OFF)
+		return 0;
+	if (getsockname(c->fd[0], (struct sockaddr *)&local, &llen) == -1)
+		return -errno;
+	if (!*hdrs && !(*hdrs = malloc((size_t)DP_SLAB_CHUNK * LB_PROXY_HDR_MAX)))
+		return -ENOMEM;
+	n = lb_proxy_header(lc->proxy_protocol, (struct sockaddr *)&peer,
+			    (struct sockaddr *)&local, dp_conn_header(w, c), LB_PROXY_HDR_MAX);
+	if (n < 0)
+		return n;
+	hf->bid[hf->head] = DP_BID_HEADER;
+	hf->len[hf->head] = (uint32_t)n;
+	hf->count = 1;
+	return 0;
+}
+
 void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 {
 	struct dp_lset *set = wl->set;
 	const struct dp_slistener *sl;
 	struct dp_conn *c;
 	unsigned active;
+	int r;
 
 	if (!set || w->draining) {
 		close(fd);
@@ -367,16 +418,17 @@ void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 	DP_STAT_INC(w->stats.accepted);
 	DP_STAT_INC(w->stats.active);
 	atomic_fetch_add(&sl->st->accepted, 1);
-	if (sl->conf->algorithm == LB_ALGO_MAGLEV) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
-
-		if (!getpeername(fd, (struct sockaddr *)&ss, &len))
-			c->key = lb_addr_hash_ip((struct sockaddr *)&ss);
-	}
 	c->last_ms = w->now_ms;
 	dp_list_add_tail(&set->idle, &c->idle);
-	connect_next(w, c);
+	r = conn_origin(w, c, sl->conf);
+	if (r < 0) {
+		/* ENOTCONN: the client is gone already; ENOMEM: no header to send. */
+		log_debug("conn %u: client address: %s", c->slot, strerror(-r));
+		atomic_fetch_add(&sl->st->refused, 1);
+		dp_conn_close(w, c);
+	} else {
+		connect_next(w, c);
+	}
 	dp_conn_put(w, c);
 }
 

@@ -332,8 +332,12 @@ static void print_status(const cJSON *st)
 	printf(" (applies ok %.0f, failed %.0f)\n\n", num(st, "applies_ok"),
 	       num(st, "applies_failed"));
 	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(st, "listeners")) {
-		printf("listener %s on %s (%s, %s): %.0f active, %.0f accepted, %.0f failed\n",
+		const char *pp = str(l, "proxy_protocol");
+		bool pp_on = strcmp(pp, "off") && strcmp(pp, "-"); /* "-": an older dataplane */
+
+		printf("listener %s on %s (%s%s%s, %s): %.0f active, %.0f accepted, %.0f failed\n",
 		       str(l, "name"), str(l, "listen"), str(l, "algorithm"),
+		       pp_on ? ", PROXY protocol " : "", pp_on ? pp : "",
 		       cJSON_IsTrue(cJSON_GetObjectItem(l, "managed")) ? "managed" : "config file",
 		       num(l, "active"), num(l, "accepted"), num(l, "failed"));
 		printf("  %-46s %6s %-7s %-6s %8s %10s %9s\n", "BACKEND", "WEIGHT", "HEALTHY",

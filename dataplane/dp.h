@@ -11,6 +11,7 @@
 #include <linux/time_types.h>
 
 #include "common/config.h"
+#include "common/proxyproto.h"
 #include "dataplane/balancer.h"
 #include "dataplane/health.h"
 #include "dataplane/list.h"
@@ -112,7 +113,12 @@ struct dp_wlistener {
 };
 
 /* One direction of a proxied connection. */
-#define DP_HALF_QMAX 4                     /* most buffers queued per direction */
+#define DP_HALF_QMAX 4
+/*
+ * A queued chunk that is no pool buffer: the PROXY protocol header, kept in the worker's
+ * header slab at the connection's slot (pool buffer ids are below 32768).
+ */
+#define DP_BID_HEADER 0xffffu                     /* most buffers queued per direction */
 #define DP_HALF_QBYTES (1024u << 10)        /* ... and about this many bytes: the backpressure cap */
 
 enum {
@@ -264,6 +270,7 @@ struct dp_worker {
 	struct dp_list checks;             /* health probes in flight (their idle links) */
 
 	struct dp_conn **chunks;           /* connection slab: chunks of DP_SLAB_CHUNK */
+	char **hdr_chunks;                 /* PROXY headers by slot, per chunk; NULL until needed */
 	unsigned n_chunks;
 	uint32_t *free_slots;
 	unsigned n_free;
@@ -279,6 +286,22 @@ struct dp_worker {
 };
 
 #define DP_SLAB_CHUNK 1024u
+
+/* The PROXY protocol header of c (LB_PROXY_HDR_MAX bytes at its slot). */
+static inline char *dp_conn_header(const struct dp_worker *w, const struct dp_conn *c)
+{
+	return w->hdr_chunks[c->slot / DP_SLAB_CHUNK] +
+	       (size_t)(c->slot % DP_SLAB_CHUNK) * LB_PROXY_HDR_MAX;
+}
+
+/* Where a chunk queued on c starts: a buffer of the engine's pool (at bufs), or c's header. */
+static inline char *dp_chunk(const struct dp_worker *w, const struct dp_conn *c, char *bufs,
+			     unsigned bid)
+{
+	if (bid == DP_BID_HEADER)
+		return dp_conn_header(w, c);
+	return bufs + (size_t)bid * w->buffer_size;
+}
 
 /* conn.c: the connection state machine. */
 void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd);

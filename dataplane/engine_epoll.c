@@ -239,7 +239,8 @@ static void try_send(struct dp_worker *w, struct dp_conn *c, int side)
 			skip -= len;
 			continue;
 		}
-		hf->iov[msg.msg_iovlen].iov_base = (char *)ep_buf(w, hf->bid[k]) + off + skip;
+		hf->iov[msg.msg_iovlen].iov_base =
+			dp_chunk(w, c, E(w)->bufs, hf->bid[k]) + off + skip;
 		hf->iov[msg.msg_iovlen++].iov_len = len - skip;
 		skip = 0;
 	}

@@ -307,7 +307,7 @@ static int uring_send(struct dp_worker *w, struct dp_conn *c, int h)
 		unsigned k = (hf->head + i) % DP_HALF_QMAX;
 		unsigned off = i ? 0 : hf->off;
 
-		hf->iov[i].iov_base = U(w)->bufs + (size_t)hf->bid[k] * w->buffer_size + off;
+		hf->iov[i].iov_base = dp_chunk(w, c, U(w)->bufs, hf->bid[k]) + off;
 		hf->iov[i].iov_len = hf->len[k] - off;
 	}
 	if (n == 1) {

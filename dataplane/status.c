@@ -47,6 +47,8 @@ static cJSON *listener_json(const struct dp_slistener *sl, uint64_t now)
 	cJSON_AddStringToObject(o, "listen", sl->conf->listen_str);
 	cJSON_AddBoolToObject(o, "managed", sl->conf->managed);
 	cJSON_AddStringToObject(o, "algorithm", lb_algo_name(sl->conf->algorithm));
+	cJSON_AddStringToObject(o, "proxy_protocol",
+				lb_proxy_protocol_name(sl->conf->proxy_protocol));
 	lb_json_add_i64(o, "active", atomic_load(&sl->st->active));
 	lb_json_add_u64(o, "accepted", atomic_load(&sl->st->accepted));
 	lb_json_add_u64(o, "failed", atomic_load(&sl->st->refused));

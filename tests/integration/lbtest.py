@@ -117,6 +117,24 @@ def gen_bytes(seed, n):
     return b"".join(gen_stream(seed, n))
 
 
+def send_in_background(sock, seed, n):
+    """Send gen_stream(seed, n) on sock and shut its write side, from a thread, so the caller
+    can read at the same time.  Returns (thread, errors): the OSErrors the sender met."""
+    err = []
+
+    def sender():
+        try:
+            for chunk in gen_stream(seed, n):
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    return t, err
+
+
 def gen_hash(seed, n):
     h = hashlib.sha256()
     for b in gen_stream(seed, n):

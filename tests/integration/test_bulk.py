@@ -68,18 +68,7 @@ class BulkTest(LBTestCase):
         s = connect(self.addr, timeout=OP_TIMEOUT)
         self.addCleanup(s.close)
         s.sendall(b"ECHO\n")
-        err = []
-
-        def sender():
-            try:
-                for chunk in gen_stream(5, size):
-                    s.sendall(chunk)
-                s.shutdown(socket.SHUT_WR)
-            except OSError as e:
-                err.append(e)
-
-        t = threading.Thread(target=sender, daemon=True)
-        t.start()
+        t, err = lbtest.send_in_background(s, 5, size)
         h = hashlib.sha256()
         n = 0
         while True:

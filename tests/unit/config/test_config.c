@@ -129,6 +129,7 @@ static void test_full_file(void **state)
 	assert_int_equal(l->connect_retries, 0);
 	assert_int_equal(l->max_fails, 7);
 	assert_int_equal(l->fail_timeout_ms, 20000);
+	assert_int_equal(l->proxy_protocol, LB_PROXY_OFF);
 
 	l = &c->listeners[1];
 	assert_string_equal(l->name, "db.primary-1");
@@ -136,6 +137,7 @@ static void test_full_file(void **state)
 	assert_addr(&l->listen, AF_INET6, "::", 5432);
 	assert_string_equal(l->listen_str, "[::]:5432");
 	assert_int_equal(l->algorithm, LB_ALGO_MAGLEV);
+	assert_int_equal(l->proxy_protocol, LB_PROXY_V2);
 	assert_int_equal(l->n_backends, 1);
 	assert_addr(&l->backends[0].addr, AF_INET6, "fd00::10", 5432);
 	assert_string_equal(l->backends[0].addr_str, "[fd00::10]:5432");
@@ -177,6 +179,7 @@ static void test_defaults(void **state)
 	assert_int_equal(l->connect_retries, 2);
 	assert_int_equal(l->max_fails, 3);
 	assert_int_equal(l->fail_timeout_ms, 10000);
+	assert_int_equal(l->proxy_protocol, LB_PROXY_OFF);
 	lb_config_free(c);
 }
 
@@ -353,6 +356,8 @@ static void test_bad_strings(void **state)
 	expect_error("log_level: verbose\n" BASE, 1, "log_level",
 		     "one of error, warn, info, debug");
 	expect_error("io_engine: dpdk\n" BASE, 1, "io_engine", "one of auto, io_uring, epoll");
+	expect_error(BASE LKEY "proxy_protocol: v3\n", 6, "listeners[0].proxy_protocol",
+		     "one of off, v1, v2, got \"v3\"");
 	expect_error("control_socket: run/lb.sock\n" BASE, 1, "control_socket", "absolute path");
 	expect_error("control_socket: /"
 		     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"

@@ -351,9 +351,14 @@ static void test_diff_listener_settings(void **state)
 	d = diff(WEB_AB, "{\"name\":\"web\",\"listen\":\"127.0.0.1:8080\",\"idle_timeout_ms\":5,"
 			 "\"backends\":[" BKD("10.0.0.1:80") "," BKD("10.0.0.2:80") "]}");
 	assert_diff(&d, 0, 0, 1, 0, 0, 0);
+	d = diff(WEB_AB, "{\"name\":\"web\",\"listen\":\"127.0.0.1:8080\","
+			 "\"proxy_protocol\":\"v1\","
+			 "\"backends\":[" BKD("10.0.0.1:80") "," BKD("10.0.0.2:80") "]}");
+	assert_diff(&d, 0, 0, 1, 0, 0, 0);
 	/* Defaults written out are the same listener. */
 	d = diff(WEB_AB, "{\"name\":\"web\",\"listen\":\"127.0.0.1:8080\",\"protocol\":\"tcp\","
 			 "\"connect_timeout_ms\":3000,\"algorithm\":\"round_robin\","
+			 "\"proxy_protocol\":\"off\","
 			 "\"backends\":[" BKD("10.0.0.1:80") "," BKD("10.0.0.2:80") "]}");
 	assert_diff(&d, 0, 0, 0, 1, 0, 0);
 }

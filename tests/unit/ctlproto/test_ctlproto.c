@@ -101,6 +101,10 @@ static void test_listener_json_types(void **state)
 		   "\"listen\":\"127.0.0.1:8080\",\"backends\":[{\"address\":\"10.0.0.1:80\"}]}]}",
 		   "listeners[0].name: must be a string", NULL, NULL);
 	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"a\","
+		   "\"listen\":\"127.0.0.1:8080\",\"proxy_protocol\":false,"
+		   "\"backends\":[{\"address\":\"10.0.0.1:80\"}]}]}",
+		   "listeners[0].proxy_protocol: must be a string", NULL, NULL);
+	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"a\","
 		   "\"listen\":\"127.0.0.1:8080\",\"backends\":[{\"address\":\"10.0.0.1:80\","
 		   "\"weight\":null}]}]}",
 		   "listeners[0].backends[0].weight: must be a number", NULL, NULL);
