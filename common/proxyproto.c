@@ -14,6 +14,7 @@ static const unsigned char v2_sig[12] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
 
 enum {
 	V2_VER_PROXY = 0x21,  /* version 2, command PROXY (relayed on behalf of a client) */
+	V2_VER_LOCAL = 0x20,  /* version 2, command LOCAL: use the connection's own ends */
 	V2_FAM_UNSPEC = 0x00, /* origin unknown: the receiver uses the connection's own ends */
 	V2_TCP4 = 0x11,       /* AF_INET, STREAM */
 	V2_TCP6 = 0x21,       /* AF_INET6, STREAM */
@@ -79,7 +80,8 @@ static int v2_header(const struct sockaddr *src, const struct sockaddr *dst, uns
 	if (len < 16 + alen)
 		return -ENOSPC;
 	memcpy(buf, v2_sig, sizeof(v2_sig));
-	buf[12] = V2_VER_PROXY;
+	/* Receivers may refuse PROXY with UNSPEC; LOCAL+UNSPEC they must accept (HAProxy's). */
+	buf[12] = fam ? V2_VER_PROXY : V2_VER_LOCAL;
 	buf[13] = fam == AF_INET ? V2_TCP4 : fam == AF_INET6 ? V2_TCP6 : V2_FAM_UNSPEC;
 	buf[14] = (unsigned char)(alen >> 8);
 	buf[15] = (unsigned char)alen;

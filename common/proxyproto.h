@@ -21,8 +21,8 @@ enum lb_proxy_protocol {
  * Write the header that tells a backend who connected: src is the client's address, dst the
  * address the client connected to (the listener's, as getsockname tells on the accepted
  * socket).  Both must be TCP over the same family, AF_INET or AF_INET6; for anything else
- * the header says the origin is unknown (v1 "PROXY UNKNOWN", v2 family UNSPEC), as the spec
- * asks.  Returns the header's length, or -ENOSPC when len is too small, -EINVAL for a bad
+ * the header says the origin is unknown (v1 "PROXY UNKNOWN", v2 command LOCAL with family
+ * UNSPEC), as the spec asks.  Returns the header's length, or -ENOSPC when len is too small, -EINVAL for a bad
  * version.
  */
 int lb_proxy_header(enum lb_proxy_protocol version, const struct sockaddr *src,

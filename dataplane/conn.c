@@ -361,7 +361,8 @@ static int conn_origin(struct dp_worker *w, struct dp_conn *c, const struct lb_l
 	if (lc->algorithm != LB_ALGO_MAGLEV && lc->proxy_protocol == LB_PROXY_OFF)
 		return 0;
 	if (getpeername(c->fd[0], (struct sockaddr *)&peer, &plen) == -1)
-		return -errno;
+		/* Maglev alone hashes key 0 then; a header cannot be written without it. */
+		return lc->proxy_protocol == LB_PROXY_OFF ? 0 : -errno;
 	c->key = lb_addr_hash_ip((struct sockaddr *)&peer);
 	if (lc->proxy_protocol == LB_PROXY_OFF)
 		return 0;
@@ -423,8 +424,7 @@ void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 	r = conn_origin(w, c, sl->conf);
 	if (r < 0) {
 		/* ENOTCONN: the client is gone already; ENOMEM: no header to send. */
-		log_debug("conn %u: client address: %s", c->slot, strerror(-r));
-		atomic_fetch_add(&sl->st->refused, 1);
+		log_debug("conn %u: no PROXY header: %s", c->slot, strerror(-r));
 		dp_conn_close(w, c);
 	} else {
 		connect_next(w, c);

@@ -113,13 +113,13 @@ struct dp_wlistener {
 };
 
 /* One direction of a proxied connection. */
-#define DP_HALF_QMAX 4
+#define DP_HALF_QMAX 4                     /* most buffers queued per direction */
+#define DP_HALF_QBYTES (1024u << 10)        /* ... and about this many bytes: the backpressure cap */
 /*
  * A queued chunk that is no pool buffer: the PROXY protocol header, kept in the worker's
  * header slab at the connection's slot (pool buffer ids are below 32768).
  */
-#define DP_BID_HEADER 0xffffu                     /* most buffers queued per direction */
-#define DP_HALF_QBYTES (1024u << 10)        /* ... and about this many bytes: the backpressure cap */
+#define DP_BID_HEADER 0xffffu
 
 enum {
 	DP_H_RECV = 1 << 0,                /* a recv is in flight on the source */
@@ -207,7 +207,6 @@ struct dp_engine {
 	int (*recv)(struct dp_worker *w, struct dp_conn *c, int h);
 	int (*send)(struct dp_worker *w, struct dp_conn *c, int h);
 	int (*cancel)(struct dp_worker *w, struct dp_conn *c);
-	void *(*buf)(struct dp_worker *w, unsigned bid);
 	void (*buf_put)(struct dp_worker *w, unsigned bid);
 	/* Submit what is queued, wait up to timeout_ms, dispatch completions. */
 	int (*run)(struct dp_worker *w, unsigned timeout_ms);

@@ -16,10 +16,10 @@
  * so this engine turns readiness into completions:
  *
  * - Every connection socket is registered once, edge-triggered, for EPOLLIN | EPOLLOUT |
- *   EPOLLRDHUP (nginx's way: no epoll_ctl per operation).  Per socket we remember whether it
- *   is known readable or writable (set by an event, cleared only by EAGAIN: with edge
- *   triggering a readiness dropped early would never be reported again) and which request is
- *   pending on it.
+ *   EPOLLRDHUP | EPOLLPRI (nginx's way: no epoll_ctl per operation).  Per socket we remember
+ *   whether it is known readable or writable (set by an event; cleared by EAGAIN, or by a
+ *   read that emptied the socket, never earlier: with edge triggering a readiness dropped
+ *   too soon would never be reported again) and which request is pending on it.
  * - A request is tried at once when the socket is known ready (speculative I/O, as HAProxy
  *   does), else when its event comes.  Its result goes on a completion queue which run()
  *   drains through the same dispatcher as io_uring's CQEs, so nothing is ever completed
@@ -44,7 +44,7 @@ enum {
 	EP_RECV = 1 << 3,   /* a receive is pending on this socket */
 	EP_SEND = 1 << 4,   /* a send is pending */
 	EP_CONN = 1 << 5,   /* a connect is pending */
-	EP_EOF = 1 << 6,    /* FIN, hang-up or error reported: a short read proves nothing */
+	EP_EOF = 1 << 6,    /* FIN, hang-up, error or urgent data seen: a short read proves nothing */
 };
 
 /* wl->eng: the listener's accept. */
@@ -174,7 +174,7 @@ static void heap_pop(struct dp_epoll *e)
 static int reg(struct dp_worker *w, struct dp_conn *c, int side)
 {
 	struct epoll_event ev = {
-		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
 		.data.u64 = dp_tag(DP_OP_FD0 + side, c->gen, c->slot),
 	};
 
@@ -209,7 +209,7 @@ static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
 	 * A read shorter than the buffer emptied the socket (nginx's rule): data arriving later
 	 * raises a new edge, so the next receive waits for it instead of trying and getting
 	 * EAGAIN, a system call saved per chunk.  Not after a FIN or error was reported: that
-	 * edge has been consumed and would never come again.
+	 * edge has been consumed and would never come again; nor after urgent data (below).
 	 */
 	if (n > 0 && (size_t)n < w->buffer_size && !(c->eng[side] & EP_EOF))
 		c->eng[side] &= ~EP_RD;
@@ -288,9 +288,14 @@ static void conn_event(struct dp_worker *w, uint64_t tag, uint32_t events)
 
 	if (!c)
 		return; /* closed and freed since: the event is stale */
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
 		c->eng[side] |= EP_RD;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	/*
+	 * A read stops short at TCP's urgent mark with data still queued behind it, whose edge
+	 * is spent: after urgent data (EPOLLPRI) the short-read rule is off for good, as after
+	 * FIN or an error.
+	 */
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
 		c->eng[side] |= EP_EOF;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		c->eng[side] |= EP_WR;
@@ -542,7 +547,6 @@ const struct dp_engine dp_engine_epoll = {
 	.recv = ep_recv,
 	.send = ep_send,
 	.cancel = ep_cancel,
-	.buf = ep_buf,
 	.buf_put = ep_buf_put,
 	.run = ep_run,
 };

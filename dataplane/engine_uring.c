@@ -342,11 +342,6 @@ static int uring_cancel(struct dp_worker *w, struct dp_conn *c)
 	return 0;
 }
 
-static void *uring_buf(struct dp_worker *w, unsigned bid)
-{
-	return U(w)->bufs + (size_t)bid * w->buffer_size;
-}
-
 static void uring_buf_put(struct dp_worker *w, unsigned bid)
 {
 	struct dp_uring *u = U(w);
@@ -432,7 +427,6 @@ const struct dp_engine dp_engine_uring = {
 	.recv = uring_recv,
 	.send = uring_send,
 	.cancel = uring_cancel,
-	.buf = uring_buf,
 	.buf_put = uring_buf_put,
 	.run = uring_run,
 };

@@ -1,9 +1,12 @@
 """Bulk transfers through the proxy, byte-exact, and half-close in both directions."""
 
 import hashlib
+import os
 import queue
+import signal
 import socket
 import threading
+import time
 import unittest
 
 import lbtest
@@ -192,6 +195,39 @@ def parallel_transfers(addr, count, size=8 * MB):
             errs.append("transfer hung (hang guard 120 s)")
             break
     return errs
+
+
+class UrgentDataTest(LBTestCase):
+    def test_data_behind_urgent_byte(self):
+        # A read stops short at TCP's urgent mark with data still queued behind it: that data
+        # must still be relayed (the epoll engine once took the short read for an empty
+        # socket and waited for an edge that never came).  The urgent byte itself is not
+        # part of the stream without SO_OOBINLINE, as through any proxy that reads normally.
+        e = self.echo_server()
+        port = free_port()
+        lb = self.start_lb([listener(port, [e.addr_str])], num_acceptors=1)
+        c = connect((LOCAL, port), timeout=OP_TIMEOUT)
+        self.addCleanup(c.close)
+        c.sendall(b"x")
+        self.assertEqual(c.recv(10), b"x")      # relaying, both sockets registered
+        os.kill(lb.pid, signal.SIGSTOP)         # both segments wait until it reads
+        try:
+            c.send(b"hello", socket.MSG_OOB)    # "o" is the urgent byte
+            c.send(b"world")
+            time.sleep(0.2)
+        finally:
+            os.kill(lb.pid, signal.SIGCONT)
+        got = b""
+        c.settimeout(5)                         # hang guard: far below idle_timeout_ms
+        try:
+            while len(got) < 9:
+                d = c.recv(100)
+                if not d:
+                    break
+                got += d
+        except socket.timeout:
+            pass
+        self.assertEqual(got, b"hellworld")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def read_header(c):
         ver_cmd, fam, alen = struct.unpack("!BBH", rest)
         body = _recv_exact(c, alen)
         raw = first + rest + body
-        if ver_cmd != 0x21:
+        if ver_cmd not in (0x20, 0x21):
             raise ValueError(f"v2 version/command byte {ver_cmd:#x}")
         if fam == 0x11 and alen >= 12:
             s, d = socket.inet_ntop(socket.AF_INET, body[0:4]), \

@@ -123,7 +123,7 @@ static void test_v2_unspec(void **state)
 
 	assert_int_equal(n, 16);
 	assert_memory_equal(buf, sig, sizeof(sig));
-	assert_int_equal(buf[12], 0x21);
+	assert_int_equal(buf[12], 0x20); /* LOCAL: receivers must accept it with UNSPEC */
 	assert_int_equal(buf[13], 0x00);
 	assert_int_equal(buf[14] | buf[15], 0);
 }
