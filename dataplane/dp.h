@@ -124,23 +124,24 @@ struct dp_wlistener {
 enum {
 	DP_H_RECV = 1 << 0,                /* a recv is in flight on the source */
 	DP_H_SEND = 1 << 1,                /* a send is in flight on the destination */
-	DP_H_EOF = 1 << 2,                 /* the source sent FIN */
+	DP_H_EOF = 1 << 2,                 /* the source sent FIN: sends go MSG_MORE, the FIN joins */
 	DP_H_SHUT = 1 << 3,                /* we shut the destination's write side */
 	DP_H_NOBUF = 1 << 4,               /* waiting in worker->nobuf for free buffers */
 	DP_H_POLLFIRST = 1 << 5,           /* next recv: poll before trying (socket likely empty) */
 	DP_H_SENDPOLL = 1 << 6,            /* next send: wait until writable (last one got EAGAIN) */
 	DP_H_SAMPLED = 1 << 7,             /* acked holds the destination's count since moved_ms */
+	DP_H_HOLD = 1 << 8,                /* send held for the receive in flight (worker->held) */
 };
 
 struct dp_half {
 	uint8_t which;                     /* DP_C2B or DP_B2C: finds the conn from the half */
-	uint8_t flags;
+	uint16_t flags;
 	uint8_t head;                      /* first queued buffer */
 	uint8_t count;                     /* queued buffers */
 	uint8_t nsend;                     /* of them, in the in-flight send */
 	uint16_t bid[DP_HALF_QMAX];
 	uint32_t len[DP_HALF_QMAX];
-	struct dp_list nobuf;              /* in worker->nobuf while DP_H_NOBUF */
+	struct dp_list wait;               /* in worker->nobuf (DP_H_NOBUF) or ->held (DP_H_HOLD) */
 	uint32_t off;                      /* bytes of bid[head] already sent */
 	uint32_t moved_ms;                 /* send issued or seen to progress (low 32 bits, ms) */
 	uint32_t acked;                    /* destination's tcpi_bytes_acked then (low 32 bits) */
@@ -261,6 +262,8 @@ struct dp_worker {
 	uint32_t wl_gen;
 	struct dp_list lsets;              /* every live dp_lset */
 	struct dp_list nobuf;              /* halves waiting for buffers */
+	struct dp_list held;               /* halves holding a send back since the last turn */
+	struct dp_list held_new;           /* ... since this turn */
 	unsigned n_nobuf;                  /* ... how many */
 	uint64_t starved_since_ms;         /* the pool ran dry then and has not recovered (0: no) */
 	uint64_t evict_next_ms;            /* earliest next scan for stalled connections */
@@ -314,6 +317,7 @@ struct dp_conn *dp_conn_get(struct dp_worker *w, uint32_t slot, uint32_t gen);
 struct dp_conn *dp_conn_alloc(struct dp_worker *w);
 void dp_conn_expire_idle(struct dp_worker *w, struct dp_lset *set, uint64_t *next_ms);
 void dp_conn_retry_nobuf(struct dp_worker *w);
+void dp_conn_release_held(struct dp_worker *w);
 unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms);
 void dp_conn_relieved(struct dp_worker *w);
 void dp_conn_slab_free(struct dp_worker *w);

@@ -217,8 +217,9 @@ static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
 		e->free[e->n_free++] = bid;
 		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), n ? -errno : 0, -1, 0);
 	}
+	/* "More to read": a full buffer, or a FIN already reported behind this data. */
 	push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), (int)n, bid,
-	     (size_t)n == w->buffer_size ? DP_CF_NONEMPTY : 0);
+	     (size_t)n == w->buffer_size || (c->eng[side] & EP_EOF) ? DP_CF_NONEMPTY : 0);
 }
 
 /* The send of half h writes the other socket than the one it reads. */
@@ -244,7 +245,9 @@ static void try_send(struct dp_worker *w, struct dp_conn *c, int side)
 		hf->iov[msg.msg_iovlen++].iov_len = len - skip;
 		skip = 0;
 	}
-	n = sendmsg(c->fd[side], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* The last send before a FIN is corked so that the FIN joins it (see engine_uring.c). */
+	n = sendmsg(c->fd[side], &msg,
+		    MSG_DONTWAIT | MSG_NOSIGNAL | (hf->flags & DP_H_EOF ? MSG_MORE : 0));
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 		c->eng[side] &= ~EP_WR;
 		return;

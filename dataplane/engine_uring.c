@@ -294,13 +294,16 @@ static int uring_recv(struct dp_worker *w, struct dp_conn *c, int h)
 
 /*
  * One send in flight per direction carries every queued buffer.  MSG_WAITALL makes io_uring
- * retry short sends itself, so a completion short of the total means an error.
+ * retry short sends itself, so a completion short of the total means an error.  The last send
+ * before a FIN is corked (MSG_MORE): the shutdown or close that follows its completion tacks
+ * the FIN onto the held segment instead of sending one of its own.
  */
 static int uring_send(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 	struct dp_half *hf = &c->half[h];
 	int fd = c->fd[h == DP_C2B ? 1 : 0];
+	int flags = MSG_WAITALL | MSG_NOSIGNAL | (hf->flags & DP_H_EOF ? MSG_MORE : 0);
 	unsigned n = hf->count;
 
 	for (unsigned i = 0; i < n; i++) {
@@ -311,13 +314,12 @@ static int uring_send(struct dp_worker *w, struct dp_conn *c, int h)
 		hf->iov[i].iov_len = hf->len[k] - off;
 	}
 	if (n == 1) {
-		io_uring_prep_send(sqe, fd, hf->iov[0].iov_base, hf->iov[0].iov_len,
-				   MSG_WAITALL | MSG_NOSIGNAL);
+		io_uring_prep_send(sqe, fd, hf->iov[0].iov_base, hf->iov[0].iov_len, flags);
 	} else {
 		memset(&hf->msg, 0, sizeof(hf->msg));
 		hf->msg.msg_iov = hf->iov;
 		hf->msg.msg_iovlen = n;
-		io_uring_prep_sendmsg(sqe, fd, &hf->msg, MSG_WAITALL | MSG_NOSIGNAL);
+		io_uring_prep_sendmsg(sqe, fd, &hf->msg, flags);
 	}
 	if (hf->flags & DP_H_SENDPOLL)
 		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;

@@ -43,6 +43,18 @@ static inline void dp_list_move_tail(struct dp_list *head, struct dp_list *n)
 	dp_list_add_tail(head, n);
 }
 
+/* Move every node of `from` to the tail of `head`; `from` is left empty. */
+static inline void dp_list_splice_tail(struct dp_list *head, struct dp_list *from)
+{
+	if (dp_list_empty(from))
+		return;
+	from->next->prev = head->prev;
+	head->prev->next = from->next;
+	from->prev->next = head;
+	head->prev = from->prev;
+	dp_list_init(from);
+}
+
 #define dp_list_first(head, type, member) dp_container_of((head)->next, type, member)
 
 /* Safe against removal of the current node. */

@@ -505,6 +505,9 @@ static void *worker_main(void *arg)
 		next = run_timers(w);
 		if (w->draining && drained(w))
 			break;
+		/* A held send must not wait for the next event: see dp_conn_release_held(). */
+		if (!dp_list_empty(&w->held) || !dp_list_empty(&w->held_new))
+			next = w->now_ms;
 		r = w->eng->run(w, next > w->now_ms ? next - w->now_ms : 0);
 		if (r < 0) {
 			log_err("worker %u: %s engine failed: %s", w->id, w->eng->name,
@@ -513,6 +516,7 @@ static void *worker_main(void *arg)
 		}
 		if (!dp_list_empty(&w->nobuf))
 			dp_conn_retry_nobuf(w);
+		dp_conn_release_held(w);
 	}
 	dp_hcheck_free(w);
 	w->eng->fini(w);
@@ -532,6 +536,8 @@ int dp_worker_start(struct dp_worker *w)
 
 	dp_list_init(&w->lsets);
 	dp_list_init(&w->nobuf);
+	dp_list_init(&w->held);
+	dp_list_init(&w->held_new);
 	dp_list_init(&w->checks);
 	w->rng = dp_hash64(w->id + 1);
 	w->efd = eventfd(0, EFD_CLOEXEC);

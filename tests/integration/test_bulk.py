@@ -198,11 +198,8 @@ def parallel_transfers(addr, count, size=8 * MB):
 
 
 class UrgentDataTest(LBTestCase):
-    def test_data_behind_urgent_byte(self):
-        # A read stops short at TCP's urgent mark with data still queued behind it: that data
-        # must still be relayed (the epoll engine once took the short read for an empty
-        # socket and waited for an edge that never came).  The urgent byte itself is not
-        # part of the stream without SO_OOBINLINE, as through any proxy that reads normally.
+    def start_paused_echo(self):
+        """An echo backend behind an LB whose relay is up; returns (lb, client socket)."""
         e = self.echo_server()
         port = free_port()
         lb = self.start_lb([listener(port, [e.addr_str])], num_acceptors=1)
@@ -210,6 +207,42 @@ class UrgentDataTest(LBTestCase):
         self.addCleanup(c.close)
         c.sendall(b"x")
         self.assertEqual(c.recv(10), b"x")      # relaying, both sockets registered
+        return lb, c
+
+    def read_n(self, c, n):
+        got = b""
+        c.settimeout(5)                         # hang guard: far below idle_timeout_ms
+        try:
+            while len(got) < n:
+                d = c.recv(100)
+                if not d:
+                    break
+                got += d
+        except socket.timeout:
+            pass
+        return got
+
+    def test_data_before_urgent_byte(self):
+        # "abc" then the urgent "X", and nothing after: the read of "abc" stops at the urgent
+        # mark and the kernel reports the socket as not empty, which the relay takes for a
+        # FIN behind the data and holds the send for the next receive.  That receive finds
+        # no data and waits; the held "abc" must go anyway, not wait for the client's next
+        # byte.
+        lb, c = self.start_paused_echo()
+        os.kill(lb.pid, signal.SIGSTOP)
+        try:
+            c.send(b"abcX", socket.MSG_OOB)
+            time.sleep(0.2)
+        finally:
+            os.kill(lb.pid, signal.SIGCONT)
+        self.assertEqual(self.read_n(c, 3), b"abc")
+
+    def test_data_behind_urgent_byte(self):
+        # A read stops short at TCP's urgent mark with data still queued behind it: that data
+        # must still be relayed (the epoll engine once took the short read for an empty
+        # socket and waited for an edge that never came).  The urgent byte itself is not
+        # part of the stream without SO_OOBINLINE, as through any proxy that reads normally.
+        lb, c = self.start_paused_echo()
         os.kill(lb.pid, signal.SIGSTOP)         # both segments wait until it reads
         try:
             c.send(b"hello", socket.MSG_OOB)    # "o" is the urgent byte
@@ -217,17 +250,7 @@ class UrgentDataTest(LBTestCase):
             time.sleep(0.2)
         finally:
             os.kill(lb.pid, signal.SIGCONT)
-        got = b""
-        c.settimeout(5)                         # hang guard: far below idle_timeout_ms
-        try:
-            while len(got) < 9:
-                d = c.recv(100)
-                if not d:
-                    break
-                got += d
-        except socket.timeout:
-            pass
-        self.assertEqual(got, b"hellworld")
+        self.assertEqual(self.read_n(c, 9), b"hellworld")
 
 
 if __name__ == "__main__":
