@@ -387,8 +387,13 @@ def version_of(kind, binary=None):
         if kind == "layer4-lb":
             out = subprocess.run([binary, "--version"], capture_output=True, text=True)
             v = (out.stdout or out.stderr).strip().splitlines()
-            rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+            rev = subprocess.run(["git", "-C", ROOT, "describe", "--always"],
                                  capture_output=True, text=True).stdout.strip()
+            # Dirty means changed sources: the results this run is rewriting do not count.
+            changed = subprocess.run(["git", "-C", ROOT, "status", "--porcelain",
+                                      "--untracked-files=no", "--", ".", ":!bench/results"],
+                                     capture_output=True, text=True).stdout.strip()
+            rev += "-dirty" if rev and changed else ""
             return (v[0].split()[-1] if v and out.returncode == 0 else "?") + (f" (git {rev})" if rev else "")
     except (OSError, IndexError):
         pass
