@@ -492,6 +492,7 @@ static void touch(struct dp_worker *w, struct dp_conn *c)
 void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, int bid, bool more)
 {
 	struct dp_half *hf = &c->half[h];
+	bool held = hf->flags & DP_H_HOLD;
 
 	hf->flags &= ~DP_H_RECV;
 	wait_leave(w, hf); /* a send held back for this receive is decided below */
@@ -561,6 +562,9 @@ void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, in
 	} else {
 		log_debug("conn %u: recv from %s: %s", c->slot, h == DP_C2B ? "client" : "backend",
 			  strerror(-res));
+		/* Data held for this receive still goes ahead of the reset, as it would have. */
+		if (held)
+			half_send(w, c, h);
 		dp_conn_abort(w, c);
 	}
 }

@@ -45,6 +45,7 @@ enum {
 	EP_SEND = 1 << 4,   /* a send is pending */
 	EP_CONN = 1 << 5,   /* a connect is pending */
 	EP_EOF = 1 << 6,    /* FIN, hang-up, error or urgent data seen: a short read proves nothing */
+	EP_FIN = 1 << 7,    /* the peer's FIN seen (EPOLLRDHUP): it waits behind any data */
 };
 
 /* wl->eng: the listener's accept. */
@@ -217,9 +218,12 @@ static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
 		e->free[e->n_free++] = bid;
 		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), n ? -errno : 0, -1, 0);
 	}
-	/* "More to read": a full buffer, or a FIN already reported behind this data. */
+	/*
+	 * "More to read": a full buffer, or the peer's FIN behind this data (as io_uring's
+	 * SOCK_NONEMPTY says it).  Not after a hang-up or error alone: a reset has no FIN to read.
+	 */
 	push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), (int)n, bid,
-	     (size_t)n == w->buffer_size || (c->eng[side] & EP_EOF) ? DP_CF_NONEMPTY : 0);
+	     (size_t)n == w->buffer_size || (c->eng[side] & EP_FIN) ? DP_CF_NONEMPTY : 0);
 }
 
 /* The send of half h writes the other socket than the one it reads. */
@@ -300,6 +304,8 @@ static void conn_event(struct dp_worker *w, uint64_t tag, uint32_t events)
 	 */
 	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
 		c->eng[side] |= EP_EOF;
+	if (events & EPOLLRDHUP)
+		c->eng[side] |= EP_FIN;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		c->eng[side] |= EP_WR;
 	if ((c->eng[side] & (EP_CONN | EP_WR)) == (EP_CONN | EP_WR))

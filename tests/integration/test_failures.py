@@ -1,5 +1,7 @@
 """Backends that refuse, vanish, hang or close; idle connections; clients that reset."""
 
+import os
+import signal
 import socket
 import struct
 import time
@@ -172,6 +174,59 @@ class FailuresTest(LBTestCase):
         # The proxy drops the backend sides and keeps serving.
         a.wait_open(lambda n: n == 0, 15)
         self.assertEqual(who((LOCAL, port)), "a")
+
+    def response_then_reset(self, fin_first):
+        """A backend that answers and then resets (SO_LINGER 0), all while the LB is stopped,
+        so the response, the reset and (fin_first) a FIN before it are queued together.  The
+        client must get the response before the reset: the relay may hold a send back to see
+        whether a FIN follows, but never drops what it holds."""
+        ls = socket.socket()
+        self.addCleanup(ls.close)
+        ls.bind((LOCAL, 0))
+        ls.listen(8)
+        ls.settimeout(10)
+        port = free_port()
+        lb = self.start_lb([listener(port, [f"{LOCAL}:{ls.getsockname()[1]}"])],
+                           num_acceptors=1)
+        got = []
+        for _ in range(3):
+            c = connect((LOCAL, port), timeout=10)
+            self.addCleanup(c.close)
+            c.sendall(b"req")
+            while True:                       # skip the readiness probe's connection
+                b, _ = ls.accept()
+                b.settimeout(10)
+                if b.recv(10) == b"req":
+                    break
+                b.close()
+            os.kill(lb.pid, signal.SIGSTOP)
+            try:
+                b.sendall(b"RESPONSE")
+                if fin_first:
+                    b.shutdown(socket.SHUT_WR)
+                    time.sleep(0.05)
+                b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                b.close()
+                time.sleep(0.2)
+            finally:
+                os.kill(lb.pid, signal.SIGCONT)
+            data = b""
+            try:
+                while len(data) < 8:
+                    d = c.recv(100)
+                    if not d:
+                        break
+                    data += d
+            except (ConnectionResetError, socket.timeout):
+                pass
+            got.append(data)
+        self.assertEqual(got, [b"RESPONSE"] * 3)
+
+    def test_backend_answers_then_resets(self):
+        self.response_then_reset(fin_first=False)
+
+    def test_backend_answers_closes_then_resets(self):
+        self.response_then_reset(fin_first=True)
 
     def test_client_closes_before_backend_connects(self):
         # Connections that come and go at once (health probes of a front LB, port scans).
