@@ -492,7 +492,6 @@ static void touch(struct dp_worker *w, struct dp_conn *c)
 void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, int bid, bool more)
 {
 	struct dp_half *hf = &c->half[h];
-	bool held = hf->flags & DP_H_HOLD;
 
 	hf->flags &= ~DP_H_RECV;
 	wait_leave(w, hf); /* a send held back for this receive is decided below */
@@ -536,10 +535,12 @@ void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, in
 	}
 	if (bid >= 0)
 		buf_put(w, bid);
+	if (res == 0)
+		hf->flags |= DP_H_EOF; /* first: the send below then carries the FIN along */
+	/* Data held back for this receive goes now, whatever came: ahead of a reset too. */
+	half_send(w, c, h);
 	if (res == 0) {
-		hf->flags |= DP_H_EOF;
 		touch(w, c);
-		half_send(w, c, h); /* data held back for this receive: it leaves with the FIN */
 		half_maybe_shut(w, c, h);
 	} else if (res == -ENOBUFS) {
 		/* The worker's pool is empty: wait for buffers rather than spin on re-arming. */
@@ -550,21 +551,16 @@ void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, in
 		dp_list_add_tail(&w->nobuf, &hf->wait);
 		touch(w, c); /* waiting on our pool, not on the peer: not idle */
 		DP_STAT_INC(w->stats.nobufs);
-		half_send(w, c, h); /* data held back for this receive */
 	} else if (res == -EAGAIN || res == -EINTR) {
 		/*
 		 * Nothing read after all: a poll that fired spuriously too often sends the receive
 		 * to io-wq, where a non-blocking socket says EAGAIN.  Wait for data again.
 		 */
 		hf->flags |= DP_H_POLLFIRST;
-		half_send(w, c, h); /* data held back for this receive */
 		half_recv(w, c, h);
 	} else {
 		log_debug("conn %u: recv from %s: %s", c->slot, h == DP_C2B ? "client" : "backend",
 			  strerror(-res));
-		/* Data held for this receive still goes ahead of the reset, as it would have. */
-		if (held)
-			half_send(w, c, h);
 		dp_conn_abort(w, c);
 	}
 }
