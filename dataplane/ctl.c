@@ -5,17 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
-#include <unistd.h>
 #include <yaml.h>
 
+#include "common/ctlclient.h"
 #include "common/ctlproto.h"
 #include "dataplane/plane.h"
 
 #define CTL_DEFAULT_SOCKET "/run/layer4-lb/control.sock"
-#define CTL_TIMEOUT_S 30
+#define CTL_TIMEOUT_MS 30000
 
 static void ctl_usage(FILE *f)
 {
@@ -36,121 +33,10 @@ static void ctl_usage(FILE *f)
 		CTL_DEFAULT_SOCKET);
 }
 
-/* --- transport ----------------------------------------------------------------------- */
-
-static int ctl_connect(const char *path)
+/* Every command is one request on a fresh connection; 30 s is a hang guard, not a deadline. */
+static int ctl_call(const char *sock, const cJSON *req, cJSON **ret)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = CTL_TIMEOUT_S };
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return -errno;
-	strcpy(sa.sun_path, path);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
-		int r = -errno;
-
-		close(fd);
-		return r;
-	}
-	return fd;
-}
-
-/* The whole buffer, or -errno (a send timeout is -ETIMEDOUT, not "try again"). */
-static int send_all(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n == -1 && errno == EINTR)
-			continue;
-		return n == -1 && errno != EAGAIN ? -errno : -ETIMEDOUT;
-	}
-	return 0;
-}
-
-/* One reply line (without its newline), malloc'd. */
-static int recv_line(int fd, char **ret, size_t *ret_len)
-{
-	size_t len = 0, cap = 0;
-	char *buf = NULL, *nl = NULL, *b;
-	ssize_t n;
-	int r;
-
-	while (!nl) {
-		if (len == cap) {
-			size_t ncap = cap ? cap * 2 : 65536;
-
-			r = ncap > (1u << 30) ? -EMSGSIZE : -ENOMEM; /* no reply is that large */
-			if (ncap > (1u << 30) || !(b = realloc(buf, ncap)))
-				goto out_free;
-			buf = b;
-			cap = ncap;
-		}
-		n = recv(fd, buf + len, cap - len, 0);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n == 0 ? -ECONNRESET : errno == EAGAIN ? -ETIMEDOUT : -errno;
-			goto out_free;
-		}
-		nl = memchr(buf + len, '\n', (size_t)n);
-		len += (size_t)n;
-	}
-	*ret = buf;
-	*ret_len = (size_t)(nl - buf);
-	return 0;
-out_free:
-	free(buf);
-	return r;
-}
-
-/* Send one request object (consumed) and parse the one-line reply; *ret is set on success. */
-static int ctl_call(const char *path, cJSON *req, cJSON **ret)
-{
-	char *line = lb_ctl_reply_finish(req), *buf; /* the same framing: JSON + '\n' */
-	size_t len, n;
-	int fd, r, rs;
-
-	if (!line)
-		return -ENOMEM;
-	len = strlen(line);
-	r = -EMSGSIZE; /* the dataplane would refuse it unread */
-	if (len > LB_CTL_LINE_MAX)
-		goto out_line;
-	fd = ctl_connect(path);
-	r = fd;
-	if (fd < 0)
-		goto out_line;
-	rs = send_all(fd, line, len);
-	/* A dataplane that hangs up early (too many clients, another uid) has said why: read it. */
-	if (rs && rs != -EPIPE && rs != -ECONNRESET) {
-		r = rs;
-		goto out_close;
-	}
-	r = recv_line(fd, &buf, &n);
-	if (r) {
-		r = rs ? rs : r;
-		goto out_close;
-	}
-	*ret = cJSON_ParseWithLength(buf, n);
-	r = *ret ? 0 : -EBADMSG;
-	free(buf);
-out_close:
-	close(fd);
-out_line:
-	free(line);
-	return r;
+	return lb_ctlc_call_once(sock, CTL_TIMEOUT_MS, req, ret);
 }
 
 static cJSON *request(const char *op)
@@ -370,10 +256,11 @@ static void print_applied(uint64_t version, const cJSON *reply)
 /* The version after the applied one, from a status reply. */
 static int next_version(const char *sock, uint64_t *ret)
 {
+	cJSON *req = request("status"), *reply;
 	const cJSON *v;
-	cJSON *reply;
-	int r = ctl_call(sock, request("status"), &reply);
+	int r = ctl_call(sock, req, &reply);
 
+	cJSON_Delete(req);
 	if (r) {
 		ctl_fail(sock, r);
 		return r;
@@ -432,6 +319,7 @@ static int cmd_apply(const char *sock, const char *file, bool have_version, uint
 		return 1;
 	}
 	r = ctl_call(sock, req, &reply);
+	cJSON_Delete(req);
 	if (r) {
 		ctl_fail(sock, r);
 		return 1;
@@ -445,9 +333,10 @@ static int cmd_apply(const char *sock, const char *file, bool have_version, uint
 
 static int cmd_simple(const char *sock, const char *op, bool json)
 {
-	cJSON *reply;
-	int r = ctl_call(sock, request(op), &reply);
+	cJSON *req = request(op), *reply;
+	int r = ctl_call(sock, req, &reply);
 
+	cJSON_Delete(req);
 	if (r) {
 		ctl_fail(sock, r);
 		return 1;
