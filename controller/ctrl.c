@@ -1,0 +1,645 @@
+/*
+ * ctrl.c - the controller: caches, the reconcile loop, the dataplane push, status and the Lease.
+ *
+ * One thread, one loop.  Four informers (LoadBalancers, Services, EndpointSlices or Endpoints,
+ * Nodes) keep caches; any change marks the state dirty, and the loop reconciles once the
+ * debounce window since the first change has passed, so a burst of events (a rolling update)
+ * becomes one apply.  Reconcile is pure (core/reconcile.c): its answer goes to the dataplane
+ * as one apply, only when it differs from the last one the dataplane accepted.
+ *
+ * Never flush: nothing is applied until every cache has completed its first list, so a
+ * restarting controller never sends an empty or partial set.  While the API server is away the
+ * caches keep their last state and nothing changes in the dataplane; a restarted dataplane
+ * (its socket closes) is reconnected within 100 ms and sent the whole state at once.
+ *
+ * Status: every node's controller writes its own entry of each LoadBalancer's status.nodes;
+ * the replica holding the Lease writes the rest and the Events (core/lbstatus.c says how).
+ */
+#include "controller/ctrl.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "controller/core/lbstatus.h"
+#include "controller/core/reconcile.h"
+
+#define CTRL_GROUP_PATH "/apis/layer4lb.io/v1alpha1"
+#define CTRL_LEADER_MANAGER "layer4-lb-controller"
+#define CTRL_WRITE_TIMEOUT_MS 15000
+#define CTRL_LOOP_MAX_WAIT_MS 1000
+
+static void now_rfc3339(char *buf, size_t len, bool micro)
+{
+	struct timeval tv;
+	struct tm tm;
+	char base[32];
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (micro)
+		snprintf(buf, len, "%s.%06ldZ", base, (long)tv.tv_usec);
+	else
+		snprintf(buf, len, "%sZ", base);
+}
+
+static void on_cache_change(void *arg, struct k8s_informer *inf)
+{
+	struct ctrl *c = arg;
+
+	if (!c->dirty) {
+		c->dirty = true;
+		c->dirty_since_ms = k8s_now_ms();
+	}
+}
+
+static bool synced(const struct ctrl *c)
+{
+	for (int i = 0; i < CTRL_INF_COUNT; i++)
+		if (!c->inf[i].synced)
+			return false;
+	return true;
+}
+
+/* --- status writes ------------------------------------------------------------------------ */
+
+static void write_done(void *arg, const struct k8s_resp *resp)
+{
+	struct ctrl *c = arg;
+	struct k8s_obj *o;
+	char err[128];
+	cJSON *obj;
+
+	c->status_inflight--;
+	if (resp->status == 200 || resp->status == 201) {
+		c->status_writes++;
+		/* The reply is the object as now stored: take it into the cache at once, so the
+		 * next reconcile does not write the same thing again before the watch says so. */
+		obj = cJSON_ParseWithLength(resp->body, resp->body_len);
+		if (obj && k8s_obj_from_json(K8S_KIND_LOADBALANCER, obj, &o, err, sizeof(err)) == 0)
+			k8s_store_put(&c->inf[CTRL_INF_LBS].store, o);
+		cJSON_Delete(obj);
+	} else if (resp->status != 404) { /* deleted meanwhile: nothing to say */
+		c->status_write_errors++;
+		log_warn("status write failed: %s%ld %.200s", resp->status ? "HTTP " : "",
+			 resp->status, resp->status ? resp->body : resp->error);
+	}
+	if (c->status_inflight == 0 && c->status_dirty) {
+		c->status_dirty = false;
+		on_cache_change(c, NULL);
+	}
+}
+
+static void event_done(void *arg, const struct k8s_resp *resp)
+{
+	struct ctrl *c = arg;
+
+	c->status_inflight--;
+	if (resp->status == 201 || resp->status == 200)
+		c->events_sent++;
+	else
+		log_warn("event not recorded: %s%ld %.200s", resp->status ? "HTTP " : "",
+			 resp->status, resp->status ? resp->body : resp->error);
+}
+
+/* Server-side apply of part of a LoadBalancer's status, under a field manager. */
+static void status_apply(struct ctrl *c, const struct k8s_obj *lb, const char *manager,
+			 cJSON *status)
+{
+	char path[1024];
+	cJSON *body = cJSON_CreateObject(), *md;
+	char *text = NULL;
+	struct k8s_req_opts o = { .method = "PATCH", .path = path, .on_done = write_done,
+				  .arg = c, .timeout_ms = CTRL_WRITE_TIMEOUT_MS,
+				  .content_type = "application/apply-patch+yaml" };
+
+	if (!body || !cJSON_AddStringToObject(body, "apiVersion", "layer4lb.io/v1alpha1") ||
+	    !cJSON_AddStringToObject(body, "kind", "LoadBalancer") ||
+	    !(md = cJSON_AddObjectToObject(body, "metadata")) ||
+	    !cJSON_AddStringToObject(md, "name", lb->meta.name) ||
+	    !cJSON_AddStringToObject(md, "namespace", lb->meta.ns))
+		goto out;
+	cJSON_AddItemToObject(body, "status", status);
+	status = NULL;
+	text = cJSON_PrintUnformatted(body);
+	if (!text)
+		goto out;
+	snprintf(path, sizeof(path),
+		 CTRL_GROUP_PATH "/namespaces/%s/loadbalancers/%s/status?fieldManager=%s&force=true",
+		 lb->meta.ns, lb->meta.name, manager);
+	o.body = text;
+	if (k8s_req_start(c->kc, &o, NULL) == 0)
+		c->status_inflight++;
+out:
+	cJSON_Delete(status);
+	cJSON_Delete(body);
+	free(text);
+}
+
+static void event_post(struct ctrl *c, const struct k8s_obj *lb, const cJSON *ev)
+{
+	char path[512], now[40], gen[K8S_NAME_MAX + 2];
+	cJSON *e = cJSON_CreateObject(), *md, *reg;
+	const cJSON *reason = cJSON_GetObjectItemCaseSensitive(ev, "reason");
+	const cJSON *msg = cJSON_GetObjectItemCaseSensitive(ev, "message");
+	struct k8s_req_opts o = { .method = "POST", .path = path, .on_done = event_done, .arg = c,
+				  .timeout_ms = CTRL_WRITE_TIMEOUT_MS };
+	char *text = NULL;
+
+	now_rfc3339(now, sizeof(now), true);
+	snprintf(gen, sizeof(gen), "%s.", lb->meta.name);
+	if (!e || !cJSON_AddStringToObject(e, "apiVersion", "events.k8s.io/v1") ||
+	    !cJSON_AddStringToObject(e, "kind", "Event") ||
+	    !(md = cJSON_AddObjectToObject(e, "metadata")) ||
+	    !cJSON_AddStringToObject(md, "generateName", gen) ||
+	    !cJSON_AddStringToObject(md, "namespace", lb->meta.ns) ||
+	    !cJSON_AddStringToObject(e, "eventTime", now) ||
+	    !cJSON_AddStringToObject(e, "reportingController", "layer4lb.io/controller") ||
+	    !cJSON_AddStringToObject(e, "reportingInstance", c->opt.identity) ||
+	    !cJSON_AddStringToObject(e, "action", "Reconcile") ||
+	    !cJSON_AddStringToObject(e, "type", "Warning") ||
+	    !cJSON_AddStringToObject(e, "reason", reason->valuestring) ||
+	    !cJSON_AddStringToObject(e, "note", msg->valuestring) ||
+	    !(reg = cJSON_AddObjectToObject(e, "regarding")) ||
+	    !cJSON_AddStringToObject(reg, "apiVersion", "layer4lb.io/v1alpha1") ||
+	    !cJSON_AddStringToObject(reg, "kind", "LoadBalancer") ||
+	    !cJSON_AddStringToObject(reg, "name", lb->meta.name) ||
+	    !cJSON_AddStringToObject(reg, "namespace", lb->meta.ns) ||
+	    !cJSON_AddStringToObject(reg, "uid", lb->meta.uid) || !(text = cJSON_PrintUnformatted(e)))
+		goto out;
+	snprintf(path, sizeof(path), "/apis/events.k8s.io/v1/namespaces/%s/events", lb->meta.ns);
+	o.body = text;
+	if (k8s_req_start(c->kc, &o, NULL) == 0)
+		c->status_inflight++;
+	log_info("LoadBalancer %s/%s: %s: %s", lb->meta.ns, lb->meta.name, reason->valuestring,
+		 msg->valuestring);
+out:
+	cJSON_Delete(e);
+	free(text);
+}
+
+/* This node's entries: written once the dataplane has answered an apply. */
+static void node_entries(struct ctrl *c, const struct ctrl_desired *d, const struct k8s_obj *node)
+{
+	struct ctrl_node_report rep = {
+		.node = c->opt.node_name, .node_obj = node, .apply_error = c->push.apply_error,
+		.failed_names = (const char *const *)c->push.failed_names,
+		.failed_errors = (const char *const *)c->push.failed_errors,
+		.n_failed = c->push.n_failed,
+	};
+	char manager[160];
+
+	if (!c->push.applied && !c->push.apply_error)
+		return;
+	snprintf(manager, sizeof(manager), "layer4-lb-node-%s", c->opt.node_name);
+	for (size_t i = 0; i < d->n_lbs; i++) {
+		const struct ctrl_lb_result *lr = &d->lbs[i];
+		const cJSON *cur = ctrl_node_entry_current(lr->lb, c->opt.node_name);
+		cJSON *st, *nodes, *entry;
+
+		if (!lr->selected && !cur)
+			continue;
+		entry = lr->selected ? ctrl_node_entry(lr, &rep) : NULL;
+		if (lr->selected && (!entry || ctrl_node_entry_same(cur, entry))) {
+			cJSON_Delete(entry);
+			continue;
+		}
+		/* Not selected any more: apply an empty list, which drops our entry. */
+		st = cJSON_CreateObject();
+		nodes = st ? cJSON_AddArrayToObject(st, "nodes") : NULL;
+		if (!nodes) {
+			cJSON_Delete(st);
+			cJSON_Delete(entry);
+			continue;
+		}
+		if (entry)
+			cJSON_AddItemToArray(nodes, entry);
+		status_apply(c, lr->lb, manager, st);
+	}
+}
+
+/* The Lease holder's part: every LoadBalancer's summary over all nodes, and the Events. */
+static int leader_status(struct ctrl *c, const struct ctrl_input *in, const struct ctrl_desired *d)
+{
+	struct ctrl_lb_agg *agg = d->n_lbs ? calloc(d->n_lbs, sizeof(*agg)) : NULL;
+	const struct k8s_store *nodes = &c->inf[CTRL_INF_NODES].store;
+	struct k8s_store_entry *e;
+	char now[40];
+	size_t i;
+	int r;
+
+	if (d->n_lbs && !agg)
+		return -ENOMEM;
+	k8s_store_for_each(nodes, e, i) {
+		struct ctrl_desired *dn;
+
+		r = ctrl_reconcile(in, e->obj, false, &dn);
+		if (r) {
+			free(agg);
+			return r;
+		}
+		ctrl_agg_add(agg, dn, e->obj);
+		ctrl_desired_free(dn);
+	}
+	now_rfc3339(now, sizeof(now), false);
+	for (i = 0; i < d->n_lbs; i++) {
+		cJSON *events, *st = ctrl_lb_summary(&d->lbs[i], &agg[i], now, &events), *ev;
+
+		if (!st)
+			continue;
+		if (ctrl_lb_summary_same(d->lbs[i].lb, st)) {
+			cJSON_Delete(st);
+			cJSON_Delete(events);
+			continue;
+		}
+		cJSON_ArrayForEach(ev, events)
+			event_post(c, d->lbs[i].lb, ev);
+		cJSON_Delete(events);
+		status_apply(c, d->lbs[i].lb, CTRL_LEADER_MANAGER, st);
+	}
+	free(agg);
+	return 0;
+}
+
+/* --- reconcile ------------------------------------------------------------------------------ */
+
+static void report_apply(struct ctrl *c, int r, size_t n_listeners)
+{
+	if (r == 1) {
+		log_info("applied version %" PRIu64 ": %zu listeners", c->push.version - 1,
+			 n_listeners);
+		for (size_t i = 0; i < c->push.n_failed; i++)
+			log_warn("listener %s is not served: %s", c->push.failed_names[i],
+				 c->push.failed_errors[i]);
+	} else if (r == -EINVAL) {
+		log_err("the dataplane refused apply version %" PRIu64 ": %s",
+			c->push.version - 1, c->push.apply_error);
+	} else if (r < 0) {
+		log_warn("apply not sent: %s; retrying when the dataplane is back", strerror(-r));
+	}
+}
+
+static int sync_once(struct ctrl *c)
+{
+	struct ctrl_input in = {
+		.lbs = &c->inf[CTRL_INF_LBS].store, .services = &c->inf[CTRL_INF_SERVICES].store,
+		.slices = &c->inf[CTRL_INF_SLICES].store, .listen_host = c->opt.listen_host,
+		.reserved_ports = c->push.reserved, .n_reserved = c->push.n_reserved,
+	};
+	const struct k8s_obj *node = k8s_store_get(&c->inf[CTRL_INF_NODES].store, c->opt.node_name);
+	uint64_t t0 = k8s_now_ms();
+	struct ctrl_desired *d;
+	cJSON *listeners;
+	int r;
+
+	r = ctrl_reconcile(&in, node, true, &d);
+	if (r)
+		return r;
+	listeners = ctrl_desired_json(d, c->opt.listen_host);
+	if (!listeners) {
+		ctrl_desired_free(d);
+		return -ENOMEM;
+	}
+	if (c->push.fd >= 0) {
+		r = ctrl_push_apply(&c->push, listeners, t0);
+		report_apply(c, r, d->n_listeners);
+	}
+	cJSON_Delete(listeners);
+	if (c->status_inflight) {
+		c->status_dirty = true;
+	} else {
+		node_entries(c, d, node);
+		if (c->leader.leading)
+			leader_status(c, &in, d);
+	}
+	ctrl_desired_free(d);
+	c->reconciles++;
+	c->reconcile_us_last = (k8s_now_ms() - t0) * 1000;
+	c->reconcile_us_total += c->reconcile_us_last;
+	return 0;
+}
+
+/* --- the Lease ------------------------------------------------------------------------------ */
+
+static void lease_path(const struct ctrl *c, char *buf, size_t len, bool item)
+{
+	snprintf(buf, len, "/apis/coordination.k8s.io/v1/namespaces/%s/leases%s%s",
+		 c->opt.lease_ns, item ? "/" : "", item ? c->opt.lease_name : "");
+}
+
+static void lease_written(void *arg, const struct k8s_resp *resp)
+{
+	struct ctrl *c = arg;
+	bool ok = resp->status == 200 || resp->status == 201;
+
+	c->lease_busy = false;
+	if (ctrl_leader_written(&c->leader, ok, k8s_now_ms())) {
+		c->leader_transitions++;
+		log_info("%s the leader (Lease %s/%s)", c->leader.leading ? "became" : "is no longer",
+			 c->opt.lease_ns, c->opt.lease_name);
+		if (c->leader.leading)
+			on_cache_change(c, NULL);
+	}
+}
+
+static void lease_read(void *arg, const struct k8s_resp *resp)
+{
+	struct ctrl *c = arg;
+	struct ctrl_lease lease = { 0 };
+	char path[512], now[40], *text;
+	struct k8s_req_opts o = { .path = path, .on_done = lease_written, .arg = c,
+				  .timeout_ms = CTRL_WRITE_TIMEOUT_MS };
+	enum ctrl_leader_action act;
+	cJSON *obj, *body;
+
+	c->lease_busy = false;
+	if (resp->status == 200) {
+		obj = cJSON_ParseWithLength(resp->body, resp->body_len);
+		if (!obj || ctrl_lease_from_json(obj, &lease)) {
+			cJSON_Delete(obj);
+			return;
+		}
+		cJSON_Delete(obj);
+	} else if (resp->status != 404) {
+		if (ctrl_leader_check_deadline(&c->leader, k8s_now_ms())) {
+			c->leader_transitions++;
+			log_warn("is no longer the leader: the Lease could not be renewed");
+		}
+		return;
+	}
+	now_rfc3339(now, sizeof(now), true);
+	act = ctrl_leader_decide(&c->leader, &lease, k8s_now_ms(), now, c->opt.lease_name,
+				 c->opt.lease_ns, &body);
+	if (act == CTRL_LEADER_WAIT) {
+		if (ctrl_leader_check_deadline(&c->leader, k8s_now_ms()))
+			c->leader_transitions++;
+		return;
+	}
+	text = cJSON_PrintUnformatted(body);
+	cJSON_Delete(body);
+	if (!text)
+		return;
+	lease_path(c, path, sizeof(path), act == CTRL_LEADER_UPDATE);
+	o.method = act == CTRL_LEADER_CREATE ? "POST" : "PUT";
+	o.body = text;
+	if (k8s_req_start(c->kc, &o, NULL) == 0)
+		c->lease_busy = true;
+	free(text);
+}
+
+static void lease_tick(struct ctrl *c, uint64_t now_ms)
+{
+	char path[512];
+	struct k8s_req_opts o = { .path = path, .on_done = lease_read, .arg = c,
+				  .timeout_ms = CTRL_RETRY_PERIOD_MS * 2 };
+
+	if (!c->opt.leader_elect || c->lease_busy || now_ms < c->next_lease_ms)
+		return;
+	c->next_lease_ms = now_ms + CTRL_RETRY_PERIOD_MS;
+	lease_path(c, path, sizeof(path), true);
+	if (k8s_req_start(c->kc, &o, NULL) == 0)
+		c->lease_busy = true;
+}
+
+static void lease_release(struct ctrl *c)
+{
+	char path[512], now[40], *text;
+	struct k8s_req_opts o = { .method = "PUT", .path = path, .on_done = lease_written,
+				  .arg = c, .timeout_ms = 2000 };
+	uint64_t until = k8s_now_ms() + 2000;
+	cJSON *body;
+
+	if (!c->opt.leader_elect || !c->leader.leading)
+		return;
+	now_rfc3339(now, sizeof(now), true);
+	body = ctrl_leader_release_body(&c->leader, now, c->opt.lease_name, c->opt.lease_ns);
+	text = body ? cJSON_PrintUnformatted(body) : NULL;
+	cJSON_Delete(body);
+	if (!text)
+		return;
+	lease_path(c, path, sizeof(path), true);
+	o.body = text;
+	c->lease_busy = true;
+	if (k8s_req_start(c->kc, &o, NULL) == 0)
+		while (c->lease_busy && k8s_now_ms() < until)
+			k8s_client_run(c->kc, NULL, 0, 100);
+	free(text);
+	log_info("released the Lease %s/%s", c->opt.lease_ns, c->opt.lease_name);
+}
+
+/* --- /metrics, /healthz, /readyz -------------------------------------------------------------- */
+
+static int route(void *arg, const char *path, char **body)
+{
+	struct ctrl *c = arg;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	if (!strcmp(path, "/healthz")) {
+		*body = strdup("ok\n");
+		return 200;
+	}
+	if (!strcmp(path, "/readyz")) {
+		bool ok = synced(c) && c->push.applied;
+
+		*body = strdup(ok ? "ok\n"
+				  : !synced(c) ? "caches not synced\n" : "dataplane not programmed\n");
+		return ok ? 200 : 503;
+	}
+	if (strcmp(path, "/metrics")) {
+		*body = strdup("not found\n");
+		return 404;
+	}
+	f = open_memstream(&buf, &len);
+	if (!f)
+		return 500;
+	fprintf(f, "layer4lb_controller_info{version=\"%s\"} 1\n", LB_VERSION);
+	fprintf(f, "layer4lb_controller_leader %d\n", c->leader.leading);
+	fprintf(f, "layer4lb_controller_leader_transitions_total %" PRIu64 "\n",
+		c->leader_transitions);
+	for (int i = 0; i < CTRL_INF_COUNT; i++) {
+		const struct k8s_informer *inf = &c->inf[i];
+
+		fprintf(f, "layer4lb_controller_cache_objects{resource=\"%s\"} %zu\n", inf->name,
+			inf->store.count);
+		fprintf(f, "layer4lb_controller_cache_synced{resource=\"%s\"} %d\n", inf->name,
+			inf->synced);
+		fprintf(f, "layer4lb_controller_lists_total{resource=\"%s\"} %" PRIu64 "\n",
+			inf->name, inf->lists);
+		fprintf(f, "layer4lb_controller_relists_expired_total{resource=\"%s\"} %" PRIu64 "\n",
+			inf->name, inf->relists_expired);
+		fprintf(f, "layer4lb_controller_watches_total{resource=\"%s\"} %" PRIu64 "\n",
+			inf->name, inf->watches);
+		fprintf(f, "layer4lb_controller_watch_errors_total{resource=\"%s\"} %" PRIu64 "\n",
+			inf->name, inf->watch_errors);
+		fprintf(f, "layer4lb_controller_watch_events_total{resource=\"%s\"} %" PRIu64 "\n",
+			inf->name, inf->events);
+	}
+	fprintf(f, "layer4lb_controller_reconciles_total %" PRIu64 "\n", c->reconciles);
+	fprintf(f, "layer4lb_controller_reconcile_seconds_total %.6f\n",
+		(double)c->reconcile_us_total / 1e6);
+	fprintf(f, "layer4lb_controller_reconcile_last_seconds %.6f\n",
+		(double)c->reconcile_us_last / 1e6);
+	fprintf(f, "layer4lb_controller_applies_total{result=\"ok\"} %" PRIu64 "\n",
+		c->push.applies_ok);
+	fprintf(f, "layer4lb_controller_applies_total{result=\"failed\"} %" PRIu64 "\n",
+		c->push.applies_failed);
+	fprintf(f, "layer4lb_controller_dataplane_connected %d\n", c->push.fd >= 0);
+	fprintf(f, "layer4lb_controller_dataplane_connects_total %" PRIu64 "\n", c->push.connects);
+	fprintf(f, "layer4lb_controller_listeners_unbound %zu\n", c->push.n_failed);
+	fprintf(f, "layer4lb_controller_status_writes_total{result=\"ok\"} %" PRIu64 "\n",
+		c->status_writes);
+	fprintf(f, "layer4lb_controller_status_writes_total{result=\"failed\"} %" PRIu64 "\n",
+		c->status_write_errors);
+	fprintf(f, "layer4lb_controller_events_total %" PRIu64 "\n", c->events_sent);
+	fclose(f);
+	*body = buf;
+	return 200;
+}
+
+/* --- the loop ------------------------------------------------------------------------------- */
+
+int ctrl_init(struct ctrl *c, const struct ctrl_options *opt, char *err, size_t errlen)
+{
+	static const struct {
+		enum k8s_kind kind;
+		const char *name, *path, *query;
+	} infs[CTRL_INF_COUNT] = {
+		[CTRL_INF_LBS] = { K8S_KIND_LOADBALANCER, "loadbalancers",
+				   CTRL_GROUP_PATH "/loadbalancers", NULL },
+		[CTRL_INF_SERVICES] = { K8S_KIND_SERVICE, "services", "/api/v1/services", NULL },
+		[CTRL_INF_SLICES] = { K8S_KIND_ENDPOINTSLICE, "endpointslices",
+				      "/apis/discovery.k8s.io/v1/endpointslices",
+				      "labelSelector=kubernetes.io%2Fservice-name" },
+		[CTRL_INF_NODES] = { K8S_KIND_NODE, "nodes", "/api/v1/nodes", NULL },
+	};
+	int r;
+
+	*c = (struct ctrl){ .opt = *opt };
+	c->httpd.lfd = -1;
+	ctrl_push_init(&c->push, opt->socket);
+	ctrl_leader_init(&c->leader, opt->identity);
+	c->leader.leading = !opt->leader_elect;
+	r = k8s_config_resolve(opt->kubeconfig, opt->context, &c->cfg, err, errlen);
+	if (r)
+		return r;
+	r = k8s_client_new(&c->cfg, &c->kc, err, errlen);
+	if (r)
+		return r;
+	for (int i = 0; i < CTRL_INF_COUNT; i++) {
+		bool ep = i == CTRL_INF_SLICES && opt->use_endpoints;
+
+		r = k8s_informer_init(&c->inf[i], c->kc, ep ? K8S_KIND_ENDPOINTS : infs[i].kind,
+				      ep ? "endpoints" : infs[i].name,
+				      ep ? "/api/v1/endpoints" : infs[i].path,
+				      ep ? NULL : infs[i].query, on_cache_change, c);
+		if (r) {
+			snprintf(err, errlen, "out of memory");
+			return r;
+		}
+	}
+	if (opt->http_addr && opt->http_addr[0]) {
+		r = ctrl_httpd_open(&c->httpd, opt->http_addr, route, c, err, errlen);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+void ctrl_stop(struct ctrl *c)
+{
+	c->stop = 1;
+	if (c->kc)
+		k8s_client_wakeup(c->kc);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+static void dataplane_tick(struct ctrl *c, uint64_t now)
+{
+	int r = ctrl_push_connect(&c->push, now);
+
+	if (r == 1) {
+		log_info("connected to the dataplane at %s (next version %" PRIu64 ")",
+			 c->push.path, c->push.version);
+		/* A new or restarted dataplane gets the whole state now, without the debounce. */
+		c->dirty = true;
+		c->dirty_since_ms = 0;
+	}
+	ctrl_push_ping(&c->push, now);
+}
+
+int ctrl_run(struct ctrl *c)
+{
+	struct curl_waitfd fds[CTRL_HTTPD_CLIENTS + 2];
+	bool was_synced = false;
+
+	log_info("controller for node %s: dataplane socket %s, leader election %s", c->opt.node_name,
+		 c->opt.socket, c->opt.leader_elect ? "on" : "off");
+	for (int i = 0; i < CTRL_INF_COUNT; i++)
+		k8s_informer_start(&c->inf[i]);
+	c->next_resync_ms = k8s_now_ms() + (uint64_t)c->opt.resync_s * 1000;
+	while (!c->stop) {
+		uint64_t now = k8s_now_ms(), next = now + CTRL_LOOP_MAX_WAIT_MS;
+		unsigned n = 0;
+
+		dataplane_tick(c, now);
+		for (int i = 0; i < CTRL_INF_COUNT; i++)
+			next = min_u64(next, k8s_informer_tick(&c->inf[i], now));
+		lease_tick(c, now);
+		if (now >= c->next_resync_ms) {
+			c->next_resync_ms = now + (uint64_t)c->opt.resync_s * 1000;
+			c->dirty = true;
+			c->dirty_since_ms = 0;
+			c->push.fresh = true; /* re-send even an unchanged set */
+		}
+		if (synced(c) && !was_synced) {
+			was_synced = true;
+			log_info("every cache has synced: reconciling");
+		}
+		/* Never flush: nothing goes out before every cache has listed once. */
+		if (c->dirty && synced(c) && now >= c->dirty_since_ms + c->opt.debounce_ms) {
+			c->dirty = false;
+			if (sync_once(c))
+				log_err("reconcile failed: out of memory");
+		} else if (c->dirty && synced(c)) {
+			next = min_u64(next, c->dirty_since_ms + c->opt.debounce_ms);
+		}
+		if (c->push.fd >= 0)
+			fds[n++] = (struct curl_waitfd){ .fd = c->push.fd,
+							 .events = CURL_WAIT_POLLIN };
+		else
+			next = min_u64(next, c->push.retry_at_ms);
+		n += ctrl_httpd_fds(&c->httpd, fds + n);
+		next = min_u64(next, c->next_lease_ms > now ? c->next_lease_ms : now + 1);
+		k8s_client_run(c->kc, fds, n, next > now ? (int)(next - now) : 0);
+		now = k8s_now_ms();
+		if (n && c->push.fd >= 0 && fds[0].fd == c->push.fd && fds[0].revents &&
+		    ctrl_push_readable(&c->push))
+			log_warn("the dataplane closed the control connection; reconnecting");
+		ctrl_httpd_serve(&c->httpd, fds, n, now);
+	}
+	lease_release(c);
+	return 0;
+}
+
+void ctrl_free(struct ctrl *c)
+{
+	for (int i = 0; i < CTRL_INF_COUNT; i++)
+		if (c->inf[i].kc)
+			k8s_informer_free(&c->inf[i]);
+	ctrl_httpd_close(&c->httpd);
+	ctrl_push_free(&c->push);
+	k8s_client_free(c->kc);
+	k8s_config_clear(&c->cfg);
+}
