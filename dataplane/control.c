@@ -21,11 +21,11 @@
  * snapshot.  Requests are answered in order, one reply line per request line.
  */
 
-#define DP_CTL_CLIENTS_MAX 64
+#define DP_CONTROL_CLIENTS_MAX 64
 /* A client may stay connected between requests, but a slot is not held for ever. */
-#define DP_CTL_IDLE_MS 60000
+#define DP_CONTROL_IDLE_MS 60000
 
-struct dp_ctl {
+struct dp_control {
 	struct dp_evsrc ev;
 	char path[LB_PATH_MAX];
 	struct dp_streams clients;
@@ -183,7 +183,7 @@ static void client_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 	if (!r && !(s->close_after && !dp_stream_unsent(s)))
 		r = dp_stream_update(p, s);
 	if (r || (s->close_after && !dp_stream_unsent(s)))
-		dp_stream_drop(&p->ctl->clients, s);
+		dp_stream_drop(&p->control->clients, s);
 }
 
 /* Only our own uid or root may drive the dataplane, whatever the socket file's mode. */
@@ -210,7 +210,7 @@ static void refuse(int fd, const char *msg)
 
 static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
 {
-	struct dp_ctl *ctl = (struct dp_ctl *)src;
+	struct dp_control *ctl = (struct dp_control *)src;
 
 	for (;;) {
 		struct ucred cred;
@@ -317,10 +317,10 @@ out_errno:
 	return r;
 }
 
-int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *err,
-		size_t errlen)
+int dp_control_open(struct dp_plane *p, const char *path, const char *group, char *err,
+		    size_t errlen)
 {
-	struct dp_ctl *ctl;
+	struct dp_control *ctl;
 	char dir[LB_PATH_MAX];
 	int r;
 
@@ -346,29 +346,29 @@ int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *e
 	}
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	ctl->ev.handle = listener_event;
-	ctl->clients.max = DP_CTL_CLIENTS_MAX;
-	ctl->clients.timeout_ms = DP_CTL_IDLE_MS;
+	ctl->clients.max = DP_CONTROL_CLIENTS_MAX;
+	ctl->clients.timeout_ms = DP_CONTROL_IDLE_MS;
 	ctl->clients.goodbye = "{\"ok\":false,\"error\":\"no complete request for 60 s; closing "
 			       "the connection\"}\n";
-	p->ctl = ctl;
+	p->control = ctl;
 	return dp_plane_watch(p, &ctl->ev, EPOLLIN);
 }
 
-void dp_ctl_expire(struct dp_plane *p, uint64_t now_ms)
+void dp_control_expire(struct dp_plane *p, uint64_t now_ms)
 {
 	unsigned n;
 
-	if (!p->ctl)
+	if (!p->control)
 		return;
-	n = dp_streams_expire(&p->ctl->clients, now_ms);
+	n = dp_streams_expire(&p->control->clients, now_ms);
 	if (n)
 		log_debug("control socket: closed %u connection%s idle for %u s", n,
-			  n == 1 ? "" : "s", DP_CTL_IDLE_MS / 1000);
+			  n == 1 ? "" : "s", DP_CONTROL_IDLE_MS / 1000);
 }
 
-void dp_ctl_close(struct dp_plane *p)
+void dp_control_close(struct dp_plane *p)
 {
-	struct dp_ctl *ctl = p->ctl;
+	struct dp_control *ctl = p->control;
 
 	if (!ctl)
 		return;
@@ -377,5 +377,5 @@ void dp_ctl_close(struct dp_plane *p)
 	close(ctl->ev.fd);
 	unlink(ctl->path);
 	free(ctl);
-	p->ctl = NULL;
+	p->control = NULL;
 }

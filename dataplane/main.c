@@ -253,8 +253,8 @@ static int open_plane(struct dp_plane *p, struct lb_config *conf, const sigset_t
 		return r;
 	}
 	if (conf->control_socket[0] &&
-	    (r = dp_ctl_open(p, conf->control_socket, conf->control_socket_group, err,
-			     sizeof(err)))) {
+	    (r = dp_control_open(p, conf->control_socket, conf->control_socket_group, err,
+				 sizeof(err)))) {
 		log_err("%s", err);
 		return r;
 	}
@@ -272,7 +272,7 @@ static void log_started(const struct dp_plane *p)
 			 p->snap->listeners[i].conf->listen_str,
 			 lb_algo_name(p->snap->listeners[i].conf->algorithm),
 			 p->snap->listeners[i].n_backends);
-	if (p->ctl)
+	if (p->control)
 		log_info("control socket %s", p->file->control_socket);
 	if (p->metrics)
 		log_info("metrics on http://%s/metrics", p->file->metrics);

@@ -65,7 +65,7 @@ static void expire_clients(struct dp_plane *p)
 	if (now < p->expire_ms)
 		return;
 	p->expire_ms = now + DP_PLANE_TICK_MS;
-	dp_ctl_expire(p, now);
+	dp_control_expire(p, now);
 	dp_metrics_expire(p, now);
 }
 
@@ -289,7 +289,7 @@ void dp_plane_stop_workers(struct dp_plane *p)
 
 void dp_plane_close(struct dp_plane *p)
 {
-	dp_ctl_close(p);
+	dp_control_close(p);
 	dp_metrics_close(p);
 	if (p->sig.fd > 0)
 		close(p->sig.fd);

@@ -81,7 +81,7 @@ struct dp_plane {
 	int draining;
 	int epfd;
 	struct dp_evsrc sig;
-	struct dp_ctl *ctl;
+	struct dp_control *control;
 	struct dp_metrics *metrics;
 	struct dp_evsrc *paused[4];  /* listeners out of the epoll set for want of fds */
 	unsigned n_paused;
@@ -123,11 +123,11 @@ void dp_stream_drop(struct dp_streams *set, struct dp_stream *s);
 unsigned dp_streams_expire(struct dp_streams *set, uint64_t now_ms);
 
 /* control.c: the Unix control socket. */
-int dp_ctl_open(struct dp_plane *p, const char *path, const char *group, char *err,
-		size_t errlen);
+int dp_control_open(struct dp_plane *p, const char *path, const char *group, char *err,
+		    size_t errlen);
 /* Drop clients past their deadline (now_ms from dp_now_ms); run from the loop's tick. */
-void dp_ctl_expire(struct dp_plane *p, uint64_t now_ms);
-void dp_ctl_close(struct dp_plane *p);
+void dp_control_expire(struct dp_plane *p, uint64_t now_ms);
+void dp_control_close(struct dp_plane *p);
 
 /* metrics.c: Prometheus text over HTTP. */
 int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errlen);

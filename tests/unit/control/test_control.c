@@ -45,8 +45,8 @@ static int setup(void **state)
 	h->p.epfd = epoll_create1(EPOLL_CLOEXEC);
 	h->p.sig.fd = -1;
 	assert_true(h->p.epfd >= 0);
-	if (dp_ctl_open(&h->p, h->path, "", err, sizeof(err)))
-		fail_msg("dp_ctl_open: %s", err);
+	if (dp_control_open(&h->p, h->path, "", err, sizeof(err)))
+		fail_msg("dp_control_open: %s", err);
 	*state = h;
 	return 0;
 }
@@ -55,7 +55,7 @@ static int teardown(void **state)
 {
 	struct harness *h = *state;
 
-	dp_ctl_close(&h->p);
+	dp_control_close(&h->p);
 	close(h->p.epfd);
 	rmdir(h->dir);
 	free(h);
@@ -272,11 +272,11 @@ static void test_idle_and_partial_clients_expire(void **state)
 	assert_true(at_eof(h, extra));
 	close(extra);
 
-	dp_ctl_expire(&h->p, dp_now_ms() + 59000);
+	dp_control_expire(&h->p, dp_now_ms() + 59000);
 	for (int i = 0; i < 64; i++)
 		assert_true(still_open(fds[i]));
 
-	dp_ctl_expire(&h->p, dp_now_ms() + 61000);
+	dp_control_expire(&h->p, dp_now_ms() + 61000);
 	for (int i = 0; i < 64; i++) {
 		read_line(h, fds[i], line, sizeof(line));
 		assert_string_equal(line, "{\"ok\":false,\"error\":\"no complete request for 60 s; "
