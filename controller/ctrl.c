@@ -33,6 +33,7 @@
 #define CTRL_LEADER_MANAGER "layer4-lb-controller"
 #define CTRL_WRITE_TIMEOUT_MS 15000
 #define CTRL_LOOP_MAX_WAIT_MS 1000
+#define CTRL_BIND_RETRY_MS 5000
 
 static void now_rfc3339(char *buf, size_t len, bool micro)
 {
@@ -69,16 +70,15 @@ static bool synced(const struct ctrl *c)
 
 /* --- status writes ------------------------------------------------------------------------ */
 
-static void write_done(void *arg, const struct k8s_resp *resp)
+static void write_done(struct ctrl *c, const struct k8s_resp *resp, uint64_t *ok)
 {
-	struct ctrl *c = arg;
 	struct k8s_obj *o;
 	char err[128];
 	cJSON *obj;
 
 	c->status_inflight--;
 	if (resp->status == 200 || resp->status == 201) {
-		c->status_writes++;
+		(*ok)++;
 		/* The reply is the object as now stored: take it into the cache at once, so the
 		 * next reconcile does not write the same thing again before the watch says so. */
 		obj = cJSON_ParseWithLength(resp->body, resp->body_len);
@@ -94,6 +94,20 @@ static void write_done(void *arg, const struct k8s_resp *resp)
 		c->status_dirty = false;
 		on_cache_change(c, NULL);
 	}
+}
+
+static void node_write_done(void *arg, const struct k8s_resp *resp)
+{
+	struct ctrl *c = arg;
+
+	write_done(c, resp, &c->node_writes);
+}
+
+static void summary_write_done(void *arg, const struct k8s_resp *resp)
+{
+	struct ctrl *c = arg;
+
+	write_done(c, resp, &c->summary_writes);
 }
 
 static void event_done(void *arg, const struct k8s_resp *resp)
@@ -115,8 +129,9 @@ static void status_apply(struct ctrl *c, const struct k8s_obj *lb, const char *m
 	char path[1024];
 	cJSON *body = cJSON_CreateObject(), *md;
 	char *text = NULL;
-	struct k8s_req_opts o = { .method = "PATCH", .path = path, .on_done = write_done,
-				  .arg = c, .timeout_ms = CTRL_WRITE_TIMEOUT_MS,
+	bool leader = !strcmp(manager, CTRL_LEADER_MANAGER);
+	struct k8s_req_opts o = { .method = "PATCH", .path = path,
+				  .on_done = leader ? summary_write_done : node_write_done, .arg = c, .timeout_ms = CTRL_WRITE_TIMEOUT_MS,
 				  .content_type = "application/apply-patch+yaml" };
 
 	if (!body || !cJSON_AddStringToObject(body, "apiVersion", "layer4lb.io/v1alpha1") ||
@@ -494,9 +509,11 @@ static int route(void *arg, const char *path, char **body)
 	fprintf(f, "layer4lb_controller_dataplane_connected %d\n", c->push.fd >= 0);
 	fprintf(f, "layer4lb_controller_dataplane_connects_total %" PRIu64 "\n", c->push.connects);
 	fprintf(f, "layer4lb_controller_listeners_unbound %zu\n", c->push.n_failed);
-	fprintf(f, "layer4lb_controller_status_writes_total{result=\"ok\"} %" PRIu64 "\n",
-		c->status_writes);
-	fprintf(f, "layer4lb_controller_status_writes_total{result=\"failed\"} %" PRIu64 "\n",
+	fprintf(f, "layer4lb_controller_status_writes_total{kind=\"node\"} %" PRIu64 "\n",
+		c->node_writes);
+	fprintf(f, "layer4lb_controller_status_writes_total{kind=\"summary\"} %" PRIu64 "\n",
+		c->summary_writes);
+	fprintf(f, "layer4lb_controller_status_write_errors_total %" PRIu64 "\n",
 		c->status_write_errors);
 	fprintf(f, "layer4lb_controller_events_total %" PRIu64 "\n", c->events_sent);
 	fclose(f);
@@ -597,6 +614,12 @@ int ctrl_run(struct ctrl *c)
 		for (int i = 0; i < CTRL_INF_COUNT; i++)
 			next = min_u64(next, k8s_informer_tick(&c->inf[i], now));
 		lease_tick(c, now);
+		/* Listeners the dataplane could not bind are retried by every apply: try again
+		 * while some are left, so a port freed by another process is taken soon. */
+		if (c->push.n_failed && c->push.fd >= 0 && now >= c->next_bind_retry_ms) {
+			c->next_bind_retry_ms = now + CTRL_BIND_RETRY_MS;
+			on_cache_change(c, NULL);
+		}
 		if (now >= c->next_resync_ms) {
 			c->next_resync_ms = now + (uint64_t)c->opt.resync_s * 1000;
 			c->dirty = true;
