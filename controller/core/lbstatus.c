@@ -161,6 +161,20 @@ static bool str_eq(const cJSON *o, const char *k, const char *v)
 	return cJSON_IsString(s) && !strcmp(s->valuestring, v);
 }
 
+/* Reasons worth an Event: a user must act.  Pending, NoNodes, NotProgrammed and
+ * NoReadyEndpoints are passing states of every new LoadBalancer and only show in status. */
+static bool event_worthy(const char *reason)
+{
+	static const char *const reasons[] = { "Invalid",     "PortConflict", "PortInUse",
+					       "ServiceNotFound", "PortNotFound", "BindFailed",
+					       "ApplyFailed" };
+
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (!strcmp(reason, reasons[i]))
+			return true;
+	return false;
+}
+
 static bool add_condition(cJSON *conds, cJSON *events, const struct k8s_obj *lb,
 			  const char *type, bool status, const char *reason, const char *msg,
 			  const char *now)
@@ -173,7 +187,8 @@ static bool add_condition(cJSON *conds, cJSON *events, const struct k8s_obj *lb,
 	if (!c)
 		return false;
 	cJSON_AddItemToArray(conds, c);
-	if (!status && !(same && str_eq(cur, "reason", reason) && str_eq(cur, "message", msg))) {
+	if (!status && event_worthy(reason) &&
+	    !(same && str_eq(cur, "reason", reason) && str_eq(cur, "message", msg))) {
 		cJSON *ev = cJSON_CreateObject();
 
 		if (!ev)
