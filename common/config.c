@@ -82,7 +82,11 @@ struct parser {
 	const char *name; /* file name for messages */
 	char *err;
 	size_t errlen;
-	bool allow_empty; /* listeners: [] is valid (an apply that removes every managed one) */
+	/*
+	 * The listeners of an apply: "listeners: []" is valid (it removes every managed one), and
+	 * so is "backends: []" (the port stays bound, and owned, while there is nothing to send to).
+	 */
+	bool apply;
 	size_t backends;  /* read so far, in all listeners, against LB_CONFIG_BACKENDS_MAX */
 };
 
@@ -522,14 +526,19 @@ static int set_backends(struct parser *p, const struct conf_key *k, yaml_node_t 
 	size_t i, n;
 	int r;
 
-	if (v->type != YAML_SEQUENCE_NODE || seq_len(v) == 0)
-		return fail(p, node_line(v), "%s: must be a list of 1 to %d backends, got %s",
-			    path, LB_BACKENDS_MAX,
-			    v->type == YAML_SEQUENCE_NODE ? "an empty list" : node_kind(v));
+	if (v->type != YAML_SEQUENCE_NODE || (seq_len(v) == 0 && !p->apply))
+		return fail(p, node_line(v), "%s: must be a list of %d to %d backends, got %s%s",
+			    path, !p->apply, LB_BACKENDS_MAX,
+			    v->type == YAML_SEQUENCE_NODE ? "an empty list" : node_kind(v),
+			    v->type == YAML_SEQUENCE_NODE
+				    ? " (only listeners applied over the control socket may have none)"
+				    : "");
 	n = seq_len(v);
 	if (n > LB_BACKENDS_MAX)
-		return fail(p, node_line(v), "%s: must be a list of 1 to %d backends, got %zu",
-			    path, LB_BACKENDS_MAX, n);
+		return fail(p, node_line(v), "%s: must be a list of %d to %d backends, got %zu",
+			    path, !p->apply, LB_BACKENDS_MAX, n);
+	if (n == 0)
+		return 0; /* an apply's listener with nothing to send to: see struct parser */
 	/*
 	 * YAML aliases let 160 KB of text name 4 million backends (one list, *used by 1,023
 	 * listeners); each costs memory in every worker and lines in every status and scrape.
@@ -596,7 +605,7 @@ static int set_listeners(struct parser *p, const struct conf_key *k, yaml_node_t
 	size_t i, n;
 	int r;
 
-	if (v->type != YAML_SEQUENCE_NODE || (seq_len(v) == 0 && !p->allow_empty))
+	if (v->type != YAML_SEQUENCE_NODE || (seq_len(v) == 0 && !p->apply))
 		return fail(p, node_line(v), "%s: must be a list of 1 to %d listeners, got %s",
 			    path, LB_LISTENERS_MAX,
 			    v->type == YAML_SEQUENCE_NODE ? "an empty list" : node_kind(v));
@@ -826,7 +835,7 @@ static int config_parse(const struct conf_table *top, const char *text, size_t l
 			size_t errlen)
 {
 	struct parser p = { .name = name, .err = err, .errlen = err ? errlen : 0,
-			    .allow_empty = top == &apply_table };
+			    .apply = top == &apply_table };
 	struct lb_config *c;
 	int r;
 
@@ -1073,6 +1082,8 @@ void lb_config_free(struct lb_config *c)
 static int listener_copy(struct lb_listener_conf *dst, const struct lb_listener_conf *src)
 {
 	*dst = *src;
+	if (!src->n_backends)
+		return 0; /* backends stays NULL: nothing to copy from, or to */
 	dst->backends = calloc(src->n_backends, sizeof(*dst->backends));
 	if (!dst->backends)
 		return -ENOMEM;
@@ -1196,8 +1207,8 @@ static unsigned backends_missing(const struct lb_listener_conf *from,
 	struct lb_addr_index x = { 0 };
 	unsigned n = 0;
 
-	if (in && lb_addr_index_init(&x, &in->backends[0].addr, sizeof(*in->backends),
-				     in->n_backends))
+	if (in && in->n_backends &&
+	    lb_addr_index_init(&x, &in->backends[0].addr, sizeof(*in->backends), in->n_backends))
 		return 0; /* out of memory: the diff is for messages only */
 	for (size_t i = 0; in && i < in->n_backends; i++)
 		lb_addr_index_add(&x, i);

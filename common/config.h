@@ -51,7 +51,7 @@ struct lb_listener_conf {
 	struct lb_addr listen;
 	char listen_str[LB_ADDR_STRLEN];
 	enum lb_algo algorithm;            /* default round_robin */
-	struct lb_backend_conf *backends;  /* at least one */
+	struct lb_backend_conf *backends;  /* at least one in the file; an apply's may have none */
 	size_t n_backends;
 	struct lb_health_conf health;
 	unsigned connect_timeout_ms;       /* default 3000 */
@@ -109,7 +109,9 @@ void lb_config_free(struct lb_config *c);
 
 /*
  * The listeners of an apply: the same keys and checks as the file's listeners, nothing else at
- * the top level, and an empty list is valid.  Every listener is marked managed.
+ * the top level, and an empty list is valid, as is a listener with "backends: []" (bound, but
+ * every connection is closed at once: a Service with no ready endpoints).  Every listener is
+ * marked managed.
  */
 int lb_config_parse_listeners(const char *text, size_t len, const char *name,
 			      struct lb_config **ret, char *err, size_t errlen);

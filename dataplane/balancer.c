@@ -76,7 +76,7 @@ int dp_lb_init(struct dp_lb *lb, enum lb_algo algo, const struct dp_lb_spec *spe
 	unsigned i;
 	int ret;
 
-	if (n == 0 || !specs || (unsigned)algo > LB_ALGO_MAGLEV)
+	if ((n && !specs) || (unsigned)algo > LB_ALGO_MAGLEV)
 		return -EINVAL;
 	for (i = 0; i < n; i++)
 		if (specs[i].weight == 0)
@@ -85,6 +85,11 @@ int dp_lb_init(struct dp_lb *lb, enum lb_algo algo, const struct dp_lb_spec *spe
 	tmp.algo = algo;
 	tmp.n = n;
 	tmp.rng = dp_hash64(seed) ?: 1; /* xorshift never leaves 0 */
+	/* A listener with no backends: every pick says so, with no table or turn to keep. */
+	if (n == 0) {
+		*lb = tmp;
+		return 0;
+	}
 	tmp.b = calloc(n, sizeof(*tmp.b));
 	if (!tmp.b)
 		return -ENOMEM;
@@ -262,7 +267,7 @@ static int lb_pick_maglev(struct dp_lb *lb, uint64_t key, dp_lb_usable_fn usable
 
 int dp_lb_pick(struct dp_lb *lb, uint64_t key, dp_lb_usable_fn usable, void *ctx)
 {
-	if (lb->n == 0) /* zeroed or finished */
+	if (lb->n == 0) /* no backends, or zeroed or finished */
 		return -EHOSTUNREACH;
 	switch (lb->algo) {
 	case LB_ALGO_ROUND_ROBIN:

@@ -46,7 +46,10 @@ struct dp_lb {
 	struct dp_maglev maglev; /* LB_ALGO_MAGLEV only */
 };
 
-/* 0 or -ENOMEM / -EINVAL (n == 0, a zero weight). */
+/*
+ * 0 or -ENOMEM / -EINVAL (a zero weight).  n may be 0 (a managed listener with no backends):
+ * every pick then returns -EHOSTUNREACH.
+ */
 int dp_lb_init(struct dp_lb *lb, enum lb_algo algo, const struct dp_lb_spec *specs, unsigned n,
 	       uint64_t seed);
 void dp_lb_fini(struct dp_lb *lb); /* safe on a zeroed or finished dp_lb */

@@ -220,15 +220,20 @@ static void print_status(const cJSON *st)
 	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(st, "listeners")) {
 		const char *pp = str(l, "proxy_protocol");
 		bool pp_on = strcmp(pp, "off") && strcmp(pp, "-"); /* "-": an older dataplane */
+		const cJSON *bs = cJSON_GetObjectItemCaseSensitive(l, "backends");
 
 		printf("listener %s on %s (%s%s%s, %s): %.0f active, %.0f accepted, %.0f failed\n",
 		       str(l, "name"), str(l, "listen"), str(l, "algorithm"),
 		       pp_on ? ", PROXY protocol " : "", pp_on ? pp : "",
 		       cJSON_IsTrue(cJSON_GetObjectItem(l, "managed")) ? "managed" : "config file",
 		       num(l, "active"), num(l, "accepted"), num(l, "failed"));
+		if (!cJSON_GetArraySize(bs)) {
+			printf("  no backends: every connection is closed at once\n\n");
+			continue;
+		}
 		printf("  %-46s %6s %-7s %-6s %8s %10s %9s\n", "BACKEND", "WEIGHT", "HEALTHY",
 		       "CHECK", "ACTIVE", "CONNS", "FAILURES");
-		cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(l, "backends"))
+		cJSON_ArrayForEach(b, bs)
 			printf("  %-46s %6.0f %-7s %-6s %8.0f %10.0f %9.0f\n", str(b, "address"),
 			       num(b, "weight"),
 			       cJSON_IsTrue(cJSON_GetObjectItem(b, "healthy")) ? "yes" : "NO",

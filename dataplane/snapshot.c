@@ -140,11 +140,14 @@ static int build_backends(struct dp_slistener *sl, const struct dp_slistener *ol
 	struct lb_addr_index x = { 0 };
 	int r = -ENOMEM;
 
+	if (!lc->n_backends)
+		return 0; /* a managed listener with nothing to send to */
 	sl->backends = calloc(lc->n_backends, sizeof(*sl->backends));
 	if (!sl->backends)
 		return -ENOMEM;
-	if (old && lb_addr_index_init(&x, &old->backends[0].addr, sizeof(*old->backends),
-				      old->n_backends))
+	if (old && old->n_backends &&
+	    lb_addr_index_init(&x, &old->backends[0].addr, sizeof(*old->backends),
+			       old->n_backends))
 		return -ENOMEM;
 	for (unsigned i = 0; old && i < old->n_backends; i++)
 		lb_addr_index_add(&x, i);

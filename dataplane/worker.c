@@ -60,9 +60,9 @@ static struct dp_lset *lset_new(struct dp_worker *w, struct dp_snapshot *s,
 	int r;
 
 	set = calloc(1, sizeof(*set));
-	specs = calloc(sl->n_backends, sizeof(*specs));
-	if (!set || !specs)
-		goto out_free;
+	specs = sl->n_backends ? calloc(sl->n_backends, sizeof(*specs)) : NULL;
+	if (!set || (sl->n_backends && !specs))
+		goto out_free; /* no backends is no specs: a balancer whose every pick fails */
 	for (unsigned i = 0; i < sl->n_backends; i++) {
 		specs[i].weight = sl->backends[i].weight;
 		specs[i].id = backend_id(&sl->backends[i].addr);

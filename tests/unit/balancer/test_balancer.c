@@ -61,7 +61,7 @@ static void test_init_invalid(void **state)
 	struct dp_lb lb;
 
 	memset(&lb, 0, sizeof(lb));
-	assert_int_equal(dp_lb_init(&lb, LB_ALGO_ROUND_ROBIN, specs, 0, 1), -EINVAL);
+	assert_int_equal(dp_lb_init(&lb, LB_ALGO_ROUND_ROBIN, NULL, 1, 1), -EINVAL);
 	assert_int_equal(dp_lb_init(&lb, LB_ALGO_ROUND_ROBIN, specs, 2, 1), -EINVAL);
 	assert_int_equal(dp_lb_init(&lb, (enum lb_algo)99, specs, 1, 1), -EINVAL);
 	assert_null(lb.b);
@@ -69,6 +69,41 @@ static void test_init_invalid(void **state)
 	dp_lb_fini(&lb);
 	dp_lb_fini(&lb);
 	assert_int_equal(dp_lb_pick(&lb, 0, NULL, NULL), -EHOSTUNREACH);
+}
+
+/*
+ * A managed listener may have no backends (a Service with no ready endpoints): every
+ * algorithm builds an empty balancer (maglev without a table) whose picks all fail, whatever
+ * the key or seed, and whose accounting calls are harmless.
+ */
+static void test_no_backends(void **state)
+{
+	static const enum lb_algo algos[] = { LB_ALGO_ROUND_ROBIN, LB_ALGO_LEAST_CONN,
+					      LB_ALGO_RANDOM_TWO, LB_ALGO_MAGLEV };
+	struct avail a = { 0 };
+
+	for (size_t i = 0; i < sizeof(algos) / sizeof(algos[0]); i++) {
+		for (uint64_t seed = 0; seed < 8; seed++) {
+			struct dp_lb lb;
+
+			memset(&lb, 0xa5, sizeof(lb)); /* whatever was there is overwritten */
+			assert_int_equal(dp_lb_init(&lb, algos[i], NULL, 0, seed), 0);
+			assert_int_equal(lb.n, 0);
+			assert_null(lb.b);
+			assert_null(lb.maglev.table);
+			for (uint64_t key = 0; key < 16; key++) {
+				assert_int_equal(dp_lb_pick(&lb, dp_hash64(key), NULL, NULL),
+						 -EHOSTUNREACH);
+				assert_int_equal(dp_lb_pick(&lb, key, avail_usable, &a),
+						 -EHOSTUNREACH);
+			}
+			dp_lb_conn_start(&lb, 0);
+			dp_lb_conn_end(&lb, 0);
+			dp_lb_fini(&lb);
+			assert_int_equal(lb.n, 0);
+		}
+	}
+	assert_int_equal(a.calls, 0); /* nothing to ask about */
 }
 
 static void test_rr_equal(void **state)
@@ -445,6 +480,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_init_invalid),
+		cmocka_unit_test(test_no_backends),
 		cmocka_unit_test(test_rr_equal),
 		cmocka_unit_test(test_rr_uniform_rotation),
 		cmocka_unit_test(test_rr_smooth_weighted),

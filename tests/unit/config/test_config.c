@@ -445,7 +445,8 @@ static void test_missing_required(void **state)
 	expect_error("listeners:\n  - name: web\n    listen: 127.0.0.1:80\n", 2, "listeners[0]",
 		     "missing required key \"backends\"");
 	expect_error("listeners:\n  - name: web\n    listen: 127.0.0.1:80\n    backends: []\n", 4,
-		     "listeners[0].backends", "got an empty list");
+		     "listeners[0].backends", "got an empty list (only listeners applied over the "
+		     "control socket may have none)");
 	expect_error("listeners:\n  - name: web\n    listen: 127.0.0.1:80\n    backends:\n", 4,
 		     "listeners[0].backends", "list of 1 to 4096 backends");
 	expect_error(BASE "      - weight: 2\n", 6, "listeners[0].backends[1]",

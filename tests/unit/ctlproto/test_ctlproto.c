@@ -355,8 +355,8 @@ static void test_bad_listener(void **state)
 									  "10.0.0.2:80") "]}",
 		   NULL, "listeners[1].listen: 127.0.0.1:8080 is already the address", NULL);
 	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"web\","
-		   "\"listen\":\"127.0.0.1:8080\",\"backends\":[]}]}",
-		   NULL, "listeners[0].backends: must be a list of 1 to", NULL);
+		   "\"listen\":\"127.0.0.1:8080\",\"backends\":{}}]}",
+		   NULL, "listeners[0].backends: must be a list", NULL);
 	expect_bad("{\"op\":\"apply\",\"version\":1,\"listeners\":[{\"name\":\"web\","
 		   "\"backends\":[{\"address\":\"10.0.0.1:80\"}]}]}",
 		   NULL, "listeners[0]: missing required key \"listen\"", NULL);
@@ -408,6 +408,25 @@ static void test_apply_empty(void **state)
 	assert_int_equal(r.listeners->n_listeners, 0);
 	lb_ctl_request_clear(&r);
 	assert_null(r.listeners);
+	lb_ctl_request_clear(&r);
+}
+
+/*
+ * A listener of an apply may have no backends (a Service with no ready endpoints): it keeps
+ * its port bound while there is nothing to send to.  The file's listeners may not.
+ */
+static void test_apply_listener_without_backends(void **state)
+{
+	struct lb_ctl_request r;
+
+	r = parse_ok("{\"op\":\"apply\",\"version\":4,\"listeners\":[{\"name\":\"ns/web/http\","
+		     "\"listen\":\"0.0.0.0:8080\",\"algorithm\":\"maglev\",\"backends\":[],"
+		     "\"health_check\":{}}]}");
+	assert_non_null(r.listeners);
+	assert_int_equal(r.listeners->n_listeners, 1);
+	assert_int_equal(r.listeners->listeners[0].n_backends, 0);
+	assert_null(r.listeners->listeners[0].backends);
+	assert_true(r.listeners->listeners[0].managed);
 	lb_ctl_request_clear(&r);
 }
 
@@ -646,6 +665,7 @@ int main(void)
 		cmocka_unit_test(test_bad_listener),
 		cmocka_unit_test(test_ping_status),
 		cmocka_unit_test(test_apply_empty),
+		cmocka_unit_test(test_apply_listener_without_backends),
 		cmocka_unit_test(test_apply_two_listeners),
 		cmocka_unit_test(test_reply_ping),
 		cmocka_unit_test(test_reply_apply_version),

@@ -103,10 +103,11 @@ static unsigned count_fds(void)
 
 /*
  * A configuration of one or two listeners on 127.0.0.1 (l1 NULL for one), each with its
- * backends given as "ip:port,ip:port", written as YAML flow.
+ * backends given as "ip:port,ip:port" ("" for none: managed only), written as YAML flow;
+ * from the file (managed false), or as an apply would give them (managed true).
  */
-static struct lb_config *conf_of(const char *l0, unsigned p0, const char *b0, const char *l1,
-				 unsigned p1, const char *b1)
+static struct lb_config *listeners_of(bool managed, const char *l0, unsigned p0, const char *b0,
+				      const char *l1, unsigned p1, const char *b1)
 {
 	char text[1024], backends[256], *tok, *save;
 	const char *names[2] = { l0, l1 }, *bs[2] = { b0, b1 };
@@ -114,6 +115,7 @@ static struct lb_config *conf_of(const char *l0, unsigned p0, const char *b0, co
 	struct lb_config *c = NULL;
 	char err[512] = "";
 	size_t n;
+	int r;
 
 	n = (size_t)snprintf(text, sizeof(text), "{\"listeners\":[");
 	for (int i = 0; i < 2 && names[i]; i++) {
@@ -127,9 +129,23 @@ static struct lb_config *conf_of(const char *l0, unsigned p0, const char *b0, co
 		n += (size_t)snprintf(text + n, sizeof(text) - n, "]}");
 	}
 	snprintf(text + n, sizeof(text) - n, "]}");
-	if (lb_config_parse(text, strlen(text), "t.yaml", &c, err, sizeof(err)))
+	r = managed ? lb_config_parse_listeners(text, strlen(text), "apply", &c, err, sizeof(err))
+		    : lb_config_parse(text, strlen(text), "t.yaml", &c, err, sizeof(err));
+	if (r)
 		fail_msg("config: %s\n--- input: %s", err, text);
 	return c;
+}
+
+static struct lb_config *conf_of(const char *l0, unsigned p0, const char *b0, const char *l1,
+				 unsigned p1, const char *b1)
+{
+	return listeners_of(false, l0, p0, b0, l1, p1, b1);
+}
+
+static struct lb_config *managed_of(const char *l0, unsigned p0, const char *b0, const char *l1,
+				    unsigned p1, const char *b1)
+{
+	return listeners_of(true, l0, p0, b0, l1, p1, b1);
 }
 
 static struct dp_snapshot *build_ok(struct lb_config *conf, const struct dp_snapshot *old,
@@ -427,6 +443,39 @@ static void test_bind_failure_on_reload(void **state)
 	assert_false(port_in_use(p1));
 }
 
+/* A managed listener may have no backends: bound, no balancer input, and back again. */
+static void test_listener_without_backends(void **state)
+{
+	unsigned port = free_port();
+	struct dp_snapshot *s1, *s2, *s3;
+
+	s1 = build_ok(managed_of("empty", port, "", NULL, 0, NULL), NULL, 1);
+	assert_int_equal(s1->listeners[0].n_backends, 0);
+	assert_null(s1->listeners[0].backends);
+	assert_listening(s1->listeners[0].socks, port);
+	assert_accepts(s1->listeners[0].socks, port);
+	dp_snapshot_publish(s1);
+
+	s2 = build_ok(managed_of("empty", port, A "," B, NULL, 0, NULL), s1, 2);
+	assert_int_equal(s2->listeners[0].n_backends, 2);
+	assert_int_equal(atomic_load(&bstate(s2, 0, A)->refs), 1);
+	assert_ptr_equal(s2->listeners[0].socks, s1->listeners[0].socks);
+	dp_snapshot_publish(s2);
+
+	s3 = build_ok(managed_of("empty", port, "", NULL, 0, NULL), s2, 3);
+	assert_int_equal(s3->listeners[0].n_backends, 0);
+	assert_ptr_equal(s3->listeners[0].st, s1->listeners[0].st);
+	dp_snapshot_publish(s3);
+	/* A and B are in no published snapshot now: their connections are drained. */
+	assert_true(atomic_load(&bstate(s2, 0, A)->generation) < 3);
+	dp_snapshot_put(s1);
+	dp_snapshot_put(s2);
+	assert_int_equal(atomic_load(&s3->listeners[0].socks->refs), 1);
+	assert_true(port_in_use(port));
+	dp_snapshot_put(s3);
+	assert_false(port_in_use(port));
+}
+
 static void test_publish_generations(void **state)
 {
 	unsigned port = free_port();
@@ -484,6 +533,7 @@ int main(void)
 		cmocka_unit_test(test_rename_and_swap),
 		cmocka_unit_test(test_bind_failure),
 		cmocka_unit_test(test_bind_failure_on_reload),
+		cmocka_unit_test(test_listener_without_backends),
 		cmocka_unit_test(test_publish_generations),
 		cmocka_unit_test(test_get_put),
 	};
