@@ -88,6 +88,7 @@ struct parser {
 	 */
 	bool apply;
 	size_t backends;  /* read so far, in all listeners, against LB_CONFIG_BACKENDS_MAX */
+	int empty_listeners_line; /* the line of "listeners: []" in a file, else 0 */
 };
 
 static int check_health(struct parser *p, void *obj, const struct scope *s, const char *path);
@@ -166,7 +167,8 @@ static const struct conf_key top_keys[] = {
 	UINT_KEY("drain_timeout_ms", TOP(drain_timeout_ms), 0, 3600000, 30000),
 	POW2_KEY("buffer_size", TOP(buffer_size), 4096, 1048576, 524288),
 	POW2_KEY("buffer_count", TOP(buffer_count), 64, 32768, 512),
-	{ .key = "listeners", .type = CT_LISTENERS, .flags = KF_REQUIRED },
+	/* Required unless control_socket is set: see config_parse. */
+	{ .key = "listeners", .type = CT_LISTENERS },
 };
 static const struct conf_table top_table = { top_keys, ARRAY_SIZE(top_keys), NULL };
 
@@ -605,15 +607,18 @@ static int set_listeners(struct parser *p, const struct conf_key *k, yaml_node_t
 	size_t i, n;
 	int r;
 
-	if (v->type != YAML_SEQUENCE_NODE || (seq_len(v) == 0 && !p->apply))
-		return fail(p, node_line(v), "%s: must be a list of 1 to %d listeners, got %s",
-			    path, LB_LISTENERS_MAX,
-			    v->type == YAML_SEQUENCE_NODE ? "an empty list" : node_kind(v));
+	/* An empty list is checked once the whole file is read (config_parse): it is valid
+	 * with a control_socket, wherever that key stands. */
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail(p, node_line(v), "%s: must be a list of 0 to %d listeners, got %s",
+			    path, LB_LISTENERS_MAX, node_kind(v));
 	n = seq_len(v);
-	if (n == 0)
+	if (n == 0) {
+		p->empty_listeners_line = node_line(v);
 		return 0;
+	}
 	if (n > LB_LISTENERS_MAX)
-		return fail(p, node_line(v), "%s: must be a list of 1 to %d listeners, got %zu",
+		return fail(p, node_line(v), "%s: must be a list of 0 to %d listeners, got %zu",
 			    path, LB_LISTENERS_MAX, n);
 	c->listeners = calloc(n, sizeof(*c->listeners));
 	if (!c->listeners)
@@ -852,6 +857,19 @@ static int config_parse(const struct conf_table *top, const char *text, size_t l
 		return fail_nomem(&p);
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	r = parse_text(&p, top, text, len, c);
+	/*
+	 * A dataplane driven by a controller (the Kubernetes pod) has a control socket and no
+	 * listeners of its own; without a control socket a file with none would serve nothing.
+	 */
+	if (r >= 0 && top == &top_table && !c->n_listeners && !c->control_socket[0])
+		r = p.empty_listeners_line
+			    ? fail(&p, p.empty_listeners_line,
+				   "listeners: must be a list of 1 to %d listeners, got an empty list "
+				   "(it may be empty only when control_socket is set: the listeners "
+				   "then come from applies)", LB_LISTENERS_MAX)
+			    : fail(&p, 1, "missing required key \"listeners\" (it may be left out "
+					  "only when control_socket is set: the listeners then come "
+					  "from applies)");
 	if (r < 0)
 		goto out_free;
 	*ret = c;

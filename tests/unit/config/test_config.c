@@ -457,6 +457,23 @@ static void test_missing_required(void **state)
 	expect_error("just a string\n", 1, "must be a mapping", NULL);
 }
 
+/* The Kubernetes pod's dataplane: a control socket, and listeners only from applies. */
+static void test_control_socket_without_listeners(void **state)
+{
+	struct lb_config *c;
+
+	c = parse_ok("control_socket: /run/lb.sock\n");
+	assert_int_equal(c->n_listeners, 0);
+	assert_string_equal(c->control_socket, "/run/lb.sock");
+	lb_config_free(c);
+	/* Wherever the key stands: listeners before control_socket. */
+	c = parse_ok("listeners: []\ncontrol_socket: /run/lb.sock\n");
+	assert_int_equal(c->n_listeners, 0);
+	lb_config_free(c);
+	expect_error("log_level: info\n", 1, "missing required key \"listeners\"",
+		     "only when control_socket is set");
+}
+
 static void test_duplicates(void **state)
 {
 	/* Lines: 6 "- name", 7 listen, 8 backends, 9 address. */
@@ -749,6 +766,7 @@ int main(void)
 		cmocka_unit_test(test_bad_strings),
 		cmocka_unit_test(test_bad_addresses),
 		cmocka_unit_test(test_missing_required),
+		cmocka_unit_test(test_control_socket_without_listeners),
 		cmocka_unit_test(test_duplicates),
 		cmocka_unit_test(test_health_timeout_vs_interval),
 		cmocka_unit_test(test_yaml_syntax),
