@@ -1099,6 +1099,21 @@ class CtlClient:
         self.close()
 
 
+def wait_ctl_socket(path, timeout=HANG):
+    """Wait until the control socket takes connections.  Its file appears at bind(), a moment
+    before listen(): a client that only waited for the file could be refused."""
+    def up():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+    wait_for(up, timeout, what=f"control socket {path}")
+
+
 def ctl_call(path, req, timeout=HANG):
     """One request on a fresh control connection; returns the parsed reply."""
     with CtlClient(path, timeout) as c:

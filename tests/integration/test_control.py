@@ -56,7 +56,7 @@ class ControlCase(LBTestCase):
         d = self.tmpdir()
         sock = os.path.join(d, "ctl.sock")
         lb = self.start_lb(listeners, control_socket=sock, **kw)
-        wait_for(lambda: os.path.exists(sock), what=f"control socket {sock}")
+        lbtest.wait_ctl_socket(sock)
         lb.ctl = sock
         return lb
 

@@ -245,7 +245,7 @@ class StartupFailureTest(LBTestCase):
         a = self.backend("a")
         sock = os.path.join(self.tmpdir(), "ctl.sock")
         self.start_lb([listener(free_port(), [a])], control_socket=sock)
-        wait_for(lambda: os.path.exists(sock), what="the control socket")
+        lbtest.wait_ctl_socket(sock)
         r = run_lb(["--config", self.config(control_socket=sock)])
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("another process is serving it", r.stderr)

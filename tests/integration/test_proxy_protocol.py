@@ -270,7 +270,7 @@ class ProxyProtocolTest(LBTestCase):
         plain = self.backend("plain")
         port = free_port()
         self.start_lb([listener(port, [plain], name="file")], control_socket=sock)
-        wait_for(lambda: os.path.exists(sock), what="control socket")
+        lbtest.wait_ctl_socket(sock)
         lport = free_port()
         r = ctl_call(sock, {"op": "apply", "version": 1, "listeners": [
             {"name": "pp", "listen": f"127.0.0.1:{lport}", "proxy_protocol": "v2",
