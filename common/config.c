@@ -387,12 +387,12 @@ static int set_enum(struct parser *p, const struct conf_key *k, yaml_node_t *v, 
 static int set_name(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
 		    const char *path)
 {
-	static const char what[] = "a name of 1 to 127 characters from A-Z a-z 0-9 _ . - /";
+	static const char what[] = "a name of 1 to 255 characters from A-Z a-z 0-9 _ . - /";
 	const char *s;
 	size_t len;
 	int r;
 
-	_Static_assert(LB_NAME_MAX == 128, "update the message");
+	_Static_assert(LB_NAME_MAX == 256, "update the message");
 	r = scalar(p, v, path, what, &s);
 	if (r < 0)
 		return r;

@@ -9,7 +9,7 @@
 #include "common/log.h"
 #include "common/proxyproto.h"
 
-#define LB_NAME_MAX 128 /* room for a Kubernetes "namespace/name" */
+#define LB_NAME_MAX 256 /* room for a Kubernetes "namespace/name/listener": 63+1+63+1+63 */
 #define LB_PATH_MAX 108 /* sizeof(sun_path) */
 #define LB_LISTENERS_MAX 1024 /* listeners in one configuration */
 #define LB_BACKENDS_MAX 4096  /* backends in one listener */

@@ -366,11 +366,14 @@ static void test_bad_strings(void **state)
 	expect_error("control_socket: [/a]\n" BASE, 1, "control_socket", "got a list");
 	expect_error("listeners:\n  - name: web server\n", 2, "listeners[0].name",
 		     "got \"web server\"");
-	expect_error("listeners:\n  - name: \"\"\n", 2, "listeners[0].name", "1 to 127");
+	expect_error("listeners:\n  - name: \"\"\n", 2, "listeners[0].name", "1 to 255");
+	/* 256 characters: one too many (255 fit, room for namespace/name/listener). */
 	expect_error("listeners:\n  - name: "
 		     "a123456789012345678901234567890123456789012345678901234567890123"
+		     "a123456789012345678901234567890123456789012345678901234567890123"
+		     "a123456789012345678901234567890123456789012345678901234567890123"
 		     "a123456789012345678901234567890123456789012345678901234567890123\n",
-		     2, "listeners[0].name", "1 to 127");
+		     2, "listeners[0].name", "1 to 255");
 	expect_error("listeners:\n  - name: \"a\\0b\"\n", 2, "listeners[0].name", "NUL");
 	expect_error("listeners:\n  - name: \"a\\tb\"\n", 2, "listeners[0].name", "got \"a?b\"");
 	expect_error(BASE LKEY "protocol: udp\n", 6, "listeners[0].protocol",
