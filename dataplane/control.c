@@ -31,12 +31,28 @@ struct dp_control {
 	struct dp_streams clients;
 };
 
+/*
+ * A listener that could not be bound is applied all the same (desired, not serving): the
+ * reply names each, and the log says why, once per apply that tried again.
+ */
+static cJSON *bind_failures(struct dp_plane *p, uint64_t version)
+{
+	cJSON *bf = dp_status_bind_failures(p), *f;
+
+	cJSON_ArrayForEach(f, bf)
+		log_warn("apply version %llu: listener %s is not serving: %s",
+			 (unsigned long long)version,
+			 cJSON_GetObjectItemCaseSensitive(f, "name")->valuestring,
+			 cJSON_GetObjectItemCaseSensitive(f, "error")->valuestring);
+	return bf;
+}
+
 static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
 {
 	struct lb_config *managed = req->listeners;
 	struct lb_config_diff d;
 	char err[1024];
-	cJSON *reply, *ch;
+	cJSON *reply, *ch, *bf;
 
 	if (p->draining) {
 		p->applies_failed++;
@@ -63,6 +79,13 @@ static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
 	lb_json_add_u64(ch, "listeners_unchanged", d.listeners_unchanged);
 	lb_json_add_u64(ch, "backends_added", d.backends_added);
 	lb_json_add_u64(ch, "backends_removed", d.backends_removed);
+	bf = bind_failures(p, req->version);
+	if (!cJSON_AddItemToObject(reply, "bind_failures", bf)) {
+		/* Applied, but a reply without the list would read as "all bound". */
+		cJSON_Delete(bf);
+		cJSON_Delete(reply);
+		return NULL;
+	}
 	return lb_ctl_reply_finish(reply);
 }
 

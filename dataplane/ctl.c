@@ -227,6 +227,10 @@ static void print_status(const cJSON *st)
 		       pp_on ? ", PROXY protocol " : "", pp_on ? pp : "",
 		       cJSON_IsTrue(cJSON_GetObjectItem(l, "managed")) ? "managed" : "config file",
 		       num(l, "active"), num(l, "accepted"), num(l, "failed"));
+		/* No "bound" at all: a dataplane from before it could be false. */
+		if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(l, "bound")))
+			printf("  NOT BOUND, not serving: %s (tried again at every apply)\n",
+			       str(l, "bind_error"));
 		if (!cJSON_GetArraySize(bs)) {
 			printf("  no backends: every connection is closed at once\n\n");
 			continue;
@@ -243,10 +247,13 @@ static void print_status(const cJSON *st)
 	}
 }
 
-/* What the apply changed, from its reply's "changes" (see docs/control-protocol.md). */
+/*
+ * What the apply changed, from its reply's "changes" (see docs/control-protocol.md), and on
+ * stderr a warning for each listener that could not be bound: applied, but not serving.
+ */
 static void print_applied(uint64_t version, const cJSON *reply)
 {
-	const cJSON *ch = cJSON_GetObjectItemCaseSensitive(reply, "changes");
+	const cJSON *ch = cJSON_GetObjectItemCaseSensitive(reply, "changes"), *f;
 
 	printf("applied version %" PRIu64, version);
 	if (cJSON_IsObject(ch))
@@ -256,6 +263,11 @@ static void print_applied(uint64_t version, const cJSON *reply)
 		       num(ch, "listeners_changed"), num(ch, "listeners_unchanged"),
 		       num(ch, "backends_added"), num(ch, "backends_removed"));
 	printf("\n");
+	fflush(stdout); /* the summary first, then what went wrong with it */
+	cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(reply, "bind_failures"))
+		fprintf(stderr, "layer4-lb ctl: warning: listener %s is not serving: %s (applied; "
+				"tried again at every apply)\n",
+			str(f, "name"), str(f, "error"));
 }
 
 /* The version after the applied one, from a status reply. */

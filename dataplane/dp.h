@@ -21,7 +21,8 @@
  *
  *   main thread --builds--> dp_snapshot (immutable, refcounted across threads)
  *       dp_snapshot.listeners[i].socks  -> dp_lsocks (one SO_REUSEPORT fd per worker, shared by
- *                                          successive snapshots while the address is unchanged)
+ *                                          successive snapshots while the address is unchanged;
+ *                                          NULL for a managed listener that could not bind)
  *       dp_snapshot.listeners[i].backends[j].st -> dp_bstate (health and counters, shared by
  *                                          successive snapshots while the backend stays)
  *   worker --owns--> dp_wlistener (its accept on one dp_lsocks fd)
@@ -62,7 +63,13 @@ struct dp_backend {
 
 struct dp_slistener {
 	const struct lb_listener_conf *conf;
+	/*
+	 * NULL for a managed listener whose address could not be bound (bind_err says why, as
+	 * -errno): it is in the configuration in force, with its state and health checks, but no
+	 * worker accepts for it; the next snapshot built tries the address again.
+	 */
 	struct dp_lsocks *socks;
+	int bind_err;
 	struct dp_lstate *st;
 	struct dp_backend *backends;
 	unsigned n_backends;

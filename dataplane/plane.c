@@ -17,7 +17,8 @@
  * merge the file's listeners with the managed ones, build a complete snapshot (validating it
  * and binding every new socket), and only then hand it to each worker through an atomic
  * pointer and an eventfd wake-up.  A change that fails anywhere before that point changes
- * nothing.
+ * nothing.  The one failure that does not stop a change is a managed listener's bind: that
+ * listener goes in without sockets and every later change tries it again (snapshot.c).
  */
 
 #define DP_PLANE_TICK_MS 200
@@ -187,6 +188,13 @@ static void reload(struct dp_plane *p)
 		 "force",
 		 p->config_path, d.listeners_added, d.listeners_removed, d.listeners_changed,
 		 d.listeners_unchanged, d.backends_added, d.backends_removed, p->snap->n_listeners);
+	/* Only managed listeners can be left unbound: a file listener's failure refused it. */
+	for (unsigned i = 0; i < p->snap->n_listeners; i++)
+		if (!p->snap->listeners[i].socks)
+			log_warn("reload: listener %s is still not serving: cannot listen on %s: %s",
+				 p->snap->listeners[i].conf->name,
+				 p->snap->listeners[i].conf->listen_str,
+				 strerror(-p->snap->listeners[i].bind_err));
 	return;
 out_refused:
 	p->reloads_failed++;

@@ -92,7 +92,9 @@ struct dp_plane {
 /*
  * Make `file` and `managed` (either may be NULL: keep the current one) the configuration in
  * force: merge, build a snapshot (binding new sockets), hand it to every worker.  On success
- * takes ownership of both; on failure frees neither, changes nothing and fills err.
+ * takes ownership of both; on failure frees neither, changes nothing and fills err.  A managed
+ * listener whose address cannot be bound is no failure: it is in force without sockets
+ * (p->snap->listeners[i].socks NULL), and every later commit tries its address again.
  */
 int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config *managed,
 		    char *err, size_t errlen);
@@ -139,6 +141,11 @@ int dp_ctl_main(int argc, char **argv);
 
 /* status.c: what status replies and /metrics report. */
 cJSON *dp_status_json(const struct dp_plane *p);
+/*
+ * The listeners in force that could not be bound, for an apply's reply: a list (maybe empty)
+ * of {"name", "listen", "error"}, or NULL without memory.
+ */
+cJSON *dp_status_bind_failures(const struct dp_plane *p);
 char *dp_metrics_text(const struct dp_plane *p, size_t *ret_len);
 
 #endif

@@ -11,8 +11,12 @@
 
 /*
  * Every socket of a listener is created here, in the main thread, before the snapshot is
- * handed to any worker: a bind failure is then an error of the whole reload, and the
- * workers only ever switch between snapshots that are known to work.
+ * handed to any worker, so the workers only ever switch between snapshots that are known to
+ * work.  An address that cannot be bound fails the whole build for a listener of the
+ * configuration file (start-up and reload are all-or-nothing, as an operator expects), but
+ * not for a managed one: that listener stays in the snapshot without sockets (desired, not
+ * serving), the rest goes ahead, and the next build tries its address again.  One Service
+ * whose port another process holds must not hold back every other Service of the node.
  */
 static int listen_socket(const struct lb_addr *a, int *ret_fd)
 {
@@ -121,7 +125,7 @@ static const struct dp_slistener *find_by_name(const struct dp_snapshot *s, cons
 static struct dp_lsocks *find_socks(const struct dp_snapshot *s, const struct lb_addr *a)
 {
 	for (unsigned i = 0; s && i < s->n_listeners; i++)
-		if (lb_addr_equal(&s->listeners[i].socks->addr, a))
+		if (s->listeners[i].socks && lb_addr_equal(&s->listeners[i].socks->addr, a))
 			return s->listeners[i].socks;
 	return NULL;
 }
@@ -189,11 +193,14 @@ static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf
 		atomic_fetch_add(&socks->refs, 1);
 	} else {
 		r = lsocks_new(&lc->listen, n_workers, &socks);
-		if (r) {
+		if (r == -ENOMEM)
+			goto out_nomem;
+		if (r && !lc->managed) {
 			snprintf(err, errlen, "listener %s: cannot listen on %s: %s", lc->name,
 				 lc->listen_str, strerror(-r));
 			return r;
 		}
+		sl->bind_err = r; /* 0, or why a managed listener is left without sockets */
 	}
 	sl->socks = socks;
 	if (prev) {

@@ -39,13 +39,26 @@ static cJSON *backend_json(const struct dp_slistener *sl, const struct dp_backen
 	return o;
 }
 
+/* Why a listener has no sockets, as the apply reply and status both say it. */
+static void bind_error(const struct dp_slistener *sl, char *buf, size_t len)
+{
+	snprintf(buf, len, "cannot listen on %s: %s", sl->conf->listen_str,
+		 strerror(-sl->bind_err));
+}
+
 static cJSON *listener_json(const struct dp_slistener *sl, uint64_t now)
 {
 	cJSON *o = cJSON_CreateObject(), *bs;
+	char why[LB_ADDR_STRLEN + 128];
 
 	cJSON_AddStringToObject(o, "name", sl->conf->name);
 	cJSON_AddStringToObject(o, "listen", sl->conf->listen_str);
 	cJSON_AddBoolToObject(o, "managed", sl->conf->managed);
+	cJSON_AddBoolToObject(o, "bound", sl->socks != NULL);
+	if (!sl->socks) {
+		bind_error(sl, why, sizeof(why));
+		cJSON_AddStringToObject(o, "bind_error", why);
+	}
 	cJSON_AddStringToObject(o, "algorithm", lb_algo_name(sl->conf->algorithm));
 	cJSON_AddStringToObject(o, "proxy_protocol",
 				lb_proxy_protocol_name(sl->conf->proxy_protocol));
@@ -58,6 +71,28 @@ static cJSON *listener_json(const struct dp_slistener *sl, uint64_t now)
 	for (unsigned j = 0; j < sl->n_backends; j++)
 		cJSON_AddItemToArray(bs, backend_json(sl, &sl->backends[j], now));
 	return o;
+}
+
+cJSON *dp_status_bind_failures(const struct dp_plane *p)
+{
+	cJSON *a = cJSON_CreateArray(), *f;
+	char why[LB_ADDR_STRLEN + 128];
+
+	for (unsigned i = 0; a && i < p->snap->n_listeners; i++) {
+		const struct dp_slistener *sl = &p->snap->listeners[i];
+
+		if (sl->socks)
+			continue;
+		bind_error(sl, why, sizeof(why));
+		if (!(f = cJSON_CreateObject()) || !cJSON_AddItemToArray(a, f) ||
+		    !cJSON_AddStringToObject(f, "name", sl->conf->name) ||
+		    !cJSON_AddStringToObject(f, "listen", sl->conf->listen_str) ||
+		    !cJSON_AddStringToObject(f, "error", why)) {
+			cJSON_Delete(a);
+			return NULL;
+		}
+	}
+	return a;
 }
 
 cJSON *dp_status_json(const struct dp_plane *p)
@@ -149,6 +184,11 @@ static void process_metrics(struct text *t, const struct dp_plane *p)
 
 static void listener_metrics(struct text *t, const struct dp_plane *p)
 {
+	family(t, "listener_bound", "gauge",
+	       "1 when the listener's address is bound; 0 for a managed listener that could not "
+	       "bind it (tried again at every apply).");
+	FOR_LISTENERS(p, sl)
+	put(t, "layer4lb_listener_bound{listener=\"%s\"} %d\n", sl->conf->name, sl->socks != NULL);
 	family(t, "listener_connections_accepted_total", "counter", "Client connections accepted.");
 	FOR_LISTENERS(p, sl)
 	put(t, "layer4lb_listener_connections_accepted_total{listener=\"%s\"} %llu\n",

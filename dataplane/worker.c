@@ -316,9 +316,12 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 			w->wls[i]->flags &= ~DP_WL_KEEP;
 	for (unsigned i = 0; i < s->n_listeners; i++) {
 		const struct dp_slistener *sl = &s->listeners[i];
-		struct dp_wlistener *wl = wl_find(w, sl->socks);
+		struct dp_wlistener *wl;
 		struct dp_lset *set;
 
+		if (!sl->socks)
+			continue; /* could not be bound: nothing to accept on (its old socket stops) */
+		wl = wl_find(w, sl->socks);
 		if (!wl && w->draining)
 			continue; /* a draining worker opens nothing: its listeners are closing */
 		set = lset_new(w, s, sl);

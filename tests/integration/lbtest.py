@@ -643,7 +643,9 @@ def _emit(obj, indent, out):
     pad = " " * indent
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if isinstance(v, (dict, list)):
+            if isinstance(v, (dict, list)) and not v:
+                out.append(f"{pad}{k}: {'[]' if isinstance(v, list) else '{}'}")
+            elif isinstance(v, (dict, list)):
                 out.append(f"{pad}{k}:")
                 _emit(v, indent + 2, out)
             else:

@@ -353,8 +353,12 @@ class ErrorsTest(ControlCase):
             ("a valid listener next to an invalid one",
              apply_req(2, [lst(m3port, [c], "m3"), lst(mport, ["nonsense"], "m")]),
              "nonsense"),
-            ("an address that cannot be bound",
-             apply_req(2, [to_c, lst(busyport, [c], "m3")]), str(busyport)),
+            # Validation is atomic even where binding is not: the held port changes nothing.
+            ("an invalid listener next to one that cannot be bound",
+             apply_req(2, [to_c, lst(busyport, [c], "m3"), lst(m3port, ["nonsense"], "m4")]),
+             "nonsense"),
+            ("a valid listener whose port is held next to a clash with the file",
+             apply_req(2, [lst(busyport, [c], "m3"), lst(fport, [c], "m4")]), "file"),
         ]
         with CtlClient(lb.ctl) as cc:
             for what, req, needle in cases:
@@ -484,6 +488,193 @@ class ErrorsTest(ControlCase):
         self.assertEqual(tally(who((LOCAL, mport)) for _ in range(3)), {"b": 3})
         for p in unserved:
             self.assertTrue(refused_now((LOCAL, p)), f"port {p} is served after refused applies")
+
+
+class BindFailureTest(ControlCase):
+    """One listener's port held by another process does not hold back the rest of an apply:
+    validation stays atomic, binding is per listener, and a later apply binds it."""
+
+    def hold_port(self):
+        """A port held by a plain socket of ours, as another process would hold it."""
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind((LOCAL, 0))
+        busy.listen(1)
+        return busy, busy.getsockname()[1]
+
+    def bound(self, lb, name):
+        l = status_listener(self.status(lb), name)
+        self.assertIsNotNone(l, name)
+        return l
+
+    def test_held_port_is_reported_and_the_rest_applied(self):
+        a, b, c = self.backends("a", "b", "c")
+        fport, mport, metrics = free_port(), free_port(), free_port()
+        busy, busyport = self.hold_port()
+        lb = self.start_ctl_lb([listener(fport, [a], name="file")],
+                               metrics=f"{LOCAL}:{metrics}")
+        want = [listener(mport, [b], name="default/web/http"),
+                listener(busyport, [c, b], name="default/db/pg", algorithm="maglev")]
+        r = self.apply(lb, 9, want)
+        self.assertEqual(r["bind_failures"], [{
+            "name": "default/db/pg", "listen": f"{LOCAL}:{busyport}",
+            "error": f"cannot listen on {LOCAL}:{busyport}: Address already in use"}], r)
+        self.assertEqual(r["changes"]["listeners_added"], 2, r)
+        self.assertEqual(tally(who((LOCAL, mport)) for _ in range(3)), {"b": 3})
+        self.assertEqual(who((LOCAL, fport)), "a")
+
+        st = self.status(lb)
+        self.assertEqual(st["applied_version"], 9, st)
+        self.assertEqual(st["applies_failed"], 0, st)
+        web, db = status_listener(st, "default/web/http"), status_listener(st, "default/db/pg")
+        self.assertIs(web["bound"], True, web)
+        self.assertNotIn("bind_error", web)
+        self.assertIs(status_listener(st, "file")["bound"], True)
+        self.assertIs(db["bound"], False, db)
+        self.assertEqual(db["bind_error"],
+                         f"cannot listen on {LOCAL}:{busyport}: Address already in use", db)
+        self.assertEqual([x["address"] for x in db["backends"]], [c.addr_str, b.addr_str], db)
+        self.assertEqual((db["accepted"], db["active"], db["failed"]), (0, 0, 0), db)
+        code, _, body = lbtest.http_get((LOCAL, metrics))
+        self.assertEqual(code, 200)
+        text = body.decode()
+        self.assertIn('layer4lb_listener_bound{listener="default/db/pg"} 0\n', text)
+        self.assertIn('layer4lb_listener_bound{listener="default/web/http"} 1\n', text)
+        self.assertIn('layer4lb_listener_bound{listener="file"} 1\n', text)
+
+        # The other process lets go; the controller re-sends the same set, which binds it.
+        busy.close()
+        r = self.apply(lb, 10, want)
+        self.assertEqual(r["bind_failures"], [], r)
+        self.assertEqual(r["changes"]["listeners_unchanged"], 2, r)
+        self.assertIn(who((LOCAL, busyport)), ("b", "c"))
+        self.assertEqual(tally(who((LOCAL, mport)) for _ in range(3)), {"b": 3})
+        db = self.bound(lb, "default/db/pg")
+        self.assertIs(db["bound"], True, db)
+        self.assertNotIn("bind_error", db)
+        self.assertGreaterEqual(db["accepted"], 1, db)
+        code, _, body = lbtest.http_get((LOCAL, metrics))
+        self.assertIn('layer4lb_listener_bound{listener="default/db/pg"} 1\n', body.decode())
+
+    def test_listener_moved_to_a_held_port_stops_serving_the_old_one(self):
+        """The rule: a listener whose new address cannot be bound is in the desired set but
+        not serving, not left running on its old address."""
+        b = self.backend("b")
+        fport, mport = free_port(), free_port()
+        busy, busyport = self.hold_port()
+        lb = self.start_ctl_lb([listener(fport, [b], name="file")])
+        self.apply(lb, 1, [listener(mport, [b], name="m")])
+        self.assertEqual(who((LOCAL, mport)), "b")
+        r = self.apply(lb, 2, [listener(busyport, [b], name="m")])
+        self.assertEqual([f["name"] for f in r["bind_failures"]], ["m"], r)
+        self.assertEqual(r["changes"]["listeners_changed"], 1, r)
+        wait_for(lambda: refused_now((LOCAL, mport)), what="the old address closed")
+        m = self.bound(lb, "m")
+        self.assertIs(m["bound"], False, m)
+        self.assertEqual(m["listen"], f"{LOCAL}:{busyport}", m)
+        self.assertGreaterEqual(m["accepted"], 1, m)   # counters stay with the name
+
+    def test_no_backends_binds_and_closes_connections(self):
+        """backends: [] (a Service with no ready endpoints): the port is bound and owned, and
+        each connection is accepted and closed at once, counted as failed; every algorithm,
+        health checks included, copes with nothing to pick."""
+        a, b = self.backends("a", "b")
+        fport = free_port()
+        ports = {algo: free_port() for algo in ("round_robin", "least_conn", "random_two",
+                                                "maglev")}
+        lb = self.start_ctl_lb([listener(fport, [a], name="file")], num_acceptors=2)
+        empty = [listener(p, [], name=f"empty-{algo}", algorithm=algo,
+                          health_check={"interval_ms": 200, "timeout_ms": 100})
+                 for algo, p in ports.items()]
+        r = self.apply(lb, 1, empty)
+        self.assertEqual(r["bind_failures"], [], r)
+        for algo, p in ports.items():
+            for _ in range(3):
+                s = connect((LOCAL, p))       # accepted: not refused
+                try:
+                    s.sendall(b"WHO\n")
+                    self.assertEqual(lbtest.recv_all(s), b"")
+                except (ConnectionResetError, BrokenPipeError):
+                    pass
+                finally:
+                    s.close()
+        st = self.status(lb)
+        for algo in ports:
+            l = status_listener(st, f"empty-{algo}")
+            self.assertIs(l["bound"], True, l)
+            self.assertEqual(l["backends"], [], l)
+            self.assertEqual((l["accepted"], l["failed"]), (3, 3), l)
+        time.sleep(0.5)   # a few health-check intervals over no backends
+        self.assertTrue(lb.alive())
+
+        # Endpoints become ready: the same port now serves.
+        p = ports["maglev"]
+        r = self.apply(lb, 2, [listener(p, [b], name="empty-maglev", algorithm="maglev")])
+        self.assertEqual(r["changes"]["backends_added"], 1, r)
+        self.assertEqual(who((LOCAL, p)), "b")
+
+    def test_reload_retries_unbound_and_file_listeners_stay_all_or_nothing(self):
+        a, b = self.backends("a", "b")
+        fport, otherport = free_port(), free_port()
+        busy, busyport = self.hold_port()
+        lb = self.start_ctl_lb([listener(fport, [a], name="file")])
+        r = self.apply(lb, 1, [listener(busyport, [b], name="m")])
+        self.assertEqual([f["name"] for f in r["bind_failures"]], ["m"], r)
+        config = render_config([listener(fport, [a], name="file")], control_socket=lb.ctl)
+
+        # A reload keeps the unbound listener in force, tries it again and says so.
+        since = len(lb.stderr_text())
+        lb.reload(config)
+        lb.wait_stderr(r"reload: listener m is still not serving: cannot listen on "
+                       rf"{LOCAL}:{busyport}: Address already in use", since=since)
+        self.assertIs(self.bound(lb, "m")["bound"], False)
+
+        # A file listener whose port is held refuses the reload, as it always did.
+        other = socket.socket()
+        self.addCleanup(other.close)
+        other.bind((LOCAL, otherport))
+        other.listen(1)
+        since = len(lb.stderr_text())
+        lb.reload(render_config([listener(fport, [a], name="file"),
+                                 listener(otherport, [a], name="file2")], control_socket=lb.ctl))
+        lb.wait_stderr(r"reload refused.*listener file2: cannot listen on", since=since)
+        self.assertIsNone(status_listener(self.status(lb), "file2"))
+
+        # Freed: the next reload binds the managed listener.
+        busy.close()
+        since = len(lb.stderr_text())
+        lb.reload(config)
+        lb.wait_stderr(r"reloaded", since=since)
+        self.assertEqual(who((LOCAL, busyport)), "b")
+        self.assertIs(self.bound(lb, "m")["bound"], True)
+
+    def test_ctl_apply_warns_and_status_shows_unbound(self):
+        b = self.backend("b")
+        fport, mport = free_port(), free_port()
+        busy, busyport = self.hold_port()
+        lb = self.start_ctl_lb([listener(fport, [b], name="file")])
+        path = os.path.join(self.tmpdir(), "m.yaml")
+        with open(path, "w") as f:
+            f.write(render_config([listener(mport, [b], name="one"),
+                                   listener(busyport, [b], name="two"),
+                                   listener(free_port(), [], name="none")]))
+        r = run_lb(["ctl", "-s", lb.ctl, "apply", path, "--version", "5"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "applied version 5: listeners 3 added, 0 removed, "
+                                   "0 changed, 0 unchanged; backends 2 added, 0 removed\n")
+        self.assertEqual(r.stderr.strip().splitlines(), [
+            f"layer4-lb ctl: warning: listener two is not serving: cannot listen on "
+            f"{LOCAL}:{busyport}: Address already in use (applied; tried again at every apply)"])
+        r = run_lb(["ctl", "-s", lb.ctl, "status"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout
+        two = out[out.index("listener two"):]
+        self.assertIn(f"NOT BOUND, not serving: cannot listen on {LOCAL}:{busyport}: "
+                      "Address already in use", two.splitlines()[1])
+        none = out[out.index("listener none"):]
+        self.assertIn("no backends", none.splitlines()[1])
+        one = out[out.index("listener one"):]
+        self.assertNotIn("NOT BOUND", one.split("\n\n")[0])
 
 
 class ConcurrencyTest(ControlCase):

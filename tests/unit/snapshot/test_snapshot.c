@@ -443,6 +443,123 @@ static void test_bind_failure_on_reload(void **state)
 	assert_false(port_in_use(p1));
 }
 
+/*
+ * A managed listener whose port another process holds is left without sockets; the rest goes
+ * ahead.  Nothing of the failed bind stays open, and the next build, once the port is free,
+ * binds it while sharing everything else.
+ */
+static void test_managed_bind_failure_keeps_the_rest(void **state)
+{
+	unsigned p1 = free_port(), pb = free_port();
+	const struct dp_slistener *web, *blocked, *web2, *blocked2;
+	struct dp_snapshot *s1, *s2;
+	unsigned nfd;
+	int blocker;
+
+	blocker = plain_listen(pb);
+	assert_true(blocker >= 0);
+	nfd = count_fds();
+	s1 = build_ok(managed_of("web", p1, A, "blocked", pb, B "," C), NULL, 1);
+	assert_int_equal(s1->n_listeners, 2);
+	web = &s1->listeners[0];
+	blocked = &s1->listeners[1];
+	assert_listening(web->socks, p1);
+	assert_int_equal(web->bind_err, 0);
+	assert_accepts(web->socks, p1);
+	/* In the snapshot, with its state and backends, but no sockets. */
+	assert_null(blocked->socks);
+	assert_int_equal(blocked->bind_err, -EADDRINUSE);
+	assert_ptr_equal(blocked->conf, &s1->conf->listeners[1]);
+	assert_int_equal(atomic_load(&blocked->st->refs), 1);
+	assert_int_equal(blocked->n_backends, 2);
+	assert_int_equal(atomic_load(&bstate(s1, 1, B)->refs), 1);
+	/* Exactly web's sockets were opened: none of blocked's are left behind. */
+	assert_int_equal(count_fds(), nfd + N_WORKERS);
+	atomic_store(&blocked->st->accepted, 5); /* its counters ride along, as any listener's */
+
+	/* Still held: still left out, and the build still succeeds. */
+	s2 = build_ok(managed_of("web", p1, A, "blocked", pb, B "," C), s1, 2);
+	assert_null(s2->listeners[1].socks);
+	assert_int_equal(s2->listeners[1].bind_err, -EADDRINUSE);
+	assert_ptr_equal(s2->listeners[0].socks, web->socks);
+	assert_int_equal(count_fds(), nfd + N_WORKERS);
+	dp_snapshot_put(s2);
+
+	/* Freed: the same set again binds it, and shares everything else with s1. */
+	close(blocker);
+	nfd = count_fds();
+	s2 = build_ok(managed_of("web", p1, A, "blocked", pb, B "," C), s1, 3);
+	web2 = &s2->listeners[0];
+	blocked2 = &s2->listeners[1];
+	assert_listening(blocked2->socks, pb);
+	assert_int_equal(blocked2->bind_err, 0);
+	assert_accepts(blocked2->socks, pb);
+	assert_int_equal(count_fds(), nfd + N_WORKERS);
+	assert_ptr_equal(web2->socks, web->socks);
+	assert_int_equal(atomic_load(&web->socks->refs), 2);
+	assert_ptr_equal(blocked2->st, blocked->st);
+	assert_int_equal(atomic_load(&blocked->st->refs), 2);
+	assert_true(atomic_load(&blocked2->st->accepted) == 5);
+	assert_ptr_equal(bstate(s2, 1, B), bstate(s1, 1, B));
+	assert_int_equal(atomic_load(&bstate(s2, 1, C)->refs), 2);
+
+	dp_snapshot_put(s1);
+	assert_int_equal(atomic_load(&blocked2->st->refs), 1);
+	assert_int_equal(atomic_load(&web2->socks->refs), 1);
+	assert_true(port_in_use(pb));
+	dp_snapshot_put(s2);
+	assert_false(port_in_use(p1));
+	assert_false(port_in_use(pb));
+	assert_int_equal(count_fds(), nfd - N_WORKERS); /* web's, open when nfd was taken */
+}
+
+/*
+ * A managed listener moved to an address that is held is in force without sockets, not left
+ * serving its old address: the old sockets close with the last snapshot that had them.
+ */
+static void test_managed_moved_to_held_address(void **state)
+{
+	unsigned p1 = free_port(), pb = free_port();
+	struct dp_snapshot *s1, *s2;
+	int blocker;
+
+	s1 = build_ok(managed_of("web", p1, A, NULL, 0, NULL), NULL, 1);
+	blocker = plain_listen(pb);
+	assert_true(blocker >= 0);
+	s2 = build_ok(managed_of("web", pb, A, NULL, 0, NULL), s1, 2);
+	assert_null(s2->listeners[0].socks);
+	assert_int_equal(s2->listeners[0].bind_err, -EADDRINUSE);
+	assert_int_equal(atomic_load(&s1->listeners[0].socks->refs), 1); /* not shared */
+	assert_ptr_equal(s2->listeners[0].st, s1->listeners[0].st);     /* same name */
+	assert_ptr_equal(bstate(s2, 0, A), bstate(s1, 0, A));
+	dp_snapshot_put(s1);
+	assert_false(port_in_use(p1));
+	close(blocker);
+	dp_snapshot_put(s2);
+	assert_false(port_in_use(pb));
+}
+
+/* The configuration file's listeners stay all-or-nothing, next to managed ones too. */
+static void test_file_listener_bind_failure_still_fails(void **state)
+{
+	unsigned p1 = free_port(), pb = free_port();
+	struct lb_config *c;
+	char where[64];
+	unsigned nfd;
+	int blocker;
+
+	blocker = plain_listen(pb);
+	assert_true(blocker >= 0);
+	snprintf(where, sizeof(where), "127.0.0.1:%u", pb);
+	nfd = count_fds();
+	c = managed_of("web", p1, A, "file", pb, B);
+	c->listeners[1].managed = false; /* as lb_config_merge gives a file listener */
+	expect_build_error(c, NULL, "listener file", where);
+	assert_int_equal(count_fds(), nfd);
+	assert_false(port_in_use(p1));
+	close(blocker);
+}
+
 /* A managed listener may have no backends: bound, no balancer input, and back again. */
 static void test_listener_without_backends(void **state)
 {
@@ -533,6 +650,9 @@ int main(void)
 		cmocka_unit_test(test_rename_and_swap),
 		cmocka_unit_test(test_bind_failure),
 		cmocka_unit_test(test_bind_failure_on_reload),
+		cmocka_unit_test(test_managed_bind_failure_keeps_the_rest),
+		cmocka_unit_test(test_managed_moved_to_held_address),
+		cmocka_unit_test(test_file_listener_bind_failure_still_fails),
 		cmocka_unit_test(test_listener_without_backends),
 		cmocka_unit_test(test_publish_generations),
 		cmocka_unit_test(test_get_put),
