@@ -226,9 +226,11 @@ static void programmed(const struct k8s_obj *lb, cJSON *addrs, bool *ok, char *r
 				bool dup = false;
 				const cJSON *x;
 
+				if (!cJSON_IsString(a)) /* before its valuestring is read */
+					continue;
 				cJSON_ArrayForEach(x, addrs)
 					dup |= !strcmp(get(x, "value")->valuestring, a->valuestring);
-				if (dup || !cJSON_IsString(a))
+				if (dup)
 					continue;
 				cJSON *ad = cJSON_CreateObject();
 				if (!ad)
@@ -277,7 +279,10 @@ static bool add_listeners(cJSON *st, const struct ctrl_lb_result *lr, bool *all_
 		    !cJSON_AddNumberToObject(o, "readyEndpoints", res->ready) ||
 		    !cJSON_AddNumberToObject(o, "servingTerminatingEndpoints", res->terminating))
 			return false;
-		if (res->ready == 0) {
+		/* Serving terminating endpoints take the connections when none is ready and
+		 * drain allows (crd.md's NoReadyEndpoints): the listener still has somewhere
+		 * to send them. */
+		if (res->ready == 0 && !(lr->lb->lb.use_terminating && res->terminating > 0)) {
 			*all_ready = false;
 			off += (size_t)snprintf(msg + off, off < mlen ? mlen - off : 0,
 						"%slistener %s has no ready endpoints",

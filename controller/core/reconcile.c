@@ -115,7 +115,8 @@ static int slice_index_build(const struct k8s_store *s, struct slice_index *ix)
 	k8s_store_for_each(s, e, i)
 		if (e->obj->slice.service[0] && e->obj->slice.family)
 			ix->v[ix->n++] = e->obj;
-	qsort(ix->v, ix->n, sizeof(*ix->v), slice_cmp);
+	if (ix->n) /* qsort wants a valid pointer even for 0 items, and v may be NULL */
+		qsort(ix->v, ix->n, sizeof(*ix->v), slice_cmp);
 	return 0;
 }
 
@@ -305,7 +306,8 @@ static int results_init(const struct k8s_store *lbs, struct ctrl_desired *d, siz
 			return -ENOMEM;
 	}
 	d->n_lbs = n;
-	qsort(d->lbs, n, sizeof(*d->lbs), lb_age_cmp);
+	if (n)
+		qsort(d->lbs, n, sizeof(*d->lbs), lb_age_cmp);
 	return 0;
 }
 
@@ -379,7 +381,8 @@ int ctrl_reconcile(const struct ctrl_input *in, const struct k8s_obj *node, bool
 		if (r)
 			goto out_free;
 	}
-	qsort(d->listeners, d->n_listeners, sizeof(*d->listeners), listener_name_cmp);
+	if (d->n_listeners)
+		qsort(d->listeners, d->n_listeners, sizeof(*d->listeners), listener_name_cmp);
 	free(ix.v);
 	free(claims);
 	*ret = d;

@@ -112,8 +112,9 @@ int k8s_watchdec_feed(struct k8s_watchdec *d, const char *data, size_t len, char
 				r = decode_line(d, d->buf, d->len, err, errlen);
 			d->len = 0;
 		} else {
-			r = n + 1 > K8S_WATCH_LINE_MAX ? -EMSGSIZE
-						       : decode_line(d, data, n, err, errlen);
+			/* The same limit as hold()'s: the line's bytes, without its newline. */
+			r = n > K8S_WATCH_LINE_MAX ? -EMSGSIZE
+						   : decode_line(d, data, n, err, errlen);
 		}
 		if (r == -EMSGSIZE)
 			snprintf(err, errlen, "watch event %zu is longer than %u bytes",
