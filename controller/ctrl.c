@@ -159,7 +159,8 @@ out:
 
 static void event_post(struct ctrl *c, const struct k8s_obj *lb, const cJSON *ev)
 {
-	char path[512], now[40], gen[K8S_NAME_MAX + 2];
+	char path[512], now[40], name[K8S_NAME_MAX + 24];
+	struct timespec ts;
 	cJSON *e = cJSON_CreateObject(), *md, *reg;
 	const cJSON *reason = cJSON_GetObjectItemCaseSensitive(ev, "reason");
 	const cJSON *msg = cJSON_GetObjectItemCaseSensitive(ev, "message");
@@ -168,11 +169,15 @@ static void event_post(struct ctrl *c, const struct k8s_obj *lb, const cJSON *ev
 	char *text = NULL;
 
 	now_rfc3339(now, sizeof(now), true);
-	snprintf(gen, sizeof(gen), "%s.", lb->meta.name);
+	/* client-go's naming: the object's name and the time in hex (a generateName prefix
+	 * ending in "." is not a valid name). */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(name, sizeof(name), "%s.%llx", lb->meta.name,
+		 (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec);
 	if (!e || !cJSON_AddStringToObject(e, "apiVersion", "events.k8s.io/v1") ||
 	    !cJSON_AddStringToObject(e, "kind", "Event") ||
 	    !(md = cJSON_AddObjectToObject(e, "metadata")) ||
-	    !cJSON_AddStringToObject(md, "generateName", gen) ||
+	    !cJSON_AddStringToObject(md, "name", name) ||
 	    !cJSON_AddStringToObject(md, "namespace", lb->meta.ns) ||
 	    !cJSON_AddStringToObject(e, "eventTime", now) ||
 	    !cJSON_AddStringToObject(e, "reportingController", "layer4lb.io/controller") ||
@@ -284,14 +289,30 @@ static int leader_status(struct ctrl *c, const struct ctrl_input *in, const stru
 
 /* --- reconcile ------------------------------------------------------------------------------ */
 
+/* Do the dataplane's bind failures differ from the ones last reported? */
+static bool failures_changed(struct ctrl *c)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < c->push.n_failed; i++)
+		for (const char *s = c->push.failed_names[i]; *s; s++)
+			h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+	if (h == c->failures_hash)
+		return false;
+	c->failures_hash = h;
+	return true;
+}
+
 static void report_apply(struct ctrl *c, int r, size_t n_listeners)
 {
 	if (r == 1) {
-		log_info("applied version %" PRIu64 ": %zu listeners", c->push.version - 1,
-			 n_listeners);
-		for (size_t i = 0; i < c->push.n_failed; i++)
-			log_warn("listener %s is not served: %s", c->push.failed_names[i],
-				 c->push.failed_errors[i]);
+		log_info("applied version %" PRIu64 ": %zu listeners, %zu not bound",
+			 c->push.version - 1, n_listeners, c->push.n_failed);
+		/* The same failures come back at every retry: say them when they change. */
+		if (failures_changed(c))
+			for (size_t i = 0; i < c->push.n_failed; i++)
+				log_warn("listener %s is not served: %s", c->push.failed_names[i],
+					 c->push.failed_errors[i]);
 	} else if (r == -EINVAL) {
 		log_err("the dataplane refused apply version %" PRIu64 ": %s",
 			c->push.version - 1, c->push.apply_error);
@@ -618,6 +639,7 @@ int ctrl_run(struct ctrl *c)
 		 * while some are left, so a port freed by another process is taken soon. */
 		if (c->push.n_failed && c->push.fd >= 0 && now >= c->next_bind_retry_ms) {
 			c->next_bind_retry_ms = now + CTRL_BIND_RETRY_MS;
+			c->push.fresh = true;
 			on_cache_change(c, NULL);
 		}
 		if (now >= c->next_resync_ms) {

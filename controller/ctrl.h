@@ -54,6 +54,7 @@ struct ctrl {
 	/* figures for /metrics */
 	uint64_t reconciles, reconcile_us_total, reconcile_us_last;
 	uint64_t next_bind_retry_ms;
+	uint64_t failures_hash;       /* the bind failures last logged */
 	uint64_t node_writes, summary_writes, status_write_errors, events_sent, leader_transitions;
 	volatile int stop;
 };

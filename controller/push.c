@@ -200,9 +200,8 @@ int ctrl_push_apply(struct ctrl_push *p, const cJSON *listeners, uint64_t now_ms
 
 	if (!text)
 		return -ENOMEM;
-	/* Bind failures are retried by every apply, so a set that still has some is re-sent. */
-	if (p->applied && !p->fresh && p->last_sent && !strcmp(p->last_sent, text) &&
-	    !p->n_failed) {
+	/* Unchanged: nothing to send (the caller sets fresh to retry failed binds). */
+	if (p->applied && !p->fresh && p->last_sent && !strcmp(p->last_sent, text)) {
 		free(text);
 		return 0;
 	}

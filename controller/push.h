@@ -18,7 +18,8 @@ struct ctrl_push {
 	int fd;                       /* -1 while not connected */
 	uint64_t version;             /* of the next apply */
 	char *last_sent;              /* the listeners of the last accepted apply, as JSON text */
-	bool fresh;                   /* connected since the last apply: send even if unchanged */
+	bool fresh;                   /* send the next apply even if unchanged: a new
+				       * connection, a resync, or failed binds to retry */
 	uint64_t last_io_ms;
 	uint64_t retry_at_ms;
 	/* The dataplane's answer to the last apply. */

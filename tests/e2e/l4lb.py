@@ -60,7 +60,7 @@ class Proc:
     def alive(self):
         return self.p is not None and self.p.poll() is None
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         if self.alive():
             os.kill(self.p.pid, sig)
 
@@ -175,7 +175,7 @@ class Controller:
             text = r.read().decode()
         out = {}
         for line in text.splitlines():
-            m = re.match(r"^([a-z_]+)(\{[^}]*\})? (\S+)$", line)
+            m = re.match(r"^([a-zA-Z0-9_:]+)(\{[^}]*\})? (\S+)$", line)
             if m:
                 out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
         return out
