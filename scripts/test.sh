@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# test.sh - every test: unit and integration tests on the Release build, the same again on the
-# ASan+UBSan build, and a clang build to keep both compilers warning-clean.
+# test.sh - every test: unit, integration and end-to-end tests on the Release build, the same
+# again on the ASan+UBSan build, and a clang build to keep both compilers warning-clean.
+#
+#   scripts/test.sh          everything (CI runs this)
+#   scripts/test.sh --quick  the Release build's unit and integration tests only, for iteration
+#
+# The end-to-end tests need Go (on the machine) to build the real Kubernetes control plane once
+# into /var/cache/layer4-lb (tests/k8s/build.sh: about 10 minutes cold, nothing when warm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
 
 # The apply-under-load test drives wrk against an nginx backend; with this variable set a
 # missing tool fails that test instead of skipping it, so a green run always includes it.
@@ -13,6 +21,18 @@ jobs=$(nproc)
 echo "== Release build (gcc) =="
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
+if [ "$quick" = 1 ]; then
+	(cd build && ctest --output-on-failure -LE e2e)
+	echo "quick subset passed (no end-to-end, sanitizer or clang runs)"
+	exit 0
+fi
+
+echo "== the test control plane (kube-apiserver, kube-controller-manager, kubectl, etcd) =="
+start=$(date +%s)
+LB_K8S_BIN=$(tests/k8s/build.sh | tail -n 1)
+export LB_K8S_BIN
+echo "control plane binaries in $LB_K8S_BIN ($(( $(date +%s) - start )) s)"
+
 (cd build && ctest --output-on-failure)
 
 echo "== ASan + UBSan build =="
