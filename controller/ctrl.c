@@ -393,6 +393,7 @@ static void lease_read(void *arg, const struct k8s_resp *resp)
 				  .timeout_ms = CTRL_WRITE_TIMEOUT_MS };
 	enum ctrl_leader_action act;
 	cJSON *obj, *body;
+	bool was;
 
 	c->lease_busy = false;
 	if (resp->status == 200) {
@@ -410,11 +411,15 @@ static void lease_read(void *arg, const struct k8s_resp *resp)
 		return;
 	}
 	now_rfc3339(now, sizeof(now), true);
+	was = c->leader.leading;
 	act = ctrl_leader_decide(&c->leader, &lease, k8s_now_ms(), now, c->opt.lease_name,
 				 c->opt.lease_ns, &body);
 	if (act == CTRL_LEADER_WAIT) {
-		if (ctrl_leader_check_deadline(&c->leader, k8s_now_ms()))
+		/* Another holder's live lease: if we thought we led, we no longer do. */
+		if (was && !c->leader.leading) {
 			c->leader_transitions++;
+			log_warn("is no longer the leader: the Lease is held by %s", lease.holder);
+		}
 		return;
 	}
 	text = cJSON_PrintUnformatted(body);

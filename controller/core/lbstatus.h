@@ -46,7 +46,9 @@ void ctrl_agg_add(struct ctrl_lb_agg *agg, const struct ctrl_desired *d,
  * The summary part of the status (observedGeneration, conditions, listeners, addresses,
  * ports) for lr with agg, as the Lease holder writes it; times of conditions whose status did
  * not change are kept from the current status.  *ret_events gets a JSON array of
- * {"type","reason","message"} for conditions that turned False or changed reason while False.
+ * {"type","reason","message"} for conditions that turned False, or changed reason or message
+ * while False, for reasons a user must act on (not the passing Pending, NoNodes,
+ * NotProgrammed, NoReadyEndpoints).
  */
 cJSON *ctrl_lb_summary(const struct ctrl_lb_result *lr, const struct ctrl_lb_agg *agg,
 		       const char *now_rfc3339, cJSON **ret_events);

@@ -296,6 +296,7 @@ static int results_init(const struct k8s_store *lbs, struct ctrl_desired *d, siz
 	k8s_store_for_each(lbs, e, i) {
 		struct ctrl_lb_result *lr = &d->lbs[n++];
 
+		d->n_lbs = n; /* so ctrl_desired_free finds what was allocated, on failure too */
 		lr->lb = e->obj;
 		k8s_obj_key(&e->obj->meta, lr->key, sizeof(lr->key));
 		*n_claims += e->obj->lb.n_listeners;
@@ -305,7 +306,6 @@ static int results_init(const struct k8s_store *lbs, struct ctrl_desired *d, siz
 		if (!lr->listeners)
 			return -ENOMEM;
 	}
-	d->n_lbs = n;
 	if (n)
 		qsort(d->lbs, n, sizeof(*d->lbs), lb_age_cmp);
 	return 0;
