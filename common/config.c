@@ -762,21 +762,32 @@ static int line_of_offset(const char *text, size_t len, size_t off)
 	return line;
 }
 
-static int yaml_fail(struct parser *p, const yaml_parser_t *yp, const char *text, size_t len)
+int lb_yaml_problem(const struct yaml_parser_s *yp, const char *text, size_t len, char *msg,
+		    size_t msglen)
 {
 	const char *problem = yp->problem ? yp->problem : "unknown error";
 	int line;
 
 	if (yp->error == YAML_MEMORY_ERROR)
-		return fail_nomem(p);
+		return -ENOMEM;
 	if (yp->error == YAML_READER_ERROR)
 		line = line_of_offset(text, len, yp->problem_offset);
 	else
 		line = (int)yp->problem_mark.line + 1;
 	if (yp->context)
-		return fail(p, line, "YAML syntax error: %s (%s at line %d)", problem, yp->context,
-			    (int)yp->context_mark.line + 1);
-	return fail(p, line, "YAML syntax error: %s", problem);
+		snprintf(msg, msglen, "YAML syntax error: %s (%s at line %d)", problem,
+			 yp->context, (int)yp->context_mark.line + 1);
+	else
+		snprintf(msg, msglen, "YAML syntax error: %s", problem);
+	return line;
+}
+
+static int yaml_fail(struct parser *p, const yaml_parser_t *yp, const char *text, size_t len)
+{
+	char msg[512];
+	int line = lb_yaml_problem(yp, text, len, msg, sizeof(msg));
+
+	return line < 0 ? fail_nomem(p) : fail(p, line, "%s", msg);
 }
 
 /* Load the first document; a second one is refused, as it would be silently ignored. */

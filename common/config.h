@@ -124,6 +124,14 @@ int lb_config_parse_listeners(const char *text, size_t len, const char *name,
 int lb_config_merge(const struct lb_config *file, const struct lb_config *managed,
 		    struct lb_config **ret, char *err, size_t errlen);
 
+/*
+ * The line (1-based) and text ("YAML syntax error: ...") of a libyaml parser's error, for
+ * every parser of YAML in the project; -ENOMEM when libyaml ran out of memory.
+ */
+struct yaml_parser_s;
+int lb_yaml_problem(const struct yaml_parser_s *yp, const char *text, size_t len, char *msg,
+		    size_t msglen);
+
 /* What an apply changes, for its reply and the log. */
 struct lb_config_diff {
 	unsigned listeners_added, listeners_removed, listeners_changed, listeners_unchanged;

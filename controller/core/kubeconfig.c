@@ -847,28 +847,12 @@ static int parse_root(struct kc_parser *p, const yaml_node_t *root, const char *
 	return parse_user(p, user, &nu, c);
 }
 
-/* Reader errors (bad UTF-8) carry a byte offset, not a mark. */
-static int line_of_offset(const char *text, size_t len, size_t off)
-{
-	int line = 1;
-
-	for (size_t i = 0; i < off && i < len; i++)
-		line += text[i] == '\n';
-	return line;
-}
-
 static int yaml_fail(struct kc_parser *p, const yaml_parser_t *yp, const char *text, size_t len)
 {
-	const char *problem = yp->problem ? yp->problem : "unknown error";
-	int line;
+	char msg[512];
+	int line = lb_yaml_problem(yp, text, len, msg, sizeof(msg));
 
-	if (yp->error == YAML_MEMORY_ERROR)
-		return fail_nomem(p);
-	if (yp->error == YAML_READER_ERROR)
-		line = line_of_offset(text, len, yp->problem_offset);
-	else
-		line = (int)yp->problem_mark.line + 1;
-	return fail(p, -EINVAL, line, "YAML syntax error: %s", problem);
+	return line < 0 ? fail_nomem(p) : fail(p, -EINVAL, line, "%s", msg);
 }
 
 static int parse_document(struct kc_parser *p, const char *text, size_t len,
