@@ -34,6 +34,7 @@
 #define CTRL_WRITE_TIMEOUT_MS 15000
 #define CTRL_LOOP_MAX_WAIT_MS 1000
 #define CTRL_BIND_RETRY_MS 5000
+#define CTRL_STATUS_RETRY_MS 2000
 
 static void now_rfc3339(char *buf, size_t len, bool micro)
 {
@@ -87,6 +88,9 @@ static void write_done(struct ctrl *c, const struct k8s_resp *resp, uint64_t *ok
 		cJSON_Delete(obj);
 	} else if (resp->status != 404) { /* deleted meanwhile: nothing to say */
 		c->status_write_errors++;
+		/* Try again after a pause (a conflict, 429, an API server restarting). */
+		if (!c->status_retry_ms)
+			c->status_retry_ms = k8s_now_ms() + CTRL_STATUS_RETRY_MS;
 		log_warn("status write failed: %s%ld %.200s", resp->status ? "HTTP " : "",
 			 resp->status, resp->status ? resp->body : resp->error);
 	}
@@ -647,6 +651,12 @@ int ctrl_run(struct ctrl *c)
 			c->push.fresh = true;
 			on_cache_change(c, NULL);
 		}
+		if (c->status_retry_ms && now >= c->status_retry_ms && !c->status_inflight) {
+			c->status_retry_ms = 0;
+			on_cache_change(c, NULL);
+		}
+		if (c->status_retry_ms)
+			next = min_u64(next, c->status_retry_ms);
 		if (now >= c->next_resync_ms) {
 			c->next_resync_ms = now + (uint64_t)c->opt.resync_s * 1000;
 			c->dirty = true;

@@ -47,6 +47,7 @@ struct ctrl {
 	uint64_t next_resync_ms;
 	bool status_dirty;            /* status needs another look once writes in flight end */
 	unsigned status_inflight;
+	uint64_t status_retry_ms;     /* a status write failed: look again then (0 = none) */
 	/* leader election */
 	struct ctrl_leader leader;
 	bool lease_busy;
