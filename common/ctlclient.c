@@ -1,4 +1,4 @@
-/* ctlclient.c - the client side of the control protocol: one request line out, one reply line in. */
+/* ctlclient.c - the control protocol's client side: one request line out, one reply line in. */
 #include "common/ctlclient.h"
 
 #include <errno.h>
@@ -28,7 +28,7 @@ int lb_ctlc_connect(const char *path, unsigned timeout_ms)
 	if (fd == -1)
 		return -errno;
 	memcpy(sa.sun_path, path, strlen(path) + 1);
-	/* Set before connect: a listener whose backlog is full would otherwise block it for ever. */
+	/* Set before connect: a listener with a full backlog would otherwise block it for ever. */
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
 	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1 ||
 	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1)
@@ -179,7 +179,7 @@ int lb_ctlc_call_once(const char *path, unsigned timeout_ms, const cJSON *req, c
 	size_t len;
 	int fd, r;
 
-	/* Serialised first: a request the dataplane would refuse unread is not worth a connection. */
+	/* Serialised first: a request the dataplane would refuse unread is worth no connection. */
 	r = request_line(req, &line, &len);
 	if (r)
 		return r;

@@ -191,7 +191,8 @@ static void reload(struct dp_plane *p)
 	/* Only managed listeners can be left unbound: a file listener's failure refused it. */
 	for (unsigned i = 0; i < p->snap->n_listeners; i++)
 		if (!p->snap->listeners[i].socks)
-			log_warn("reload: listener %s is still not serving: cannot listen on %s: %s",
+			log_warn("reload: listener %s is still not serving: cannot listen on "
+				 "%s: %s",
 				 p->snap->listeners[i].conf->name,
 				 p->snap->listeners[i].conf->listen_str,
 				 strerror(-p->snap->listeners[i].bind_err));

@@ -320,7 +320,7 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 		struct dp_lset *set;
 
 		if (!sl->socks)
-			continue; /* could not be bound: nothing to accept on (its old socket stops) */
+			continue; /* not bound: nothing to accept on (an old socket of it stops) */
 		wl = wl_find(w, sl->socks);
 		if (!wl && w->draining)
 			continue; /* a draining worker opens nothing: its listeners are closing */

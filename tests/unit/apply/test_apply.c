@@ -1,4 +1,4 @@
-/* test_apply.c - applies over the control socket of a plane without workers: binds, replies, status. */
+/* test_apply.c - applies to a plane without worker threads: binds, replies, status, metrics. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,6 +75,13 @@ static unsigned count_fds(void)
 		n++;
 	closedir(d);
 	return n;
+}
+
+static int parse_file(const char *text, struct lb_config **ret)
+{
+	char err[512];
+
+	return lb_config_parse(text, strlen(text), "lb.yaml", ret, err, sizeof(err));
 }
 
 static int setup(void **state)
@@ -402,7 +409,7 @@ static void test_reload_retries_managed(void **state)
 		 "listeners: [{name: file, listen: 127.0.0.1:%u, backends: [{address: "
 		 "10.0.0.5:80}]}]\n",
 		 h->fport);
-	assert_int_equal(lb_config_parse(text, strlen(text), "lb.yaml", &conf, err, sizeof(err)), 0);
+	assert_int_equal(parse_file(text, &conf), 0);
 	assert_int_equal(dp_plane_commit(&h->p, conf, NULL, err, sizeof(err)), 0);
 	assert_string_equal(h->p.snap->listeners[1].conf->name, "m");
 	assert_null(h->p.snap->listeners[1].socks);
@@ -413,7 +420,7 @@ static void test_reload_retries_managed(void **state)
 		 "listeners: [{name: other, listen: 127.0.0.1:%u, backends: [{address: "
 		 "10.0.0.5:80}]}]\n",
 		 pf);
-	assert_int_equal(lb_config_parse(text, strlen(text), "lb.yaml", &conf, err, sizeof(err)), 0);
+	assert_int_equal(parse_file(text, &conf), 0);
 	assert_int_equal(dp_plane_commit(&h->p, conf, NULL, err, sizeof(err)), -EADDRINUSE);
 	assert_non_null(strstr(err, "listener other: cannot listen on"));
 	lb_config_free(conf);
@@ -424,7 +431,7 @@ static void test_reload_retries_managed(void **state)
 		 "listeners: [{name: file, listen: 127.0.0.1:%u, backends: [{address: "
 		 "10.0.0.5:80}]}]\n",
 		 h->fport);
-	assert_int_equal(lb_config_parse(text, strlen(text), "lb.yaml", &conf, err, sizeof(err)), 0);
+	assert_int_equal(parse_file(text, &conf), 0);
 	assert_int_equal(dp_plane_commit(&h->p, conf, NULL, err, sizeof(err)), 0);
 	assert_non_null(h->p.snap->listeners[1].socks);
 	close(fblocker);
@@ -433,8 +440,10 @@ static void test_reload_retries_managed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_bind_failure_is_per_listener, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_invalid_apply_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bind_failure_is_per_listener, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_invalid_apply_changes_nothing, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_listener_without_backends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_retries_managed, setup, teardown),
 	};
