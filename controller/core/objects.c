@@ -445,54 +445,40 @@ static int lb_parse(const cJSON *json, struct k8s_lb *lb)
 	return 0;
 }
 
-/* --- Service --------------------------------------------------------------------------- */
+/* --- Service, EndpointSlice and Endpoints ----------------------------------------------- */
 
-static int svc_parse(const cJSON *json, struct k8s_service *s)
-{
-	const cJSON *ports = get(get(json, "spec"), "ports"), *p;
-	bool ok;
-
-	if (!cJSON_IsArray(ports) || cJSON_GetArraySize(ports) == 0)
-		return 0;
-	s->ports = calloc((size_t)cJSON_GetArraySize(ports), sizeof(*s->ports));
-	if (!s->ports)
-		return -ENOMEM;
-	cJSON_ArrayForEach(p, ports) {
-		struct k8s_svc_port *sp = &s->ports[s->n_ports];
-
-		sp->port = (uint16_t)get_int(p, "port", 1, 65535, 0);
-		sp->protocol = proto_parse(get_str(p, "protocol"), &ok);
-		if (!sp->port || !ok)
-			continue;
-		copy_str(sp->name, sizeof(sp->name), get_str(p, "name"));
-		s->n_ports++;
-	}
-	return 0;
-}
-
-/* --- EndpointSlice and Endpoints ------------------------------------------------------- */
-
-static int slice_ports_parse(const cJSON *ports, struct k8s_slice *s)
+/* Ports of a Service (need_port: a port without a number is skipped) or of a slice. */
+static int ports_parse(const cJSON *ports, bool need_port, struct k8s_port **ret, size_t *ret_n)
 {
 	const cJSON *p;
 	bool ok;
 
 	if (!cJSON_IsArray(ports) || cJSON_GetArraySize(ports) == 0)
 		return 0;
-	s->ports = calloc((size_t)cJSON_GetArraySize(ports), sizeof(*s->ports));
-	if (!s->ports)
+	*ret = calloc((size_t)cJSON_GetArraySize(ports), sizeof(**ret));
+	if (!*ret)
 		return -ENOMEM;
 	cJSON_ArrayForEach(p, ports) {
-		struct k8s_slice_port *sp = &s->ports[s->n_ports];
+		struct k8s_port *sp = &(*ret)[*ret_n];
 
-		sp->protocol = proto_parse(get_str(p, "protocol"), &ok);
-		if (!ok)
-			continue;
 		sp->port = (uint16_t)get_int(p, "port", 1, 65535, 0);
+		sp->protocol = proto_parse(get_str(p, "protocol"), &ok);
+		if (!ok || (need_port && !sp->port))
+			continue;
 		copy_str(sp->name, sizeof(sp->name), get_str(p, "name"));
-		s->n_ports++;
+		(*ret_n)++;
 	}
 	return 0;
+}
+
+static int svc_parse(const cJSON *json, struct k8s_service *s)
+{
+	return ports_parse(get(get(json, "spec"), "ports"), true, &s->ports, &s->n_ports);
+}
+
+static int slice_ports_parse(const cJSON *ports, struct k8s_slice *s)
+{
+	return ports_parse(ports, false, &s->ports, &s->n_ports);
 }
 
 /* An address of the slice's family, in its canonical text (so duplicates compare equal). */

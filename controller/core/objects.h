@@ -92,21 +92,16 @@ struct k8s_lb {
 	cJSON *status;                 /* the status as last read (detached copy), or NULL */
 };
 
-struct k8s_svc_port {
-	char name[K8S_LABEL_MAX];
+/* A port of a Service, or of an EndpointSlice (which carries the Service port's name). */
+struct k8s_port {
+	char name[K8S_LABEL_MAX];      /* "" for a single unnamed port */
 	enum k8s_proto protocol;
-	uint16_t port;
+	uint16_t port;                 /* in a slice, 0 = no port (every port of the Service) */
 };
 
 struct k8s_service {
-	struct k8s_svc_port *ports;
+	struct k8s_port *ports;
 	size_t n_ports;
-};
-
-struct k8s_slice_port {
-	char name[K8S_LABEL_MAX];      /* the Service port's name ("" for a single unnamed port) */
-	enum k8s_proto protocol;
-	uint16_t port;                 /* 0 = no port (every port of the Service) */
 };
 
 struct k8s_endpoint {
@@ -119,7 +114,7 @@ struct k8s_endpoint {
 struct k8s_slice {
 	char service[K8S_LABEL_MAX];   /* label kubernetes.io/service-name ("" = none: ignored) */
 	int family;                    /* AF_INET or AF_INET6; 0 for FQDN slices (ignored) */
-	struct k8s_slice_port *ports;
+	struct k8s_port *ports;
 	size_t n_ports;
 	struct k8s_endpoint *eps;
 	size_t n_eps;

@@ -136,11 +136,11 @@ static size_t slice_first(const struct slice_index *ix, const char *ns, const ch
 	return lo;
 }
 
-static const struct k8s_svc_port *svc_port_find(const struct k8s_service *svc,
+static const struct k8s_port *svc_port_find(const struct k8s_service *svc,
 						const struct k8s_lb_listener *l)
 {
 	for (size_t i = 0; i < svc->n_ports; i++) {
-		const struct k8s_svc_port *p = &svc->ports[i];
+		const struct k8s_port *p = &svc->ports[i];
 
 		if (p->protocol != l->protocol)
 			continue;
@@ -157,7 +157,7 @@ static void format_backend(int family, const char *ip, uint16_t port, char *buf,
 
 /* Every endpoint of the Service port, one per address (ready wins over a stale duplicate). */
 static int collect(const struct slice_index *ix, const char *ns, const char *svc,
-		   const struct k8s_svc_port *sp, struct cand **ret, size_t *ret_n)
+		   const struct k8s_port *sp, struct cand **ret, size_t *ret_n)
 {
 	size_t cap = 0, n = 0, i, j;
 	struct cand *c;
@@ -173,7 +173,7 @@ static int collect(const struct slice_index *ix, const char *ns, const char *svc
 		return -ENOMEM;
 	for (i = slice_first(ix, ns, svc); i < ix->n && !slice_key_cmp2(ix->v[i], ns, svc); i++) {
 		const struct k8s_slice *s = &ix->v[i]->slice;
-		const struct k8s_slice_port *p = NULL;
+		const struct k8s_port *p = NULL;
 		int family = s->family;
 
 		/* EndpointSlice ports carry the Service port's name, and its protocol. */
@@ -215,7 +215,7 @@ static int listener_backends(const struct ctrl_input *in, const struct slice_ind
 {
 	char key[CTRL_KEY_MAX];
 	const struct k8s_obj *svc;
-	const struct k8s_svc_port *sp;
+	const struct k8s_port *sp;
 	struct cand *c;
 	size_t n, i, k = 0;
 	bool use_ready;

@@ -11,6 +11,7 @@ printed, never asserted.
 """
 
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -72,8 +73,7 @@ def tearDownModule():
     if RELAY:
         RELAY.close()
     if C:
-        if failed or os.environ.get("L4LB_E2E_KEEP"):
-            C.failed = True
+        C.keep = True  # the __main__ block removes the folder if every test passed
         C.stop()
     if failed:
         raise AssertionError("a sanitizer reported errors")
@@ -450,5 +450,20 @@ class T4Leader(unittest.TestCase):
         ct_a.start()
 
 
+def show_logs():
+    for name in sorted(os.listdir(WORK)):
+        if name.endswith(".log") and ("controller" in name or "dataplane" in name):
+            with open(os.path.join(WORK, name), errors="replace") as f:
+                lines = f.read().splitlines()
+            sys.stderr.write("--- %s (last 60 lines) ---\n%s\n" % (name, "\n".join(lines[-60:])))
+    sys.stderr.write("logs, certificates and kubeconfigs kept in %s\n" % WORK)
+
+
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    prog = unittest.main(verbosity=2, exit=False)
+    ok = prog.result.wasSuccessful()
+    if WORK and not ok:
+        show_logs()
+    elif WORK and not os.environ.get("L4LB_E2E_KEEP"):
+        shutil.rmtree(WORK, ignore_errors=True)
+    sys.exit(0 if ok else 1)
