@@ -15,6 +15,17 @@
 #define LB_CTLC_REPLY_MAX (1u << 30)
 #define LB_CTLC_READ_CHUNK 65536
 
+cJSON *lb_ctlc_request(const char *op)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o && !cJSON_AddStringToObject(o, "op", op)) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
 int lb_ctlc_connect(const char *path, unsigned timeout_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };

@@ -10,6 +10,9 @@
  * order); nothing here logs.
  */
 
+/* A request object {"op": op}, or NULL without memory. */
+cJSON *lb_ctlc_request(const char *op);
+
 /* Connect to the control socket at path; timeout_ms bounds every later send and receive on it
  * (SO_SNDTIMEO/SO_RCVTIMEO; 0 = no bound). Returns the fd (SOCK_CLOEXEC) or -errno
  * (-ENAMETOOLONG for a path that does not fit sun_path). */

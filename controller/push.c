@@ -58,21 +58,10 @@ void ctrl_push_free(struct ctrl_push *p)
 	p->last_sent = NULL;
 }
 
-static cJSON *request(const char *op)
-{
-	cJSON *r = cJSON_CreateObject();
-
-	if (r && !cJSON_AddStringToObject(r, "op", op)) {
-		cJSON_Delete(r);
-		return NULL;
-	}
-	return r;
-}
-
 /* Ask the dataplane what it runs: its applied version and its own file listeners' ports. */
 static int read_status(struct ctrl_push *p)
 {
-	cJSON *req = request("status"), *st = NULL;
+	cJSON *req = lb_ctlc_request("status"), *st = NULL;
 	const cJSON *v, *l;
 	int r;
 
@@ -153,7 +142,7 @@ int ctrl_push_ping(struct ctrl_push *p, uint64_t now_ms)
 
 	if (p->fd < 0 || now_ms < p->last_io_ms + CTRL_PUSH_PING_MS)
 		return 0;
-	req = request("ping");
+	req = lb_ctlc_request("ping");
 	if (!req)
 		return -ENOMEM;
 	r = lb_ctlc_call(p->fd, req, &rep);
@@ -205,7 +194,7 @@ int ctrl_push_apply(struct ctrl_push *p, const cJSON *listeners, uint64_t now_ms
 		free(text);
 		return 0;
 	}
-	if (!(req = request("apply")) || !lb_json_add_u64(req, "version", p->version) ||
+	if (!(req = lb_ctlc_request("apply")) || !lb_json_add_u64(req, "version", p->version) ||
 	    !(copy = cJSON_Duplicate(listeners, 1)))
 		goto out;
 	cJSON_AddItemToObject(req, "listeners", copy);

@@ -39,17 +39,6 @@ static int ctl_call(const char *sock, const cJSON *req, cJSON **ret)
 	return lb_ctlc_call_once(sock, CTL_TIMEOUT_MS, req, ret);
 }
 
-static cJSON *request(const char *op)
-{
-	cJSON *o = cJSON_CreateObject();
-
-	if (o && !cJSON_AddStringToObject(o, "op", op)) {
-		cJSON_Delete(o);
-		return NULL;
-	}
-	return o;
-}
-
 /* --- YAML to JSON, for apply files --------------------------------------------------- */
 
 /* As the configuration parser reads "key:" with nothing after it. */
@@ -273,7 +262,7 @@ static void print_applied(uint64_t version, const cJSON *reply)
 /* The version after the applied one, from a status reply. */
 static int next_version(const char *sock, uint64_t *ret)
 {
-	cJSON *req = request("status"), *reply;
+	cJSON *req = lb_ctlc_request("status"), *reply;
 	const cJSON *v;
 	int r = ctl_call(sock, req, &reply);
 
@@ -326,7 +315,7 @@ static int cmd_apply(const char *sock, const char *file, bool have_version, uint
 		cJSON_Delete(listeners);
 		return 1;
 	}
-	req = request("apply");
+	req = lb_ctlc_request("apply");
 	/* As its exact text: a double would round versions above 2^53. */
 	if (!req || !lb_json_add_u64(req, "version", version) ||
 	    !cJSON_AddItemToObject(req, "listeners", listeners)) {
@@ -350,7 +339,7 @@ static int cmd_apply(const char *sock, const char *file, bool have_version, uint
 
 static int cmd_simple(const char *sock, const char *op, bool json)
 {
-	cJSON *req = request(op), *reply;
+	cJSON *req = lb_ctlc_request(op), *reply;
 	int r = ctl_call(sock, req, &reply);
 
 	cJSON_Delete(req);
