@@ -71,13 +71,24 @@ static bool synced(const struct ctrl *c)
 
 /* --- status writes ------------------------------------------------------------------------ */
 
+/*
+ * A status write or an Event ended.  A reconcile that found writes in flight left its status
+ * work for now (it would have written the same things again): do it once the last one ends.
+ */
+static void status_request_done(struct ctrl *c)
+{
+	if (--c->status_inflight == 0 && c->status_dirty) {
+		c->status_dirty = false;
+		on_cache_change(c, NULL);
+	}
+}
+
 static void write_done(struct ctrl *c, const struct k8s_resp *resp, uint64_t *ok)
 {
 	struct k8s_obj *o;
 	char err[128];
 	cJSON *obj;
 
-	c->status_inflight--;
 	if (resp->status == 200 || resp->status == 201) {
 		(*ok)++;
 		/* The reply is the object as now stored: take it into the cache at once, so the
@@ -94,10 +105,7 @@ static void write_done(struct ctrl *c, const struct k8s_resp *resp, uint64_t *ok
 		log_warn("status write failed: %s%ld %.200s", resp->status ? "HTTP " : "",
 			 resp->status, resp->status ? resp->body : resp->error);
 	}
-	if (c->status_inflight == 0 && c->status_dirty) {
-		c->status_dirty = false;
-		on_cache_change(c, NULL);
-	}
+	status_request_done(c);
 }
 
 static void node_write_done(void *arg, const struct k8s_resp *resp)
@@ -118,12 +126,12 @@ static void event_done(void *arg, const struct k8s_resp *resp)
 {
 	struct ctrl *c = arg;
 
-	c->status_inflight--;
 	if (resp->status == 201 || resp->status == 200)
 		c->events_sent++;
 	else
 		log_warn("event not recorded: %s%ld %.200s", resp->status ? "HTTP " : "",
 			 resp->status, resp->status ? resp->body : resp->error);
+	status_request_done(c);
 }
 
 /* Server-side apply of part of a LoadBalancer's status, under a field manager. */
