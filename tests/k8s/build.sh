@@ -29,7 +29,9 @@ up_to_date() {
 
 if up_to_date; then echo "$bin"; exit 0; fi
 
-command -v go >/dev/null || { echo "build.sh: go is not installed" >&2; exit 1; }
+# The machine's Go may sit outside a minimal PATH (CI runs with the machine's environment).
+command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH=$PATH:/usr/local/go/bin
+command -v go >/dev/null || { echo "build.sh: go is not installed (it builds the test control plane)" >&2; exit 1; }
 mkdir -p "$dir"
 # One build at a time per cache folder (tests may start in parallel).
 exec 9>"$dir/.lock"
