@@ -260,6 +260,8 @@ static void watch_done(void *arg, const struct k8s_resp *resp)
 		return;
 	}
 	if (inf->dec_err) {
+		if (lasted >= 60000)
+			inf->backoff_ms = 0;
 		inf->decode_errors += inf->dec_err != -EPROTO;
 		inf->watch_errors++;
 		log_warn("%s: watch stopped: %s", inf->name, inf->dec_msg);
@@ -273,6 +275,10 @@ static void watch_done(void *arg, const struct k8s_resp *resp)
 		return;
 	}
 	inf->watch_errors++;
+	/* A watch that served for a minute was a success that ended: start the backoff over
+	 * (client-go resets it after a quiet spell too). */
+	if (lasted >= 60000)
+		inf->backoff_ms = 0;
 	status_text(resp->body, resp->body_len, msg, sizeof(msg));
 	log_warn("%s: watch failed: %s%s%s", inf->name, resp->status ? "HTTP " : "",
 		 resp->status ? msg : resp->error ? resp->error : "",

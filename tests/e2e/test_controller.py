@@ -346,11 +346,13 @@ class T3Faults(unittest.TestCase):
             t.stop()
         self.assertEqual(t.failures, [])
         self.assertGreater(t.ok, 100)
-        # It catches up: a pod added now reaches the dataplane.
+        # It catches up: a pod added now reaches the dataplane.  The path goes through
+        # kube-controller-manager's reconnect as well as ours, each backing off up to 30 s
+        # (with jitter) after a 30 s outage: a longer hang guard, not a timing.
         backend("t3-2", "198.18.0.32")
         C.run_pod(self.NS, "p2", {"app": "web"}, "198.18.0.32", NODE_A)
         wait_for("p2 in the listener", lambda: "198.18.0.32:8080" in
-                 self.dp().backends("t3/web/http"))
+                 self.dp().backends("t3/web/http"), timeout=180)
 
     def test_2_expired_watch_relists(self):
         m = self.ct().metrics()
