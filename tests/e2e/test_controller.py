@@ -29,6 +29,7 @@ from relay import Relay  # noqa: E402
 
 NODE_A, ADDR_A = "node-a", "198.18.0.2"
 NODE_B, ADDR_B = "node-b", "198.18.0.3"
+NODE_C, ADDR_C = "node-c", "198.18.0.4"
 TARGET_PORT = 8080
 
 C = None          # the cluster
@@ -43,7 +44,7 @@ def setUpModule():
     global C, RELAY, KUBECONFIG, WORK
     C = k8scluster.Cluster()
     WORK = C.dir
-    for a in (ADDR_A, ADDR_B):
+    for a in (ADDR_A, ADDR_B, ADDR_C):
         k8scluster.add_address(a)
     C.kubectl("apply", "-f", l4lb.CRD)
     C.kubectl("wait", "--for=condition=Established", "--timeout=60s",
@@ -79,10 +80,10 @@ def tearDownModule():
         raise AssertionError("a sanitizer reported errors")
 
 
-def start_node(node, addr, http_port, identity=None):
+def start_node(node, addr, http_port, identity=None, extra=()):
     dp = l4lb.Dataplane(WORK, node).start()
     ct = l4lb.Controller(WORK, node, KUBECONFIG, node, dp.socket, addr, http_port,
-                         identity=identity or node).start()
+                         identity=identity or node, extra=extra).start()
     NODES[node] = (dp, ct)
     wait_for("controller %s ready" % node, ct.ready)
     return dp, ct
@@ -459,6 +460,30 @@ def show_logs():
                 lines = f.read().splitlines()
             sys.stderr.write("--- %s (last 60 lines) ---\n%s\n" % (name, "\n".join(lines[-60:])))
     sys.stderr.write("logs, certificates and kubeconfigs kept in %s\n" % WORK)
+
+
+class T5Endpoints(unittest.TestCase):
+    """--endpoints: core/v1 Endpoints instead of EndpointSlices, for old clusters."""
+
+    def test_1_same_backends_from_endpoints(self):
+        C.create_node(NODE_C, ADDR_C)
+        dp_c, ct_c = start_node(NODE_C, ADDR_C, 19104, extra=["--endpoints"])
+        dp_a = NODES[NODE_A][0]
+        self.assertEqual(ct_c.metric('layer4lb_controller_cache_synced{resource="endpoints"}'), 1)
+        self.assertIsNone(ct_c.metric(
+            'layer4lb_controller_cache_synced{resource="endpointslices"}'))
+        wait_for("node-c serves t1/web as node-a does",
+                 lambda: dp_c.backends("t1/web/http") == dp_a.backends("t1/web/http"))
+        self.assertEqual(who(ADDR_C, T1Serving.PORT), "web-1")
+        # A pod turning not-ready leaves node-c's listener too (notReadyAddresses).
+        C.set_pod_ready("t1", "web-1", False)
+        try:
+            wait_for("web-1 out on node-c",
+                     lambda: "198.18.0.11:8080" not in dp_c.backends("t1/web/http"))
+        finally:
+            C.set_pod_ready("t1", "web-1", True)
+        wait_for("web-1 back on node-c",
+                 lambda: "198.18.0.11:8080" in dp_c.backends("t1/web/http"))
 
 
 if __name__ == "__main__":
