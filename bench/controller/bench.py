@@ -146,6 +146,44 @@ def proc_cpu_s(pid):
         return None
 
 
+class MachineLoad:
+    """CPU used on the machine outside this run (other people's work) and stolen by the
+    hypervisor, over a phase: busy time from /proc/stat minus the CPU time of the processes in
+    our network namespace (utime+stime+cutime+cstime: the kubectl processes we reaped count
+    through our own cutime), and the steal column."""
+    TCK = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        busy = v[0] + v[1] + v[2] + v[5] + v[6]   # user nice system irq softirq
+        steal = v[7] if len(v) > 7 else 0
+        ours = 0
+        r = subprocess.run(["ip", "netns", "pids", os.environ.get(k8scluster.NETNS_ENV, "")],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for pid in r.stdout.split():
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    st = f.read()
+                fl = st[st.rindex(")") + 2:].split()
+                ours += int(fl[11]) + int(fl[12]) + int(fl[13]) + int(fl[14])
+            except (OSError, ValueError, IndexError):
+                pass
+        return time.monotonic(), busy, steal, ours
+
+    def __init__(self):
+        self.t0 = self._snap()
+
+    def done(self):
+        t1 = self._snap()
+        wall = t1[0] - self.t0[0]
+        d = [(t1[i] - self.t0[i]) / self.TCK for i in (1, 2, 3)]
+        return {"wall_s": round(wall, 1), "ours_cpus": round(d[2] / wall, 2),
+                "others_cpus": round(max(0.0, d[0] - d[2]) / wall, 2),
+                "steal_cpus": round(d[1] / wall, 2)}
+
+
 def mib(kib):
     return None if kib is None else kib / 1024.0
 
@@ -1298,6 +1336,16 @@ def write_results(res):
                             f1(mib(fr["dataplane"].get("VmHWM"))),
                             f1(mib(res["rss_peaks_kib"]["controller"])),
                             f1(mib(res["rss_peaks_kib"]["dataplane"]))), ""]
+    if res.get("load"):
+        md += ["## CPU around the run", "",
+               "CPUs (of %d) used by this run's processes, by everything else on the machine "
+               "(other people's builds and tests) and stolen by the hypervisor, per part: "
+               "the figures above move with the last two." % res["env"]["cpus"], "",
+               "| part | wall (s) | this run | others | steal |", "|---|---:|---:|---:|---:|"]
+        for k, v in res["load"].items():
+            md.append("| %s | %.0f | %.2f | %.2f | %.2f |" % (k, v["wall_s"], v["ours_cpus"],
+                                                           v["others_cpus"], v["steal_cpus"]))
+        md.append("")
     with open(os.path.join(ARGS.results, "latest.md"), "w") as f:
         f.write("\n".join(md))
     print("\n" + text_table(rows), flush=True)
@@ -1374,7 +1422,10 @@ def main():
         sampler = Sampler(node)
         res["rss_idle_kib"] = node.rss()
 
+        res["load"] = {}
+        ml = MachineLoad()
         part_scale(c, api, node, res)
+        res["load"]["scale"] = ml.done()
 
         res["apply_cost"] = apply_cost(c, node)
         log("one apply of the %d listeners to an idle second dataplane: %.1f ms whole, "
@@ -1385,7 +1436,9 @@ def main():
         lat.setup()
         log("latency: %d samples each way, --debounce-ms %d (EndpointSlice batch period %s)" %
             (ARGS.samples, DEFAULT_DEBOUNCE_MS, res["kcm_endpointslice_batch_period"]))
+        ml = MachineLoad()
         samples = lat.run(ARGS.samples, DEFAULT_DEBOUNCE_MS, "default")
+        res["load"]["latency"] = ml.done()
         res["latency"] = {"default": summarize_latency(samples, DEFAULT_DEBOUNCE_MS),
                           "samples": samples, "variants": []}
         for key in ("add", "remove"):
@@ -1398,17 +1451,21 @@ def main():
 
         roll = Rollout(c, api, node)
         res["rollout_setup"] = roll.setup()
+        ml = MachineLoad()
         res["rollouts"] = [roll.roll("default")]
+        res["load"]["rollout"] = ml.done()
         res["restarts"] = []
         variants = [int(x) for x in ARGS.debounce_variants.split(",") if x.strip()]
         if variants and (ARGS.always_variants or res["rollouts"][0]["applies_ok"] > 10):
             for d in variants:
+                ml = MachineLoad()
                 res["restarts"].append(restart_controller(node, d))
                 res["rollouts"].append(roll.roll("debounce %d" % d))
                 if ARGS.variant_samples > 0:
                     vs = lat.run(ARGS.variant_samples, d, "debounce %d" % d)
                     res["latency"]["variants"].append(
                         {"debounce_ms": d, "summary": summarize_latency(vs, d), "samples": vs})
+                res["load"]["debounce %d" % d] = ml.done()
         res["latency_traffic_check"] = lat_serv
         node.check_alive()
         res["final_rss_kib"] = node.rss()
