@@ -1259,11 +1259,13 @@ def write_results(res):
     rows = summary_rows(res)
     env = res["env"]
     md = ["# Controller benchmark (layer4-lb-controller against a real control plane)", "",
-          "`%s` on %s, commit %s%s, %s build, %d CPUs, kernel %s; kube-apiserver / "
+          "`%s` on %s, commit %s%s, %s build (%s), %d CPUs, kernel %s; kube-apiserver / "
           "kube-controller-manager %s, etcd %s; total run time %.0f s." %
           (env["command"], env["date"], env["commit"], " (with uncommitted changes)"
-           if env["dirty"] else "", env["build_type"], env["cpus"], env["kernel"],
-           env["kubernetes"], env["etcd"], res.get("run_s", 0)), "",
+           if env["dirty"] else "", env["build_type"],
+           ", ".join("%s %s, built %s" % (k, v["path"], v["mtime"])
+                     for k, v in sorted(env["binaries"].items())),
+           env["cpus"], env["kernel"], env["kubernetes"], env["etcd"], res.get("run_s", 0)), "",
           "kube-controller-manager's `--endpointslice-updates-batch-period`: %s. Load average "
           "(1 min) at the start / end: %.2f / %.2f (other people's work on this machine "
           "included)." % (res.get("kcm_endpointslice_batch_period", "?"),
@@ -1357,6 +1359,15 @@ def git(*args):
     return r.stdout.strip()
 
 
+def sha256_of(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def build_type():
     try:
         with open(os.path.join(os.path.dirname(l4lb.LB_BIN), "CMakeCache.txt")) as f:
@@ -1395,7 +1406,12 @@ def main():
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "cpus": os.cpu_count(), "kernel": platform.release(),
         "kubernetes": mk.group(1) if mk else binroot, "etcd": mk.group(2) if mk else "?",
-        "build_type": build_type(), "args": vars(ARGS), "loadavg_start": os.getloadavg()}}
+        "build_type": build_type(), "args": vars(ARGS), "loadavg_start": os.getloadavg(),
+        "binaries": {os.path.basename(b): {"path": b, "sha256": sha256_of(b)[:16],
+                                           "mtime": datetime.datetime.fromtimestamp(
+                                               os.path.getmtime(b), datetime.timezone.utc)
+                                           .strftime("%Y-%m-%d %H:%M:%S UTC")}
+                     for b in (l4lb.LB_BIN, l4lb.CTRL_BIN)}}}
     # Every 198.18.0.0/16 address is local in this namespace: backends may bind any of them.
     r = subprocess.run(["ip", "route", "add", "local", "198.18.0.0/16", "dev", "lo"],
                        stderr=subprocess.PIPE, text=True)
