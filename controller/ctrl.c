@@ -51,14 +51,36 @@ static void now_rfc3339(char *buf, size_t len, bool micro)
 		snprintf(buf, len, "%sZ", base);
 }
 
+/*
+ * Debounce as Contour's holdoff and Istio's debounce do: changes go out once none has come
+ * for debounce_ms (a lone change waits only that), or debounce_max_ms after the first of a
+ * burst that does not pause (a rolling update becomes a few applies, not hundreds).
+ */
 static void on_cache_change(void *arg, struct k8s_informer *inf)
 {
 	struct ctrl *c = arg;
+	uint64_t now = k8s_now_ms();
 
 	if (!c->dirty) {
 		c->dirty = true;
-		c->dirty_since_ms = k8s_now_ms();
+		c->dirty_since_ms = now;
 	}
+	c->last_change_ms = now;
+}
+
+/* Reconcile at the next turn, without the debounce (a new dataplane, a resync). */
+static void mark_urgent(struct ctrl *c)
+{
+	c->dirty = true;
+	c->dirty_since_ms = c->last_change_ms = 0;
+}
+
+static uint64_t sync_due(const struct ctrl *c)
+{
+	uint64_t quiet = c->last_change_ms + c->opt.debounce_ms;
+	uint64_t max = c->dirty_since_ms + c->opt.debounce_max_ms;
+
+	return quiet < max ? quiet : max;
 }
 
 static bool synced(const struct ctrl *c)
@@ -628,8 +650,7 @@ static void dataplane_tick(struct ctrl *c, uint64_t now)
 		log_info("connected to the dataplane at %s (next version %" PRIu64 ")",
 			 c->push.path, c->push.version);
 		/* A new or restarted dataplane gets the whole state now, without the debounce. */
-		c->dirty = true;
-		c->dirty_since_ms = 0;
+		mark_urgent(c);
 	}
 	ctrl_push_ping(&c->push, now);
 }
@@ -667,8 +688,7 @@ int ctrl_run(struct ctrl *c)
 			next = min_u64(next, c->status_retry_ms);
 		if (now >= c->next_resync_ms) {
 			c->next_resync_ms = now + (uint64_t)c->opt.resync_s * 1000;
-			c->dirty = true;
-			c->dirty_since_ms = 0;
+			mark_urgent(c);
 			c->push.fresh = true; /* re-send even an unchanged set */
 		}
 		if (synced(c) && !was_synced) {
@@ -676,12 +696,12 @@ int ctrl_run(struct ctrl *c)
 			log_info("every cache has synced: reconciling");
 		}
 		/* Never flush: nothing goes out before every cache has listed once. */
-		if (c->dirty && synced(c) && now >= c->dirty_since_ms + c->opt.debounce_ms) {
+		if (c->dirty && synced(c) && now >= sync_due(c)) {
 			c->dirty = false;
 			if (sync_once(c))
 				log_err("reconcile failed: out of memory");
 		} else if (c->dirty && synced(c)) {
-			next = min_u64(next, c->dirty_since_ms + c->opt.debounce_ms);
+			next = min_u64(next, sync_due(c));
 		}
 		if (c->push.fd >= 0)
 			fds[n++] = (struct curl_waitfd){ .fd = c->push.fd,

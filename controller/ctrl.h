@@ -23,7 +23,8 @@ struct ctrl_options {
 	const char *identity;         /* the Lease holder identity (pod name) */
 	bool leader_elect;
 	bool use_endpoints;           /* core/v1 Endpoints instead of EndpointSlices */
-	unsigned debounce_ms;
+	unsigned debounce_ms;         /* quiet spell before an apply */
+	unsigned debounce_max_ms;     /* the longest a change waits while others keep coming */
 	unsigned resync_s;
 };
 
@@ -43,7 +44,8 @@ struct ctrl {
 	struct ctrl_push push;
 	struct ctrl_httpd httpd;
 	bool dirty;                   /* a cache changed since the last reconcile */
-	uint64_t dirty_since_ms;
+	uint64_t dirty_since_ms;      /* the first change not yet reconciled */
+	uint64_t last_change_ms;      /* the latest one */
 	uint64_t next_resync_ms;
 	bool status_dirty;            /* status needs another look once writes in flight end */
 	unsigned status_inflight;

@@ -38,7 +38,9 @@ static void usage(FILE *f)
 		"  --identity ID           holder identity (default $POD_NAME, else hostname_node)\n"
 		"  --no-leader-elect       write status without a Lease (one replica only)\n"
 		"  --endpoints             read core/v1 Endpoints instead of EndpointSlices\n"
-		"  --debounce-ms N         batch changes for N ms before an apply (default 100)\n"
+		"  --debounce-ms N         apply once no change has come for N ms (default 100)\n"
+		"  --debounce-max-ms N     ... or N ms after the first change of a burst that does\n"
+		"                          not pause (default 2000)\n"
 		"  --resync-seconds N      full re-apply and status check every N s (default 300)\n"
 		"  --version, --help\n"
 		"\n"
@@ -73,7 +75,8 @@ static const char *env_or(const char *name, const char *def)
 int main(int argc, char **argv)
 {
 	enum { O_KUBECONFIG = 256, O_CONTEXT, O_NODE, O_SOCKET, O_LISTEN, O_HTTP, O_LEASE,
-	       O_LEASE_NS, O_IDENTITY, O_NO_LEADER, O_ENDPOINTS, O_DEBOUNCE, O_RESYNC,
+	       O_LEASE_NS, O_IDENTITY, O_NO_LEADER, O_ENDPOINTS, O_DEBOUNCE, O_DEBOUNCE_MAX,
+	       O_RESYNC,
 	       O_VERSION, O_HELP };
 	static const struct option longopts[] = {
 		{ "kubeconfig", required_argument, NULL, O_KUBECONFIG },
@@ -88,6 +91,7 @@ int main(int argc, char **argv)
 		{ "no-leader-elect", no_argument, NULL, O_NO_LEADER },
 		{ "endpoints", no_argument, NULL, O_ENDPOINTS },
 		{ "debounce-ms", required_argument, NULL, O_DEBOUNCE },
+		{ "debounce-max-ms", required_argument, NULL, O_DEBOUNCE_MAX },
 		{ "resync-seconds", required_argument, NULL, O_RESYNC },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, O_HELP },
@@ -103,6 +107,7 @@ int main(int argc, char **argv)
 		.identity = getenv("POD_NAME"),
 		.leader_elect = true,
 		.debounce_ms = 100,
+		.debounce_max_ms = 2000,
 		.resync_s = 300,
 	};
 	char err[512], ident[512], host[256] = "";
@@ -133,6 +138,10 @@ int main(int argc, char **argv)
 			if (number("--debounce-ms", optarg, 60000, &o.debounce_ms))
 				return 2;
 			break;
+		case O_DEBOUNCE_MAX:
+			if (number("--debounce-max-ms", optarg, 600000, &o.debounce_max_ms))
+				return 2;
+			break;
 		case O_RESYNC:
 			if (number("--resync-seconds", optarg, 86400, &o.resync_s))
 				return 2;
@@ -151,6 +160,8 @@ int main(int argc, char **argv)
 					"(the downward API's spec.nodeName)");
 		return 2;
 	}
+	if (o.debounce_max_ms < o.debounce_ms)
+		o.debounce_max_ms = o.debounce_ms;
 	if (!o.identity || !o.identity[0]) {
 		gethostname(host, sizeof(host) - 1);
 		snprintf(ident, sizeof(ident), "%s_%s", host, o.node_name);
