@@ -33,6 +33,7 @@ import platform
 import queue
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -65,6 +66,9 @@ def parse_args():
                          "10 applies in the rollout (500,1000)")
     ap.add_argument("--always-variants", action="store_true",
                     help="run the --debounce-variants even if the default makes <= 10 applies")
+    ap.add_argument("--controller-args", default="",
+                    help="extra arguments for layer4-lb-controller, one string "
+                         "(e.g. \"--debounce-max-ms 500\")")
     ap.add_argument("--results", default=os.path.join(HERE, "results"),
                     help="folder for latest.md and latest.json")
     ap.add_argument("--rebuild", action="store_true",
@@ -346,6 +350,7 @@ class Node:
                 "--lease-namespace", l4lb.CONTROLLER_NS, "--identity", NODE]
         if debounce_ms != DEFAULT_DEBOUNCE_MS:
             argv += ["--debounce-ms", str(debounce_ms)]
+        argv += shlex.split(ARGS.controller_args)
         self.ct_proc = l4lb.Proc("controller", argv,
                                  os.path.join(self.dir, "controller-%d.log" % self.ct_runs),
                                  env=l4lb.env_for("info")).start()
