@@ -35,6 +35,7 @@
 #define CTRL_LOOP_MAX_WAIT_MS 1000
 #define CTRL_BIND_RETRY_MS 5000
 #define CTRL_STATUS_RETRY_MS 2000
+#define CTRL_STATUS_WRITES_MAX 32   /* status writes and Events in flight */
 
 static void now_rfc3339(char *buf, size_t len, bool micro)
 {
@@ -156,6 +157,20 @@ static void event_done(void *arg, const struct k8s_resp *resp)
 	status_request_done(c);
 }
 
+/*
+ * At most CTRL_STATUS_WRITES_MAX writes at a time: a thousand LoadBalancers appearing at once
+ * would otherwise start a thousand requests, each with its own buffers.  What is left is
+ * written by the next round, which starts when the last write of this one ends (the replies
+ * update the cache, so the next round finds only what is still to write).
+ */
+static bool status_full(struct ctrl *c)
+{
+	if (c->status_inflight < CTRL_STATUS_WRITES_MAX)
+		return false;
+	c->status_dirty = true;
+	return true;
+}
+
 /* Server-side apply of part of a LoadBalancer's status, under a field manager. */
 static void status_apply(struct ctrl *c, const struct k8s_obj *lb, const char *manager,
 			 cJSON *status)
@@ -259,6 +274,8 @@ static void node_entries(struct ctrl *c, const struct ctrl_desired *d, const str
 
 		if (!lr->selected && !cur)
 			continue;
+		if (status_full(c))
+			break;
 		entry = lr->selected ? ctrl_node_entry(lr, &rep) : NULL;
 		if (lr->selected && (!entry || ctrl_node_entry_same(cur, entry))) {
 			cJSON_Delete(entry);
@@ -302,7 +319,7 @@ static int leader_status(struct ctrl *c, const struct ctrl_input *in, const stru
 		ctrl_desired_free(dn);
 	}
 	now_rfc3339(now, sizeof(now), false);
-	for (i = 0; i < d->n_lbs; i++) {
+	for (i = 0; i < d->n_lbs && !status_full(c); i++) {
 		cJSON *events, *st = ctrl_lb_summary(&d->lbs[i], &agg[i], now, &events), *ev;
 
 		if (!st)
