@@ -48,6 +48,7 @@ struct k8s_client {
 
 static void token_refresh(struct k8s_client *c)
 {
+	char buf[KC_TOKEN_MAX];
 	struct stat st;
 	time_t now = time(NULL);
 	FILE *f;
@@ -63,12 +64,18 @@ static void token_refresh(struct k8s_client *c)
 	f = fopen(c->cfg->token_file, "re");
 	if (!f)
 		return;
-	n = fread(c->token, 1, sizeof(c->token) - 1, f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
-	while (n && (c->token[n - 1] == '\n' || c->token[n - 1] == '\r' || c->token[n - 1] == ' '))
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
 		n--;
-	c->token[n] = 0;
+	buf[n] = 0;
 	c->token_mtime = st.st_mtim;
+	/* A token goes into a header line: one being rewritten, or garbage, is not taken. */
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)buf[i] <= ' ' || buf[i] == 0x7f)
+			return;
+	if (n)
+		memcpy(c->token, buf, n + 1);
 }
 
 int k8s_client_new(const struct k8s_config *cfg, struct k8s_client **ret, char *err,
