@@ -69,13 +69,15 @@ static void token_refresh(struct k8s_client *c)
 	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
 		n--;
 	buf[n] = 0;
-	c->token_mtime = st.st_mtim;
-	/* A token goes into a header line: one being rewritten, or garbage, is not taken. */
+	/* A token goes into a header line: one being rewritten, or garbage, is not taken (and
+	 * the file is read again at the next check). */
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)buf[i] <= ' ' || buf[i] == 0x7f)
 			return;
-	if (n)
-		memcpy(c->token, buf, n + 1);
+	if (!n)
+		return;
+	memcpy(c->token, buf, n + 1);
+	c->token_mtime = st.st_mtim;
 }
 
 int k8s_client_new(const struct k8s_config *cfg, struct k8s_client **ret, char *err,
