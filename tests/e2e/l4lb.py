@@ -2,7 +2,8 @@
 
 Both run as they will in the chart's pod: the dataplane with only a control socket (no listeners
 of its own), the controller with a kubeconfig holding a ServiceAccount token bound to the RBAC
-rules the chart ships (deploy/rbac.yaml), so a missing permission fails a test."""
+rules the chart ships (test_controller.py renders them from charts/layer4-lb with helm.py), so a
+missing permission fails a test."""
 
 import json
 import os
@@ -21,6 +22,8 @@ import lbtest  # noqa: E402  (Backend, Client, sanitizer_report)
 BUILD = os.environ.get("LB_BUILD_DIR") or os.path.join(REPO, "build")
 LB_BIN = os.environ.get("LB_BIN") or os.path.join(BUILD, "layer4-lb")
 CTRL_BIN = os.environ.get("LB_CONTROLLER_BIN") or os.path.join(BUILD, "layer4-lb-controller")
+# The chart's ServiceAccount and RBAC as rendered into deploy/ by scripts/render-deploy.sh (kept
+# current by test_chart.py); helm.chart_rbac() renders the chart itself.
 RBAC = os.path.join(REPO, "deploy", "rbac.yaml")
 CRD = os.path.join(REPO, "crds", "layer4lb.io_loadbalancers.yaml")
 CONTROLLER_NS = "layer4-lb-system"

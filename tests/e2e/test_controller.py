@@ -19,8 +19,10 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import helm  # noqa: E402
 import k8scluster  # noqa: E402
 
+helm.ensure()  # before entering the network namespace: it may fetch helm
 k8scluster.reexec_in_netns()
 
 import l4lb  # noqa: E402
@@ -49,7 +51,9 @@ def setUpModule():
     C.kubectl("apply", "-f", l4lb.CRD)
     C.kubectl("wait", "--for=condition=Established", "--timeout=60s",
               "crd/loadbalancers.layer4lb.io")
-    kc = C.service_account_kubeconfig(l4lb.CONTROLLER_NS, l4lb.CONTROLLER_SA, l4lb.RBAC)
+    # The chart's own ServiceAccount and RBAC (helm template of charts/layer4-lb).
+    kc = C.service_account_kubeconfig(l4lb.CONTROLLER_NS, l4lb.CONTROLLER_SA,
+                                      helm.chart_rbac(WORK))
     RELAY = Relay((k8scluster.APISERVER_ADDRESS, k8scluster.APISERVER_PORT))
     with open(kc) as f:
         text = f.read().replace(C.server, RELAY.url)
