@@ -22,7 +22,10 @@
 - T7Uninstall: `helm uninstall` removes what it installed and keeps the CRD (and so the
   LoadBalancers); installing again adopts the kept CRD.
 - T8PlainKubectl: deploy/ matches a fresh render (scripts/render-deploy.sh --check), and
-  `kubectl apply -f deploy/layer4-lb.yaml` creates the same objects.
+  `kubectl apply -f deploy/layer4-lb.yaml` creates the same objects; removing it with and
+  without the CRD.
+- T9CrdFromKubectl: a CRD applied earlier with `kubectl apply -f crds/` is taken over by
+  `helm install --take-ownership`, or left alone with crds.install=false.
 
 There is no kubelet, no scheduler and no DaemonSet controller: the DaemonSet's pods never exist,
 and nothing waits for them. Needs root (exits 77 otherwise); the first run builds the control plane
@@ -247,14 +250,19 @@ class T1Render(unittest.TestCase):
             want = f.read()
         with open(os.path.join(CHART, "files", "crds", "layer4lb.io_loadbalancers.yaml")) as f:
             self.assertEqual(f.read(), want, "run scripts/render-deploy.sh")
+        # The file without its opening comments (they are about `kubectl apply -f crds/`).
+        want = re.sub(r"\A(#.*\n)+", "", want)
+        self.assertTrue(want.startswith("apiVersion: apiextensions.k8s.io/v1\n"))
+
+        def body(out):  # after "---", "# Source: ..." and the template's two comment lines
+            return out.split("\n", 4)[4]
         out = template("--show-only", "templates/crd.yaml").stdout
         keep = ("  annotations:\n    # helm uninstall leaves the CRD and so every LoadBalancer "
                 "(values: crds.keep)\n    helm.sh/resource-policy: keep\n")
         self.assertIn(keep, out)
-        body = out.split("\n", 2)[2]  # after "---" and "# Source: ..."
-        self.assertEqual(body.replace(keep, "", 1).strip(), want.strip())
+        self.assertEqual(body(out).replace(keep, "", 1).strip(), want.strip())
         out = template("--show-only", "templates/crd.yaml", "--set", "crds.keep=false").stdout
-        self.assertEqual(out.split("\n", 2)[2].strip(), want.strip())
+        self.assertEqual(body(out).strip(), want.strip())
         r = template("--show-only", "templates/crd.yaml", "--set", "crds.install=false",
                      check=False)
         self.assertNotEqual(r.returncode, 0)
@@ -680,7 +688,7 @@ class T5Serving(unittest.TestCase):
         sa = pod["serviceAccountName"]
         # A token of the chart's own ServiceAccount (no other RBAC is applied).
         kc = C.service_account_kubeconfig(NS, sa)
-        sock = os.path.join(WORK, "control.sock")
+        sock = cls.sock = os.path.join(WORK, "control.sock")
         # What the downward API would give the pod on node-a.
         fields = {"spec.nodeName": NODE, "metadata.name": "layer4-lb-abcde",
                   "metadata.namespace": NS, "status.hostIP": NODE_ADDR}
@@ -786,10 +794,15 @@ class T5Serving(unittest.TestCase):
         return None
 
     def test_3_the_probes_answer(self):
+        # The controller's probes, as the kubelet sends them (to the pod IP, the node's).
         self.assertEqual(self.probe("readinessProbe")[0], 200)
         self.assertEqual(self.probe("livenessProbe")[0], 200)
+        # The dataplane's: the exec command of each, run as the kubelet would in the container.
+        dpc = container(self.ds, "dataplane")
         for p in ("readinessProbe", "livenessProbe"):
-            r = subprocess.run(self.ping, env=self.dp_env, stdout=subprocess.PIPE,
+            argv = [l4lb.LB_BIN if a == "layer4-lb" else self.sock if a == SOCKET else a
+                    for a in dpc[p]["exec"]["command"]]
+            r = subprocess.run(argv, env=self.dp_env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
             self.assertEqual(r.returncode, 0, "dataplane %s: %s" % (p, r.stderr))
         self.assertEqual(self.ct_metric("layer4lb_controller_dataplane_connected"), 1)
@@ -982,6 +995,33 @@ class T8PlainKubectl(unittest.TestCase):
         out = C.kubectl("delete", "-f", path, timeout=120)
         self.assertIn('customresourcedefinition.apiextensions.k8s.io "%s" deleted' % CRD_NAME, out)
         self.assertEqual(C.kubectl("get", "crd", CRD_NAME, "--ignore-not-found"), "")
+
+
+class T9CrdFromKubectl(unittest.TestCase):
+
+    def test_1_a_crd_applied_with_kubectl_is_taken_over(self):
+        # The CRD as docs/crd.md and the README install it, before any chart.
+        C.kubectl("apply", "-f", os.path.join(REPO, "crds"))
+        C.kubectl("create", "namespace", NS)
+        C.kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=privileged")
+        r = helm_c("install", RELEASE, CHART, "--namespace", NS, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('CustomResourceDefinition "%s" in namespace "" exists and cannot be '
+                      'imported into the current release: invalid ownership metadata' % CRD_NAME,
+                      r.stderr)
+        r = helm_c("install", RELEASE, CHART, "--namespace", NS, "--take-ownership")
+        self.assertIn("STATUS: deployed", r.stdout)
+        crd = C.kubectl_json("get", "crd", CRD_NAME)
+        self.assertEqual(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep")
+        # Or leave it to kubectl: crds.install=false, and the release does not touch it.
+        helm_c("uninstall", RELEASE, "--namespace", NS)
+        r = helm_c("install", RELEASE, CHART, "--namespace", NS, "--set", "crds.install=false")
+        self.assertNotIn("CustomResourceDefinition",
+                         helm_c("get", "manifest", RELEASE, "--namespace", NS).stdout)
+        C.kubectl("apply", "-f", os.path.join(REPO, "crds"))
+        helm_c("upgrade", RELEASE, CHART, "--namespace", NS, "--set", "crds.install=false")
+        helm_c("uninstall", RELEASE, "--namespace", NS)
+        C.kubectl("get", "crd", CRD_NAME)
 
 
 def show_logs():
