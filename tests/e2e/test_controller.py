@@ -374,9 +374,11 @@ class T3Faults(unittest.TestCase):
             C.start_apiserver()
         finally:
             RELAY.resume()
+        # kube-controller-manager reconnects too, with client-go's backoff (up to 30 s and
+        # jitter, still high from the outage before): a hang guard long enough for both.
         wait_for("the listener's backends after the relist",
                  lambda: self.dp().backends("t3/web/http") ==
-                 ["198.18.0.31:8080", "198.18.0.33:8080"])
+                 ["198.18.0.31:8080", "198.18.0.33:8080"], timeout=180)
         m = self.ct().metrics()
         self.assertGreater(sum(v for k, v in m.items()
                                if k.startswith("layer4lb_controller_relists_expired_total")),
