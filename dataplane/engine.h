@@ -61,4 +61,13 @@ void dp_engine_complete(struct dp_worker *w, uint64_t tag, int res, unsigned fla
 /* The io_uring engine, when this kernel and seccomp profile allow it; else err says why. */
 int dp_uring_probe(char *err, size_t errlen);
 
+/*
+ * A worker's ring is made in two steps: dp_uring_open creates it disabled, the engine registers
+ * its buffer ring, and dp_uring_seal restricts it to the engine's opcodes and SQE flags
+ * (IORING_REGISTER_RESTRICTIONS) and enables it.  Any other opcode completes with -EACCES.
+ */
+struct io_uring;
+int dp_uring_open(struct io_uring *ring, char *err, size_t errlen);
+int dp_uring_seal(struct io_uring *ring, char *err, size_t errlen);
+
 #endif

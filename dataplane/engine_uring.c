@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -101,7 +102,11 @@ static struct io_uring_sqe *get_sqe(struct dp_worker *w)
 	return io_uring_get_sqe(&U(w)->ring);
 }
 
-static int ring_setup(struct io_uring *ring, char *err, size_t errlen)
+/*
+ * Create a ring, disabled (IORING_SETUP_R_DISABLED): nothing can be submitted to it until
+ * dp_uring_seal has restricted it to this engine's opcodes and enabled it.
+ */
+int dp_uring_open(struct io_uring *ring, char *err, size_t errlen)
 {
 	/*
 	 * Ladder: SINGLE_ISSUER|DEFER_TASKRUN (6.1), then COOP_TASKRUN (5.19), then plain.
@@ -119,7 +124,7 @@ static int ring_setup(struct io_uring *ring, char *err, size_t errlen)
 		struct io_uring_params p = { 0 };
 
 		p.flags = ladder[i] | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE |
-			  IORING_SETUP_CLAMP;
+			  IORING_SETUP_CLAMP | IORING_SETUP_R_DISABLED;
 		p.cq_entries = DP_CQ_ENTRIES;
 		r = io_uring_queue_init_params(DP_SQ_ENTRIES, ring, &p);
 		if (r != -EINVAL)
@@ -133,6 +138,63 @@ static int ring_setup(struct io_uring *ring, char *err, size_t errlen)
 			 strerror(-r));
 	else if (r)
 		snprintf(err, errlen, "io_uring_setup failed: %s", strerror(-r));
+	return r;
+}
+
+/*
+ * The opcodes this engine issues, and no other.  An io_uring ring reaches most of the kernel
+ * (openat, unlinkat, splice, ...) without a system call a seccomp filter could see: a
+ * restricted ring keeps a bug in the relay, or an attacker who steered one, to the operations
+ * a proxy needs.  Keep in step with the prep calls in this file.
+ */
+static const uint8_t dp_uring_sqe_ops[] = {
+	IORING_OP_ACCEPT, IORING_OP_CONNECT,	  IORING_OP_LINK_TIMEOUT, IORING_OP_RECV,
+	IORING_OP_SEND,	  IORING_OP_SENDMSG,	  IORING_OP_READ,	  IORING_OP_ASYNC_CANCEL,
+};
+
+/*
+ * Debian 12's liburing 2.3 declares io_uring_register_restrictions and io_uring_enable_rings
+ * but its shared library does not export them: make the two registrations by hand.
+ */
+static int uring_register(struct io_uring *ring, unsigned op, const void *arg, unsigned nr)
+{
+	return syscall(__NR_io_uring_register, ring->ring_fd, op, arg, nr) < 0 ? -errno : 0;
+}
+
+/*
+ * Restrict a ring from dp_uring_open to the engine's opcodes and SQE flags, refuse every
+ * registration but the one liburing makes at exit, and enable it.  Registrations the engine
+ * needs (buffer ring, ring fd) must be made before: after this, the ring is what it is.
+ */
+int dp_uring_seal(struct io_uring *ring, char *err, size_t errlen)
+{
+	struct io_uring_restriction res[sizeof(dp_uring_sqe_ops) + 3] = { 0 };
+	unsigned n = 0;
+	int r;
+
+	for (size_t i = 0; i < sizeof(dp_uring_sqe_ops); i++) {
+		res[n].opcode = IORING_RESTRICTION_SQE_OP;
+		res[n++].sqe_op = dp_uring_sqe_ops[i];
+	}
+	/* Before 5.11 (no EXT_ARG), liburing waits with a timeout by queueing a TIMEOUT SQE. */
+	if (!(ring->features & IORING_FEAT_EXT_ARG)) {
+		res[n].opcode = IORING_RESTRICTION_SQE_OP;
+		res[n++].sqe_op = IORING_OP_TIMEOUT;
+	}
+	res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+	res[n++].sqe_flags = IOSQE_IO_LINK | IOSQE_BUFFER_SELECT;
+	/* io_uring_queue_exit unregisters the ring fd; without this it fails, harmlessly. */
+	res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
+	res[n++].register_op = IORING_UNREGISTER_RING_FDS;
+	r = uring_register(ring, IORING_REGISTER_RESTRICTIONS, res, n);
+	if (r) {
+		snprintf(err, errlen, "restricting the io_uring ring to its opcodes failed: %s",
+			 strerror(-r));
+		return r;
+	}
+	r = uring_register(ring, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+	if (r)
+		snprintf(err, errlen, "enabling the io_uring ring failed: %s", strerror(-r));
 	return r;
 }
 
@@ -215,7 +277,7 @@ static int uring_init(struct dp_worker *w, char *err, size_t errlen)
 		return -ENOMEM;
 	u->ring.ring_fd = -1;
 	w->engine = u;
-	r = ring_setup(&u->ring, err, errlen);
+	r = dp_uring_open(&u->ring, err, errlen);
 	if (r) {
 		u->ring.ring_fd = -1;
 		goto out_fini;
@@ -225,6 +287,9 @@ static int uring_init(struct dp_worker *w, char *err, size_t errlen)
 		goto out_fini;
 	/* Saves an fget/fput per io_uring_enter; fails harmlessly on old kernels. */
 	io_uring_register_ring_fd(&u->ring);
+	r = dp_uring_seal(&u->ring, err, errlen);
+	if (r)
+		goto out_fini;
 	arm_wake(w);
 	return 0;
 out_fini:
@@ -434,29 +499,27 @@ const struct dp_engine dp_engine_uring = {
 };
 
 /*
- * Can this process use the io_uring engine?  Builds a ring the way a worker does and registers
- * a small buffer ring (5.19: it also implies multishot accept), and checks every opcode the
- * engine issues.  EPERM or ENOSYS here is the usual sign of a seccomp profile or
- * kernel.io_uring_disabled.
+ * Can this process use the io_uring engine?  Builds a ring the way a worker does, registers a
+ * small buffer ring (5.19: it also implies multishot accept), checks every opcode the engine
+ * issues and restricts the ring to them.  EPERM or ENOSYS here is the usual sign of a seccomp
+ * profile or kernel.io_uring_disabled.
  */
 int dp_uring_probe(char *err, size_t errlen)
 {
-	static const int ops[] = { IORING_OP_ACCEPT,	   IORING_OP_CONNECT, IORING_OP_RECV,
-				   IORING_OP_SEND,	   IORING_OP_SENDMSG, IORING_OP_READ,
-				   IORING_OP_ASYNC_CANCEL, IORING_OP_LINK_TIMEOUT };
 	struct io_uring_buf_reg reg = { .ring_entries = 8, .bgid = DP_BGID };
 	struct io_uring_probe *probe;
 	struct io_uring ring;
 	void *br;
 	int r;
 
-	r = ring_setup(&ring, err, errlen);
+	r = dp_uring_open(&ring, err, errlen);
 	if (r)
 		return r;
 	probe = io_uring_get_probe_ring(&ring);
-	for (size_t i = 0; probe && i < sizeof(ops) / sizeof(ops[0]); i++) {
-		if (!io_uring_opcode_supported(probe, ops[i])) {
-			snprintf(err, errlen, "io_uring lacks opcode %d on this kernel", ops[i]);
+	for (size_t i = 0; probe && i < sizeof(dp_uring_sqe_ops); i++) {
+		if (!io_uring_opcode_supported(probe, dp_uring_sqe_ops[i])) {
+			snprintf(err, errlen, "io_uring lacks opcode %d on this kernel",
+				 dp_uring_sqe_ops[i]);
 			r = -EOPNOTSUPP;
 		}
 	}
@@ -472,6 +535,8 @@ int dp_uring_probe(char *err, size_t errlen)
 		else
 			io_uring_unregister_buf_ring(&ring, DP_BGID);
 	}
+	if (!r)
+		r = dp_uring_seal(&ring, err, errlen);
 	if (br != MAP_FAILED)
 		munmap(br, 8 * sizeof(struct io_uring_buf));
 	io_uring_queue_exit(&ring);
