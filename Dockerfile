@@ -10,10 +10,10 @@
 # ---- build ------------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS build
 
-# scripts/deps.sh's list without the test-only packages (clang, libcmocka-dev, python3, curl,
-# openssl, iproute2).  Versions are not pinned (hadolint DL3008): Debian stable replaces a
-# package's version in the archive with each point release or security fix, so a pin would break
-# the build; the revision label and the base image identify what went in.
+# scripts/deps.sh's list without the test-only packages (clang, libcmocka-dev, libseccomp-dev,
+# python3, curl, openssl, iproute2).  Versions are not pinned (hadolint DL3008): Debian stable
+# replaces a package's version in the archive with each point release or security fix, so a pin
+# would break the build; the revision label and the base image identify what went in.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
