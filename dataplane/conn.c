@@ -383,13 +383,14 @@ static int conn_origin(struct dp_worker *w, struct dp_conn *c, const struct lb_l
 
 void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 {
-	struct dp_lset *set = wl->set;
+	/* A stopping listener's accept may still hand us clients it took: see dp_wlistener.late. */
+	struct dp_lset *set = wl->set ? wl->set : wl->late;
 	const struct dp_slistener *sl;
 	struct dp_conn *c;
 	unsigned active;
 	int r;
 
-	if (!set || w->draining) {
+	if (!set) {
 		close(fd);
 		return;
 	}
@@ -404,7 +405,8 @@ void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 		dp_worker_pause_accept(w, wl);
 		return;
 	}
-	dp_worker_accepted(w, wl, active + 1);
+	if (wl->set)
+		dp_worker_accepted(w, wl, active + 1);
 	c = dp_conn_alloc(w);
 	if (!c) {
 		atomic_fetch_sub(&sl->st->active, 1);

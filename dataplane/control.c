@@ -1,5 +1,6 @@
 /* control.c - the Unix control socket: newline-delimited JSON requests from local peers. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "common/ctlproto.h"
 #include "common/log.h"
+#include "dataplane/handover.h"
 #include "dataplane/plane.h"
 
 /*
@@ -47,7 +49,8 @@ static cJSON *bind_failures(struct dp_plane *p, uint64_t version)
 	return bf;
 }
 
-static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
+static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req, const char *line,
+		      size_t len)
 {
 	struct lb_config *managed = req->listeners;
 	struct lb_config_diff d;
@@ -57,6 +60,12 @@ static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
 	if (p->draining) {
 		p->applies_failed++;
 		return lb_ctl_reply_error(req, "draining for shutdown: applies are refused");
+	}
+	if (dp_handover_busy(p)) {
+		/* What it was sent must stay what we serve until it tells us to drain. */
+		p->applies_failed++;
+		return lb_ctl_reply_error(req, "a successor process is taking over our sockets: "
+					       "applies are refused; send it to the new process");
 	}
 	lb_config_diff(p->managed, managed, &d);
 	if (dp_plane_commit(p, NULL, managed, err, sizeof(err))) {
@@ -68,6 +77,7 @@ static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req)
 	p->applies_ok++;
 	p->applied = true;
 	p->applied_version = req->version;
+	dp_plane_keep_apply(p, line, len);
 	log_info("apply version %llu: listeners +%u -%u ~%u =%u, backends +%u -%u",
 		 (unsigned long long)req->version, d.listeners_added, d.listeners_removed,
 		 d.listeners_changed, d.listeners_unchanged, d.backends_added, d.backends_removed);
@@ -120,7 +130,7 @@ static char *handle_line(struct dp_plane *p, const char *line, size_t len)
 	}
 	switch (req.op) {
 	case LB_CTL_APPLY:
-		reply = do_apply(p, &req);
+		reply = do_apply(p, &req, line, len);
 		break;
 	case LB_CTL_STATUS:
 		reply = do_status(p, &req);
@@ -340,33 +350,42 @@ out_errno:
 	return r;
 }
 
-int dp_control_open(struct dp_plane *p, const char *path, const char *group, char *err,
+int dp_control_open(struct dp_plane *p, const char *path, const char *group, int fd, char *err,
 		    size_t errlen)
 {
 	struct dp_control *ctl;
 	char dir[LB_PATH_MAX];
 	int r;
 
+	ctl = calloc(1, sizeof(*ctl));
+	if (!ctl) {
+		if (fd >= 0)
+			close(fd);
+		return -ENOMEM;
+	}
+	ctl->ev.fd = fd;
+	if (fd >= 0) {
+		/* Our predecessor's socket, file and mode as they are; the flag is shared. */
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		goto out_serve;
+	}
 	snprintf(dir, sizeof(dir), "%s", path);
 	if (mkdir(dirname(dir), 0750) == -1 && errno != EEXIST) {
+		r = -errno;
 		snprintf(err, errlen, "control socket %s: cannot create its directory: %s", path,
-			 strerror(errno));
-		return -errno;
+			 strerror(-r));
+		goto out_free;
 	}
 	r = clear_stale(path, err, errlen);
 	if (r) {
 		if (r != -EEXIST && r != -EADDRINUSE)
 			snprintf(err, errlen, "control socket %s: %s", path, strerror(-r));
-		return r;
+		goto out_free;
 	}
-	ctl = calloc(1, sizeof(*ctl));
-	if (!ctl)
-		return -ENOMEM;
 	r = bind_socket(path, group, &ctl->ev.fd, err, errlen);
-	if (r) {
-		free(ctl);
-		return r;
-	}
+	if (r)
+		goto out_free;
+out_serve:
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	ctl->ev.handle = listener_event;
 	ctl->clients.max = DP_CONTROL_CLIENTS_MAX;
@@ -375,6 +394,26 @@ int dp_control_open(struct dp_plane *p, const char *path, const char *group, cha
 			       "the connection\"}\n";
 	p->control = ctl;
 	return dp_plane_watch(p, &ctl->ev, EPOLLIN);
+out_free:
+	free(ctl);
+	return r;
+}
+
+int dp_control_listen_fd(const struct dp_plane *p)
+{
+	return p->control ? p->control->ev.fd : -1;
+}
+
+void dp_control_stop(struct dp_plane *p)
+{
+	struct dp_control *ctl = p->control;
+
+	if (!ctl || ctl->ev.fd < 0)
+		return;
+	/* Not freed: an event for it may still be in this turn's batch, and clients remain. */
+	epoll_ctl(p->epfd, EPOLL_CTL_DEL, ctl->ev.fd, NULL);
+	close(ctl->ev.fd);
+	ctl->ev.fd = -1;
 }
 
 void dp_control_expire(struct dp_plane *p, uint64_t now_ms)
@@ -397,8 +436,11 @@ void dp_control_close(struct dp_plane *p)
 		return;
 	while (ctl->clients.head)
 		dp_stream_drop(&ctl->clients, ctl->clients.head);
-	close(ctl->ev.fd);
-	unlink(ctl->path);
+	if (ctl->ev.fd >= 0) {
+		close(ctl->ev.fd);
+		if (!p->handed_over) /* else the file is our successor's */
+			unlink(ctl->path);
+	}
 	free(ctl);
 	p->control = NULL;
 }

@@ -36,12 +36,23 @@
 struct dp_worker;
 struct dp_conn;
 
-/* The listening sockets of one listener address: fds[i] is worker i's. */
+/*
+ * The listening sockets of one listener address, one SO_REUSEPORT group.  Worker w accepts on
+ * fds[w], fds[w + n_workers], ...: n is the worker count when we bound them, but sockets taken
+ * over from another process (handover.h) may be more, and each of them may hold queued
+ * connections, so every one is accepted from.
+ */
 struct dp_lsocks {
 	atomic_uint refs;
 	unsigned n;
 	struct lb_addr addr;
 	int fds[];
+};
+
+/* Listening sockets taken over from another process, offered to the first snapshot built. */
+struct dp_lsocks_pool {
+	struct dp_lsocks **v;              /* each a reference */
+	unsigned n;
 };
 
 /* Process-wide state of a named listener, kept across reloads. */
@@ -113,8 +124,15 @@ struct dp_wlistener {
 	uint32_t gen;
 	unsigned flags;
 	int fd;
+	unsigned sock;                     /* fd is socks->fds[sock] */
 	struct dp_lsocks *socks;           /* reference */
 	struct dp_lset *set;               /* current balancer (reference) or NULL when stopping */
+	/*
+	 * Stopping: the set it had (reference), for connections an io_uring accept took from the
+	 * queue before its cancel landed.  They are clients the kernel already completed, so
+	 * they are served, not closed: after a handover nobody else can serve them.
+	 */
+	struct dp_lset *late;
 	uint64_t resume_ms;                /* when paused: when to try again */
 	uint8_t eng;                       /* engine-private state of the accept */
 };
@@ -339,8 +357,12 @@ void dp_worker_woken(struct dp_worker *w);
 void dp_lset_put(struct dp_worker *w, struct dp_lset *set);
 
 /* snapshot.c */
-int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, unsigned n_workers,
-		      uint64_t generation, struct dp_snapshot **ret, char *err, size_t errlen);
+int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old,
+		      struct dp_lsocks_pool *pool, unsigned n_workers, uint64_t generation,
+		      struct dp_snapshot **ret, char *err, size_t errlen);
+/* An lsocks over n listening sockets taken over (owned by it from now on, also on failure). */
+int dp_lsocks_adopt(const struct lb_addr *a, const int *fds, unsigned n, struct dp_lsocks **ret);
+void dp_lsocks_pool_clear(struct dp_lsocks_pool *pool);
 void dp_snapshot_get(struct dp_snapshot *s);
 void dp_snapshot_publish(struct dp_snapshot *s);
 extern atomic_uint_fast64_t dp_generation_published;

@@ -10,9 +10,11 @@
 
 #include "common/config.h"
 #include "common/cpus.h"
+#include "common/ctlproto.h"
 #include "common/log.h"
 #include "dataplane/dp.h"
 #include "dataplane/engine.h"
+#include "dataplane/handover.h"
 #include "dataplane/plane.h"
 
 #define NOFILE_WANTED 100000
@@ -21,6 +23,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: layer4-lb --config FILE [--check] [--control-socket PATH]\n"
+		"                 [--handover-socket PATH] [--takeover PATH]\n"
 		"       layer4-lb ctl [-s SOCKET | -c CONFIG] ping | status | apply FILE\n"
 		"       layer4-lb --version | --help\n"
 		"\n"
@@ -30,6 +33,12 @@ static void usage(FILE *f)
 		"      --check        validate the configuration file and exit\n"
 		"  -s, --control-socket PATH\n"
 		"                     serve the control socket at PATH (overrides control_socket)\n"
+		"      --handover-socket PATH\n"
+		"                     let a new process take over from this one through PATH\n"
+		"                     (overrides handover_socket)\n"
+		"      --takeover PATH\n"
+		"                     take over the sockets of the process serving the handover\n"
+		"                     socket at PATH, then tell it to drain and exit\n"
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n"
 		"\n"
@@ -107,12 +116,27 @@ static int start_workers(struct dp_plane *p)
 	return wait_workers_ready(p);
 }
 
-static int parse_args(int argc, char **argv, struct dp_plane *p, bool *check)
+/* An absolute path that fits a Unix socket address, or exit status 2. */
+static int socket_path_arg(const char *flag, const char *path, const char **ret)
+{
+	if (path[0] != '/' || strlen(path) >= LB_PATH_MAX) {
+		fprintf(stderr, "layer4-lb: --%s must be an absolute path shorter than %d bytes\n",
+			flag, LB_PATH_MAX);
+		return 2;
+	}
+	*ret = path;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct dp_plane *p, const char **takeover,
+		      bool *check)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check", no_argument, NULL, 'k' },
 		{ "control-socket", required_argument, NULL, 's' },
+		{ "handover-socket", required_argument, NULL, 'H' },
+		{ "takeover", required_argument, NULL, 'T' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -125,12 +149,16 @@ static int parse_args(int argc, char **argv, struct dp_plane *p, bool *check)
 			p->config_path = optarg;
 			break;
 		case 's':
-			if (optarg[0] != '/' || strlen(optarg) >= LB_PATH_MAX) {
-				fprintf(stderr, "layer4-lb: --control-socket must be an absolute path "
-						"shorter than %d bytes\n", LB_PATH_MAX);
+			if (socket_path_arg("control-socket", optarg, &p->control_socket))
 				return 2;
-			}
-			p->control_socket = optarg;
+			break;
+		case 'H':
+			if (socket_path_arg("handover-socket", optarg, &p->handover_socket))
+				return 2;
+			break;
+		case 'T':
+			if (socket_path_arg("takeover", optarg, takeover))
+				return 2;
 			break;
 		case 'k':
 			*check = true;
@@ -232,6 +260,59 @@ static int choose_engine(struct dp_plane *p, const struct lb_config *conf)
 }
 
 /*
+ * The first configuration in force: the file's listeners and, after a takeover, the managed
+ * listeners our predecessor had applied, so that we serve what it served before any
+ * controller speaks to us.  Its sockets are taken by address (dp_snapshot_build).
+ */
+static int commit_first(struct dp_plane *p, struct lb_config *conf, char *err, size_t errlen)
+{
+	struct dp_takeover *t = p->takeover;
+	struct lb_ctl_request req;
+	char why[768];
+	int r;
+
+	if (!t || !t->apply)
+		return dp_plane_commit(p, conf, NULL, err, errlen);
+	r = lb_ctl_request_parse(t->apply, t->apply_len, &req, why, sizeof(why));
+	if (!r && req.op != LB_CTL_APPLY) {
+		snprintf(why, sizeof(why), "not an apply");
+		r = -EPROTO;
+	}
+	if (!r && (r = dp_plane_commit(p, conf, req.listeners, why, sizeof(why))) == 0) {
+		req.listeners = NULL; /* the plane's now */
+		p->applied = true;
+		p->applied_version = req.version;
+		dp_plane_keep_apply(p, t->apply, t->apply_len);
+	}
+	if (r)
+		snprintf(err, errlen, "the listeners pid %d had applied (with this configuration "
+				      "file): %s", (int)t->pid, why);
+	lb_ctl_request_clear(&req);
+	return r;
+}
+
+/* The control, metrics and handover sockets: our predecessor's where they are the same. */
+static int open_services(struct dp_plane *p, const struct lb_config *conf, char *err,
+			 size_t errlen)
+{
+	struct dp_takeover *t = p->takeover;
+	int r = 0;
+
+	if (conf->control_socket[0])
+		r = dp_control_open(p, conf->control_socket, conf->control_socket_group,
+				    dp_takeover_take_unix(t, "control", conf->control_socket),
+				    err, errlen);
+	if (!r && conf->metrics[0])
+		r = dp_metrics_open(p, conf->metrics, dp_takeover_take_metrics(t, conf->metrics),
+				    err, errlen);
+	if (!r && conf->handover_socket[0])
+		r = dp_handover_open(p, conf->handover_socket,
+				     dp_takeover_take_unix(t, "handover", conf->handover_socket),
+				     err, errlen);
+	return r;
+}
+
+/*
  * Listening sockets, control socket and metrics, before any worker starts.  Takes conf: the
  * plane owns it once committed, and it is freed here when it never got that far.
  */
@@ -246,23 +327,50 @@ static int open_plane(struct dp_plane *p, struct lb_config *conf, const sigset_t
 		log_err("cannot set up the main loop: %s", strerror(-r));
 		return r;
 	}
-	r = dp_plane_commit(p, conf, NULL, err, sizeof(err));
+	r = commit_first(p, conf, err, sizeof(err));
 	if (r) {
 		lb_config_free(conf);
 		log_err("%s", err);
 		return r;
 	}
-	if (conf->control_socket[0] &&
-	    (r = dp_control_open(p, conf->control_socket, conf->control_socket_group, err,
-				 sizeof(err)))) {
+	/* Sockets of addresses we do not serve: our copies go, our predecessor's drain. */
+	if (p->takeover)
+		dp_lsocks_pool_clear(&p->takeover->pool);
+	r = open_services(p, conf, err, sizeof(err));
+	if (r)
 		log_err("%s", err);
+	return r;
+}
+
+/* Before anything is bound: a takeover that cannot be done is an error, not a fresh start. */
+static int take_over(struct dp_plane *p, const char *path)
+{
+	char err[1024];
+	int r = dp_takeover_receive(path, &p->takeover, err, sizeof(err));
+
+	if (r) {
+		log_err("takeover: %s; the running process is unchanged", err);
 		return r;
 	}
-	if (conf->metrics[0] && (r = dp_metrics_open(p, conf->metrics, err, sizeof(err)))) {
-		log_err("%s", err);
-		return r;
-	}
+	log_info("takeover: received %u sockets (%u listener addresses) and %s from pid %d",
+		 p->takeover->n_fds, p->takeover->pool.n,
+		 p->takeover->apply ? "its last apply" : "no apply", (int)p->takeover->pid);
 	return 0;
+}
+
+/* Our workers accept on the sockets: our predecessor may now stop and drain. */
+static void finish_takeover(struct dp_plane *p)
+{
+	char err[512];
+	int pid = (int)p->takeover->pid;
+
+	if (dp_takeover_finish(p->takeover, err, sizeof(err)))
+		log_warn("takeover: pid %d %s; it may still be accepting too: stop it with SIGTERM",
+			 pid, err);
+	else
+		log_info("takeover: pid %d stops accepting and drains; we serve", pid);
+	dp_takeover_free(p->takeover);
+	p->takeover = NULL;
 }
 
 static void log_started(const struct dp_plane *p)
@@ -276,6 +384,8 @@ static void log_started(const struct dp_plane *p)
 		log_info("control socket %s", p->file->control_socket);
 	if (p->metrics)
 		log_info("metrics on http://%s/metrics", p->file->metrics);
+	if (p->handover)
+		log_info("handover socket %s", p->file->handover_socket);
 	log_info("layer4-lb %s running: %u worker%s, %s engine, log level %s", LB_VERSION,
 		 p->n_workers, p->n_workers == 1 ? "" : "s", p->engine->name,
 		 lb_log_level_name(lb_log_threshold));
@@ -284,6 +394,7 @@ static void log_started(const struct dp_plane *p)
 int main(int argc, char **argv)
 {
 	struct dp_plane p = { .engine = &dp_engine_uring, .epfd = -1, .sig.fd = -1 };
+	const char *takeover = NULL;
 	struct lb_config *conf;
 	bool check = false;
 	char err[1024];
@@ -292,7 +403,7 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "ctl"))
 		return dp_ctl_main(argc - 1, argv + 1);
-	r = parse_args(argc, argv, &p, &check);
+	r = parse_args(argc, argv, &p, &takeover, &check);
 	if (!r)
 		r = setup_logging(&p);
 	if (r)
@@ -325,6 +436,10 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL); /* before any thread: they inherit it */
 
+	if (takeover && take_over(&p, takeover)) {
+		r = 1;
+		goto out_conf;
+	}
 	r = open_plane(&p, conf, &set); /* conf is the plane's (or freed) from here */
 	if (r)
 		goto out_failed;
@@ -333,6 +448,8 @@ int main(int argc, char **argv)
 		log_err("cannot start the %s engine; exiting", p.engine->name);
 		goto out_failed;
 	}
+	if (p.takeover)
+		finish_takeover(&p);
 	log_started(&p);
 	r = dp_plane_run(&p);
 	dp_plane_close(&p);

@@ -1,5 +1,6 @@
 /* metrics.c - a minimal HTTP/1.x server for GET /metrics, in the main thread. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,12 +133,17 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 	}
 }
 
-int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errlen)
+int dp_metrics_open(struct dp_plane *p, const char *addr, int fd, char *err, size_t errlen)
 {
 	struct dp_metrics *m;
 	struct lb_addr a;
-	int fd, one = 1;
+	int one = 1;
 
+	if (fd >= 0) {
+		/* Our predecessor's listener, still ours to serve; the flag is shared with it. */
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		goto out_serve;
+	}
 	if (lb_addr_parse(addr, false, &a, err, errlen))
 		return -EINVAL;
 	fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -146,6 +152,7 @@ int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errl
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
 	    bind(fd, (struct sockaddr *)&a.ss, a.len) == -1 || listen(fd, 64) == -1)
 		goto out_errno;
+out_serve:
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		close(fd);
@@ -178,6 +185,23 @@ void dp_metrics_expire(struct dp_plane *p, uint64_t now_ms)
 			  DP_METRICS_TIMEOUT_MS / 1000);
 }
 
+int dp_metrics_listen_fd(const struct dp_plane *p)
+{
+	return p->metrics ? p->metrics->ev.fd : -1;
+}
+
+void dp_metrics_stop(struct dp_plane *p)
+{
+	struct dp_metrics *m = p->metrics;
+
+	if (!m || m->ev.fd < 0)
+		return;
+	/* Not freed: an event for it may still be in this turn's batch, and scrapes finish. */
+	epoll_ctl(p->epfd, EPOLL_CTL_DEL, m->ev.fd, NULL);
+	close(m->ev.fd);
+	m->ev.fd = -1;
+}
+
 void dp_metrics_close(struct dp_plane *p)
 {
 	struct dp_metrics *m = p->metrics;
@@ -186,7 +210,8 @@ void dp_metrics_close(struct dp_plane *p)
 		return;
 	while (m->clients.head)
 		dp_stream_drop(&m->clients, m->clients.head);
-	close(m->ev.fd);
+	if (m->ev.fd >= 0)
+		close(m->ev.fd);
 	free(m);
 	p->metrics = NULL;
 }

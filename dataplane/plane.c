@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dataplane/handover.h"
 #include "dataplane/plane.h"
 
 /*
@@ -68,6 +69,7 @@ static void expire_clients(struct dp_plane *p)
 	p->expire_ms = now + DP_PLANE_TICK_MS;
 	dp_control_expire(p, now);
 	dp_metrics_expire(p, now);
+	dp_handover_expire(p, now);
 }
 
 static int any_stopped(const struct dp_plane *p)
@@ -106,7 +108,8 @@ int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config
 	if (r)
 		return r;
 	/* dp_snapshot_build owns merged from here, also on failure. */
-	r = dp_snapshot_build(merged, p->snap, p->n_workers, p->generation + 1, &s, err, errlen);
+	r = dp_snapshot_build(merged, p->snap, p->takeover ? &p->takeover->pool : NULL,
+			      p->n_workers, p->generation + 1, &s, err, errlen);
 	if (r)
 		return r;
 	p->generation++;
@@ -126,6 +129,21 @@ void dp_plane_override(const struct dp_plane *p, struct lb_config *conf)
 {
 	if (p->control_socket)
 		snprintf(conf->control_socket, sizeof(conf->control_socket), "%s", p->control_socket);
+	if (p->handover_socket)
+		snprintf(conf->handover_socket, sizeof(conf->handover_socket), "%s",
+			 p->handover_socket);
+}
+
+void dp_plane_keep_apply(struct dp_plane *p, const char *line, size_t len)
+{
+	free(p->applied_doc);
+	p->applied_doc = malloc(len);
+	p->applied_doc_len = p->applied_doc ? len : 0;
+	if (p->applied_doc)
+		memcpy(p->applied_doc, line, len);
+	else
+		log_warn("out of memory keeping the apply for a successor: a handover will carry "
+			 "the file's listeners only");
 }
 
 /*
@@ -146,6 +164,7 @@ static unsigned restart_only(const struct lb_config *cur, const struct lb_config
 		{ "control_socket", strcmp(conf->control_socket, cur->control_socket) != 0 },
 		{ "control_socket_group",
 		  strcmp(conf->control_socket_group, cur->control_socket_group) != 0 },
+		{ "handover_socket", strcmp(conf->handover_socket, cur->handover_socket) != 0 },
 		{ "metrics", strcmp(conf->metrics, cur->metrics) != 0 },
 	};
 	unsigned n = 0;
@@ -170,6 +189,10 @@ static void reload(struct dp_plane *p)
 	struct lb_config *conf;
 	char err[1024], changed[160];
 
+	if (dp_handover_busy(p)) {
+		snprintf(err, sizeof(err), "a successor process is taking over our sockets");
+		goto out_refused;
+	}
 	if (lb_config_load(p->config_path, &conf, err, sizeof(err)))
 		goto out_refused;
 	dp_plane_override(p, conf);
@@ -202,14 +225,14 @@ out_refused:
 	log_err("reload refused, keeping the running configuration: %s", err);
 }
 
-static void drain(struct dp_plane *p, int sig)
+void dp_plane_drain(struct dp_plane *p, const char *why)
 {
 	p->draining++;
 	if (p->draining == 1)
-		log_info("%s: draining (at most %u ms), no new connections", strsignal(sig),
+		log_info("%s: draining (at most %u ms), no new connections", why,
 			 p->snap->conf->drain_timeout_ms);
 	else
-		log_info("%s again: closing every connection now", strsignal(sig));
+		log_info("%s again: closing every connection now", why);
 	for (unsigned i = 0; i < p->n_workers; i++) {
 		atomic_store(&p->workers[i].drain, p->draining > 1 ? 2 : 1);
 		dp_worker_wake(&p->workers[i]);
@@ -224,7 +247,7 @@ static void signal_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 		if (si.ssi_signo == SIGHUP && !p->draining)
 			reload(p);
 		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
-			drain(p, si.ssi_signo);
+			dp_plane_drain(p, strsignal(si.ssi_signo));
 	}
 }
 
@@ -300,6 +323,10 @@ void dp_plane_close(struct dp_plane *p)
 {
 	dp_control_close(p);
 	dp_metrics_close(p);
+	dp_handover_close(p);
+	dp_takeover_free(p->takeover);
+	p->takeover = NULL;
+	free(p->applied_doc);
 	if (p->sig.fd > 0)
 		close(p->sig.fd);
 	if (p->epfd > 0)

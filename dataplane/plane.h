@@ -65,10 +65,13 @@ static inline bool dp_stream_backlogged(const struct dp_stream *s)
 struct dp_plane {
 	const char *config_path;
 	const char *control_socket;  /* --control-socket, overrides the file's; NULL = none */
+	const char *handover_socket; /* --handover-socket, overrides the file's; NULL = none */
 	struct lb_config *file;      /* the last good configuration file (owned) */
 	struct lb_config *managed;   /* listeners of the last successful apply (owned) or NULL */
 	bool applied;
 	uint64_t applied_version;
+	char *applied_doc;           /* that apply's request line (owned), for a successor */
+	size_t applied_doc_len;
 	uint64_t applies_ok, applies_failed;
 	uint64_t reloads_ok, reloads_failed;
 	struct dp_snapshot *snap;    /* in force (reference) */
@@ -83,6 +86,9 @@ struct dp_plane {
 	struct dp_evsrc sig;
 	struct dp_control *control;
 	struct dp_metrics *metrics;
+	struct dp_handover *handover; /* the handover socket, or NULL */
+	struct dp_takeover *takeover; /* what our predecessor sent, until it drains */
+	bool handed_over;            /* a successor serves our sockets (and owns their files) */
 	struct dp_evsrc *paused[4];  /* listeners out of the epoll set for want of fds */
 	unsigned n_paused;
 	uint64_t resume_ms;
@@ -98,6 +104,11 @@ struct dp_plane {
  */
 int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config *managed,
 		    char *err, size_t errlen);
+
+/* Stop accepting and drain; why says who asked ("Terminated", "handed over to pid 7"). */
+void dp_plane_drain(struct dp_plane *p, const char *why);
+/* Keep a copy of the request line of the apply in force, for a successor (handover.h). */
+void dp_plane_keep_apply(struct dp_plane *p, const char *line, size_t len);
 
 /* Apply command-line overrides to a freshly loaded configuration file. */
 void dp_plane_override(const struct dp_plane *p, struct lb_config *conf);
@@ -125,14 +136,20 @@ void dp_stream_drop(struct dp_streams *set, struct dp_stream *s);
 unsigned dp_streams_expire(struct dp_streams *set, uint64_t now_ms);
 
 /* control.c: the Unix control socket. */
-int dp_control_open(struct dp_plane *p, const char *path, const char *group, char *err,
+/* fd >= 0: our predecessor's listening socket at path, served as it is. */
+int dp_control_open(struct dp_plane *p, const char *path, const char *group, int fd, char *err,
 		    size_t errlen);
+int dp_control_listen_fd(const struct dp_plane *p);
+/* Accept no more clients (a successor does); those connected are still answered. */
+void dp_control_stop(struct dp_plane *p);
 /* Drop clients past their deadline (now_ms from dp_now_ms); run from the loop's tick. */
 void dp_control_expire(struct dp_plane *p, uint64_t now_ms);
 void dp_control_close(struct dp_plane *p);
 
 /* metrics.c: Prometheus text over HTTP. */
-int dp_metrics_open(struct dp_plane *p, const char *addr, char *err, size_t errlen);
+int dp_metrics_open(struct dp_plane *p, const char *addr, int fd, char *err, size_t errlen);
+int dp_metrics_listen_fd(const struct dp_plane *p);
+void dp_metrics_stop(struct dp_plane *p);
 void dp_metrics_expire(struct dp_plane *p, uint64_t now_ms);
 void dp_metrics_close(struct dp_plane *p);
 

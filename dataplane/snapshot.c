@@ -102,6 +102,64 @@ static int lsocks_new(const struct lb_addr *a, unsigned n, struct dp_lsocks **re
 	return 0;
 }
 
+int dp_lsocks_adopt(const struct lb_addr *a, const int *fds, unsigned n, struct dp_lsocks **ret)
+{
+	struct dp_lsocks *ls = calloc(1, sizeof(*ls) + n * sizeof(int));
+
+	if (!ls) {
+		for (unsigned i = 0; i < n; i++)
+			close(fds[i]);
+		return -ENOMEM;
+	}
+	atomic_init(&ls->refs, 1);
+	ls->addr = *a;
+	ls->n = n;
+	memcpy(ls->fds, fds, n * sizeof(int));
+	*ret = ls;
+	return 0;
+}
+
+void dp_lsocks_pool_clear(struct dp_lsocks_pool *pool)
+{
+	for (unsigned i = 0; i < pool->n; i++)
+		dp_lsocks_put(pool->v[i]);
+	free(pool->v);
+	pool->v = NULL;
+	pool->n = 0;
+}
+
+/*
+ * The sockets taken over for this address (or NULL), with fresh members of their SO_REUSEPORT
+ * group added until every worker has one: the old process may have had fewer workers.  One
+ * that cannot be added leaves a worker without a socket there, which is no failure: the
+ * others accept.  None is ever dropped for being one too many, since each may hold queued
+ * connections; the workers share them out (worker.c).  No address_free() check: the group is
+ * ours now.
+ */
+static int pool_take(struct dp_lsocks_pool *pool, const struct lb_addr *a, unsigned n_workers,
+		     struct dp_lsocks **ret)
+{
+	for (unsigned i = 0; pool && i < pool->n; i++) {
+		struct dp_lsocks *ls = pool->v[i];
+
+		if (!lb_addr_equal(&ls->addr, a))
+			continue;
+		if (ls->n < n_workers && atomic_load(&ls->refs) == 1) {
+			ls = realloc(ls, sizeof(*ls) + n_workers * sizeof(int));
+			if (!ls)
+				return -ENOMEM;
+			pool->v[i] = ls;
+			while (ls->n < n_workers && !listen_socket(a, &ls->fds[ls->n]))
+				ls->n++;
+		}
+		atomic_fetch_add(&ls->refs, 1);
+		*ret = ls;
+		return 0;
+	}
+	*ret = NULL;
+	return 0;
+}
+
 void dp_bstate_put(struct dp_bstate *b)
 {
 	if (b && atomic_fetch_sub(&b->refs, 1) == 1)
@@ -181,8 +239,8 @@ out:
 }
 
 static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf *lc,
-			  const struct dp_snapshot *old, unsigned n_workers, char *err,
-			  size_t errlen)
+			  const struct dp_snapshot *old, struct dp_lsocks_pool *pool,
+			  unsigned n_workers, char *err, size_t errlen)
 {
 	const struct dp_slistener *prev = find_by_name(old, lc->name);
 	struct dp_lsocks *socks = find_socks(old, &lc->listen);
@@ -191,7 +249,9 @@ static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf
 	sl->conf = lc;
 	if (socks) {
 		atomic_fetch_add(&socks->refs, 1);
-	} else {
+	} else if (pool_take(pool, &lc->listen, n_workers, &socks)) {
+		goto out_nomem;
+	} else if (!socks) {
 		r = lsocks_new(&lc->listen, n_workers, &socks);
 		if (r == -ENOMEM)
 			goto out_nomem;
@@ -240,9 +300,12 @@ static void snapshot_free(struct dp_snapshot *s)
  * Takes ownership of conf (also on failure).  Sockets, listener and backend state are shared
  * with `old` where the address (sockets), listener name (counters) or listener name and
  * backend address (health) are unchanged, so a reload neither rebinds nor forgets health.
+ * An address `old` does not have takes the sockets of `pool` for it, if any (a takeover),
+ * before binding new ones.
  */
-int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, unsigned n_workers,
-		      uint64_t generation, struct dp_snapshot **ret, char *err, size_t errlen)
+int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old,
+		      struct dp_lsocks_pool *pool, unsigned n_workers, uint64_t generation,
+		      struct dp_snapshot **ret, char *err, size_t errlen)
 {
 	struct dp_snapshot *s;
 	int r = -ENOMEM;
@@ -263,8 +326,8 @@ int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old, uns
 		goto out_free;
 	}
 	for (size_t i = 0; i < conf->n_listeners; i++) {
-		r = build_listener(&s->listeners[i], &conf->listeners[i], old, n_workers, err,
-				   errlen);
+		r = build_listener(&s->listeners[i], &conf->listeners[i], old,
+				   pool, n_workers, err, errlen);
 		s->n_listeners++;
 		if (r)
 			goto out_free;

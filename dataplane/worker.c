@@ -139,9 +139,10 @@ static void wl_free(struct dp_worker *w, struct dp_wlistener *wl)
 {
 	/* Our accept has ended, so the socket can go; the other workers' are theirs. */
 	close(wl->fd);
-	wl->socks->fds[w->id] = -1;
+	wl->socks->fds[wl->sock] = -1;
 	dp_lsocks_put(wl->socks);
 	dp_lset_put(w, wl->set);
+	dp_lset_put(w, wl->late);
 	w->wls[wl->idx] = NULL;
 	free(wl);
 }
@@ -172,7 +173,7 @@ static void wl_arm(struct dp_worker *w, struct dp_wlistener *wl)
 static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
 {
 	lset_retire(w, wl->set, w->snap->conf->drain_timeout_ms);
-	dp_lset_put(w, wl->set);
+	wl->late = wl->set; /* our reference, until the accept's last completion */
 	wl->set = NULL;
 	if (!(wl->flags & DP_WL_ARMED))
 		return wl_free(w, wl);
@@ -183,7 +184,7 @@ static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
 }
 
 static struct dp_wlistener *wl_add(struct dp_worker *w, const struct dp_slistener *sl,
-				   struct dp_lset *set)
+				   unsigned sock, struct dp_lset *set)
 {
 	struct dp_wlistener *wl;
 	unsigned idx;
@@ -204,10 +205,12 @@ static struct dp_wlistener *wl_add(struct dp_worker *w, const struct dp_slistene
 		return NULL;
 	wl->gen = ++w->wl_gen & 0xffffff; /* tells a reused idx from its predecessor */
 	wl->idx = idx;
-	wl->fd = sl->socks->fds[w->id];
+	wl->fd = sl->socks->fds[sock];
+	wl->sock = sock;
 	wl->socks = sl->socks;
 	atomic_fetch_add(&sl->socks->refs, 1);
 	wl->set = set;
+	set->refs++;
 	w->wls[idx] = wl;
 	return wl;
 }
@@ -297,12 +300,50 @@ static void resume_paused(struct dp_worker *w, uint64_t *next_ms)
 
 /* --- snapshots and drain ----------------------------------------------------------- */
 
-static struct dp_wlistener *wl_find(struct dp_worker *w, const struct dp_lsocks *socks)
+static struct dp_wlistener *wl_find(struct dp_worker *w, const struct dp_lsocks *socks,
+				    unsigned sock)
 {
 	for (unsigned i = 0; i < w->n_wls; i++)
-		if (w->wls[i] && w->wls[i]->set && w->wls[i]->socks == socks)
+		if (w->wls[i] && w->wls[i]->set && w->wls[i]->socks == socks &&
+		    w->wls[i]->sock == sock)
 			return w->wls[i];
 	return NULL;
+}
+
+/*
+ * Our sockets of one listener: fds[id], fds[id + n_workers], ... (usually just one; more
+ * after taking over from a process with more workers).  They share one balancer set.
+ */
+static void apply_listener(struct dp_worker *w, struct dp_snapshot *s,
+			   const struct dp_slistener *sl)
+{
+	struct dp_lset *set = NULL;
+
+	for (unsigned k = w->id; k < sl->socks->n; k += s->n_workers) {
+		struct dp_wlistener *wl = wl_find(w, sl->socks, k);
+
+		if (!wl && w->draining)
+			continue; /* a draining worker opens nothing: its listeners are closing */
+		if (!set && !(set = lset_new(w, s, sl))) {
+			log_err("worker %u: listener %s: out of memory building its balancer", w->id,
+				sl->conf->name);
+			if (wl)
+				wl->flags |= DP_WL_KEEP; /* on its old set rather than not at all */
+			continue;
+		}
+		if (wl) {
+			lset_retire(w, wl->set, s->conf->drain_timeout_ms);
+			dp_lset_put(w, wl->set);
+			wl->set = set;
+			set->refs++;
+		} else if ((wl = wl_add(w, sl, k, set))) {
+			wl_arm(w, wl);
+		} else {
+			continue;
+		}
+		wl->flags |= DP_WL_KEEP;
+	}
+	dp_lset_put(w, set); /* lset_new's: the listeners hold theirs */
 }
 
 /*
@@ -314,36 +355,9 @@ static void apply_snapshot(struct dp_worker *w, struct dp_snapshot *s)
 	for (unsigned i = 0; i < w->n_wls; i++)
 		if (w->wls[i])
 			w->wls[i]->flags &= ~DP_WL_KEEP;
-	for (unsigned i = 0; i < s->n_listeners; i++) {
-		const struct dp_slistener *sl = &s->listeners[i];
-		struct dp_wlistener *wl;
-		struct dp_lset *set;
-
-		if (!sl->socks)
-			continue; /* not bound: nothing to accept on (an old socket of it stops) */
-		wl = wl_find(w, sl->socks);
-		if (!wl && w->draining)
-			continue; /* a draining worker opens nothing: its listeners are closing */
-		set = lset_new(w, s, sl);
-		if (!set) {
-			log_err("worker %u: listener %s: out of memory building its balancer", w->id,
-				sl->conf->name);
-			if (wl)
-				wl->flags |= DP_WL_KEEP; /* on its old set rather than not at all */
-			continue;
-		}
-		if (wl) {
-			lset_retire(w, wl->set, s->conf->drain_timeout_ms);
-			dp_lset_put(w, wl->set);
-			wl->set = set;
-		} else if ((wl = wl_add(w, sl, set))) {
-			wl_arm(w, wl);
-		} else {
-			dp_lset_put(w, set);
-			continue;
-		}
-		wl->flags |= DP_WL_KEEP;
-	}
+	for (unsigned i = 0; i < s->n_listeners; i++)
+		if (s->listeners[i].socks) /* not bound: nothing to accept on */
+			apply_listener(w, s, &s->listeners[i]);
 	dp_snapshot_put(w->snap);
 	w->snap = s;
 	for (unsigned i = 0; i < w->n_wls; i++)

@@ -113,7 +113,7 @@ static int setup(void **state)
 	snprintf(h->dir, sizeof(h->dir), "/tmp/lb-apply-test-XXXXXX");
 	assert_non_null(mkdtemp(h->dir));
 	snprintf(h->path, sizeof(h->path), "%s/ctl.sock", h->dir);
-	if (dp_control_open(&h->p, h->path, "", err, sizeof(err)))
+	if (dp_control_open(&h->p, h->path, "", -1, err, sizeof(err)))
 		fail_msg("dp_control_open: %s", err);
 	*state = h;
 	return 0;

@@ -45,7 +45,7 @@ static int setup(void **state)
 	h->p.epfd = epoll_create1(EPOLL_CLOEXEC);
 	h->p.sig.fd = -1;
 	assert_true(h->p.epfd >= 0);
-	if (dp_control_open(&h->p, h->path, "", err, sizeof(err)))
+	if (dp_control_open(&h->p, h->path, "", -1, err, sizeof(err)))
 		fail_msg("dp_control_open: %s", err);
 	*state = h;
 	return 0;

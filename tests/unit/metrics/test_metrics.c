@@ -45,7 +45,7 @@ static int setup(void **state)
 	h->p.epfd = epoll_create1(EPOLL_CLOEXEC);
 	h->p.sig.fd = -1;
 	assert_true(h->p.epfd >= 0);
-	if (dp_metrics_open(&h->p, addr, err, sizeof(err)))
+	if (dp_metrics_open(&h->p, addr, -1, err, sizeof(err)))
 		fail_msg("dp_metrics_open: %s", err);
 	*state = h;
 	return 0;

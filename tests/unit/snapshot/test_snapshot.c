@@ -155,7 +155,7 @@ static struct dp_snapshot *build_ok(struct lb_config *conf, const struct dp_snap
 	char err[512] = "";
 	int r;
 
-	r = dp_snapshot_build(conf, old, N_WORKERS, gen, &s, err, sizeof(err));
+	r = dp_snapshot_build(conf, old, NULL, N_WORKERS, gen, &s, err, sizeof(err));
 	if (r)
 		fail_msg("build: %d %s", r, err);
 	assert_non_null(s);
@@ -382,7 +382,7 @@ static void expect_build_error(struct lb_config *conf, const struct dp_snapshot 
 	char err[512] = "";
 	int r;
 
-	r = dp_snapshot_build(conf, old, N_WORKERS, 9, &s, err, sizeof(err));
+	r = dp_snapshot_build(conf, old, NULL, N_WORKERS, 9, &s, err, sizeof(err));
 	assert_int_equal(r, -EADDRINUSE);
 	assert_ptr_equal(s, &untouched);
 	if (!strstr(err, n1) || !strstr(err, n2))
