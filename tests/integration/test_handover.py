@@ -1,0 +1,403 @@
+"""Handover: a new process takes over a running one's sockets without a failed connection."""
+
+import array
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import unittest
+
+import lbtest
+from lbtest import (LBTestCase, connect, ctl_call, free_port, listener, render_config,
+                    status_listener, wait_for)
+
+LOCAL = "127.0.0.1"
+OP_GUARD = 5.0          # hang guard of one client operation
+SESSION_REQUESTS = 10   # requests of one keep-alive session before it closes
+TOOK_OVER = r"takeover: pid \d+ stops accepting and drains; we serve"
+
+
+class Load:
+    """A bounded load on loopback: `per_request` threads open a connection per request, and
+    `keepalive` threads run sessions of SESSION_REQUESTS requests each.  Every failure (refused,
+    reset, timed out, wrong answer) is counted; nothing is retried."""
+
+    def __init__(self, addr, per_request=2, keepalive=2):
+        self.addr = addr
+        self.lock = threading.Lock()
+        self.conns = self.conn_failures = 0
+        self.requests = self.request_failures = 0
+        self.errors = []
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
+                        for n in [1] * per_request + [SESSION_REQUESTS] * keepalive]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _count(self, conns=0, conn_failures=0, requests=0, request_failures=0, err=None):
+        with self.lock:
+            self.conns += conns
+            self.conn_failures += conn_failures
+            self.requests += requests
+            self.request_failures += request_failures
+            if err is not None and len(self.errors) < 20:
+                self.errors.append(repr(err))
+
+    def _session(self, n):
+        try:
+            s = connect(self.addr, timeout=OP_GUARD)
+        except OSError as e:
+            self._count(conn_failures=1, request_failures=1, err=e)
+            return False
+        buf = b""
+        done = 0
+        try:
+            for _ in range(n):
+                s.sendall(b"WHO\n")
+                while b"\n" not in buf:
+                    d = s.recv(4096)
+                    if not d:
+                        raise ConnectionError("closed before the answer")
+                    buf += d
+                line, _, buf = buf.partition(b"\n")
+                if not line.startswith(b"backend="):
+                    raise AssertionError(f"answer {line!r}")
+                done += 1
+            self._count(conns=1, requests=done)
+            return True
+        except (OSError, AssertionError) as e:
+            self._count(conn_failures=1, requests=done, request_failures=1, err=e)
+            return False
+        finally:
+            s.close()
+
+    def _run(self, n):
+        while not self.stop_ev.is_set():
+            if not self._session(n):
+                time.sleep(0.005)   # a refusal comes back at once: do not spin on it
+
+    def snapshot(self):
+        with self.lock:
+            return dict(conns=self.conns, conn_failures=self.conn_failures,
+                        requests=self.requests, request_failures=self.request_failures)
+
+    def wait_requests(self, more, what):
+        """Hang guard: wait until `more` further requests have succeeded."""
+        start = self.snapshot()["requests"]
+        wait_for(lambda: self.snapshot()["requests"] >= start + more, 30, what)
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(OP_GUARD * 3)
+        return self.snapshot()
+
+
+class HandoverCase(LBTestCase):
+    def setUp(self):
+        d = self.tmpdir()
+        self.ho = os.path.join(d, "handover.sock")
+        self.ctl = os.path.join(d, "ctl.sock")
+
+    def config(self, port, backends, **top):
+        top.setdefault("drain_timeout_ms", 20000)
+        return render_config([listener(port, backends)], handover_socket=self.ho,
+                             control_socket=self.ctl, **top)
+
+    def first(self, config, port, workers=2):
+        lb = self.start_lb(config=config, ready=[(LOCAL, port)], num_acceptors=workers,
+                           log_level="info")
+        lbtest.wait_ctl_socket(self.ctl)
+        return lb
+
+    def successor(self, config, workers=2):
+        """Start a process that takes over; returns it once its predecessor was told to drain."""
+        lb = self.start_lb(config=config, ready=[], num_acceptors=workers, log_level="info",
+                           args=["--takeover", self.ho])
+        lb.wait_stderr(TOOK_OVER, timeout=30)
+        return lb
+
+    def hand_over(self, old, config, workers=2):
+        new = self.successor(config, workers)
+        self.assertEqual(old.wait_exit(30), 0, "the old process did not drain and exit 0")
+        self.assertRegex(old.stderr_text(), r"handed over to pid \d+: draining")
+        return new
+
+
+class HandoverLoadTest(HandoverCase):
+    def run_handovers(self, rounds, per_request, keepalive, workers=(2,)):
+        b1, b2 = self.backends("a", "b")
+        port = free_port()
+        conf = self.config(port, [b1, b2])
+        lb = self.first(conf, port, workers[0])
+        load = Load((LOCAL, port), per_request, keepalive).start()
+        self.addCleanup(load.stop)
+        load.wait_requests(50, "load through the first process")
+        for i in range(rounds):
+            lb = self.hand_over(lb, conf, workers[(i + 1) % len(workers)])
+            load.wait_requests(50, f"load through the process of handover {i + 1}")
+        got = load.stop()
+        sys_msg = (f"{rounds} handovers: {got['conns']} connections, {got['requests']} "
+                   f"requests ok; {got['conn_failures']} connections and "
+                   f"{got['request_failures']} requests failed")
+        print("\n" + sys_msg, flush=True)
+        self.assertEqual((got["conn_failures"], got["request_failures"]), (0, 0),
+                         f"{sys_msg}: {load.errors}")
+        self.assertGreaterEqual(got["requests"], 50 * (rounds + 1))
+        return lb
+
+    def test_twenty_handovers_under_load_lose_nothing(self):
+        """Connection-per-request and keep-alive load at once, 20 handovers in a row."""
+        self.run_handovers(20, per_request=3, keepalive=3)
+
+    def test_plain_restart_fails_connections(self):
+        """The same load and a stop-then-start restart: the failures the handover avoids."""
+        b1, b2 = self.backends("a", "b")
+        port = free_port()
+        conf = self.config(port, [b1, b2])
+        lb = self.first(conf, port)
+        load = Load((LOCAL, port), 3, 3).start()
+        self.addCleanup(load.stop)
+        load.wait_requests(50, "load through the first process")
+        for i in range(3):
+            self.assertEqual(lb.stop(signal.SIGTERM, timeout=30), 0)
+            lb = self.first(conf, port)
+            load.wait_requests(50, f"load after restart {i + 1}")
+        got = load.stop()
+        print(f"\n3 plain restarts: {got['conns']} connections, {got['requests']} requests "
+              f"ok; {got['conn_failures']} connections and {got['request_failures']} "
+              f"requests failed", flush=True)
+        self.assertGreater(got["conn_failures"], 0)
+
+    def test_worker_count_changes(self):
+        """2 -> 1 -> 3 -> 1 workers: sockets beyond the worker count are accepted from, and
+        missing ones are added to the group; the load never fails."""
+        lb = self.run_handovers(3, per_request=4, keepalive=2, workers=(2, 1, 3, 1))
+        st = ctl_call(self.ctl, {"op": "status"})
+        self.assertEqual(st["workers"], 1)
+
+
+class HandoverStateTest(HandoverCase):
+    def test_managed_listeners_and_version_carry_over(self):
+        a, m = self.backends("a", "m")
+        port, mport = free_port(), free_port()
+        conf = self.config(port, [a])
+        lb = self.first(conf, port)
+        apply = {"op": "apply", "version": 7, "listeners": [
+            listener(mport, [m], name="managed/one", algorithm="least_conn")]}
+        self.assertTrue(ctl_call(self.ctl, apply)["ok"])
+        self.assertEqual(lbtest.who((LOCAL, mport)), "m")
+        before = ctl_call(self.ctl, {"op": "status"})
+        self.assertEqual(status_listener(before, "managed/one")["accepted"], 1)
+
+        new = self.hand_over(lb, conf)
+        # Served at once, by the new process, before anyone applies anything to it.
+        self.assertEqual(lbtest.who((LOCAL, mport)), "m")
+        st = ctl_call(self.ctl, {"op": "status"})
+        self.assertEqual(st["applied_version"], 7)
+        one = status_listener(st, "managed/one")
+        self.assertIsNotNone(one)
+        self.assertTrue(one["managed"])
+        self.assertEqual(one["algorithm"], "least_conn")
+        # Counters start again in the new process (docs/operations.md says so).
+        self.assertEqual(one["accepted"], 1)
+        self.assertEqual((st["applies_ok"], st["applies_failed"]), (0, 0))
+        # And once more: what it carries over is what it was given.
+        newer = self.hand_over(new, conf)
+        st = ctl_call(self.ctl, {"op": "status"})
+        self.assertEqual(st["applied_version"], 7)
+        self.assertEqual(lbtest.who((LOCAL, mport)), "m")
+        # A controller's next apply replaces it as usual.
+        self.assertTrue(ctl_call(self.ctl, {"op": "apply", "version": 8,
+                                            "listeners": []})["ok"])
+        wait_for(lambda: refused((LOCAL, mport)), 10, "the managed listener to go")
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
+        self.assertTrue(newer.alive())
+
+
+def refused(addr):
+    try:
+        connect(addr, timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def seqpacket(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(lbtest.HANG)
+    s.connect(path)
+    return s
+
+
+def recv_json(s):
+    msg, fds, _, _ = socket.recv_fds(s, 65536, 64)
+    for fd in fds:
+        os.close(fd)
+    return json.loads(msg) if msg else None
+
+
+class BadPeerTest(HandoverCase):
+    def test_hostile_successor_changes_nothing(self):
+        a = self.backend("a")
+        port = free_port()
+        conf = self.config(port, [a])
+        lb = self.first(conf, port)
+        lbtest.who((LOCAL, port))
+        time.sleep(0.3)   # the probe connection's bookkeeping
+        before = ctl_call(self.ctl, {"op": "status"})
+        fds_before = fd_count(lb.pid)
+        extra = socket.socket()
+        self.addCleanup(extra.close)
+
+        cases = [
+            (lambda s: s.send(b"not json"), "not a handover message"),
+            (lambda s: s.send(b'{"op":"drain"}'), "unexpected message \"drain\" before hello"),
+            (lambda s: s.send(b'{"op":"hello","protocol":2}'), "protocol version not 1"),
+            (lambda s: socket.send_fds(s, [b'{"op":"hello","protocol":1}'], [extra.fileno()]),
+             "sent us descriptors"),
+            (lambda s: socket.send_fds(s, [b'{"op":"hello","protocol":1}'],
+                                       [extra.fileno()] * 70), "sent us descriptors"),
+            (lambda s: s.send(b"x" * 5000), "message too long"),
+        ]
+        for send, why in cases:
+            with seqpacket(self.ho) as s:
+                send(s)
+                reply = recv_json(s)
+                self.assertEqual(reply["op"], "error", why)
+                self.assertIn(why, reply["error"])
+        # A successor that takes the sockets and then hangs up without "drain".
+        with seqpacket(self.ho) as s:
+            s.send(b'{"op":"hello","protocol":1}')
+            begin = recv_json(s)
+            self.assertEqual(begin["op"], "begin")
+            for _ in range(begin["sockets"]):
+                socket.recv_fds(s, 65536, 64)   # their descriptors closed at once
+        lb.wait_stderr(r"hung up before telling us to drain; still serving")
+
+        wait_for(lambda: fd_count(lb.pid) == fds_before, 10, "the descriptor count to settle")
+        after = ctl_call(self.ctl, {"op": "status"})
+        self.assertFalse(after["draining"])
+        self.assertEqual(after["listeners"], before["listeners"])
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
+        self.assertTrue(lb.alive())
+        # And a real successor still takes over.
+        self.hand_over(lb, conf)
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
+
+
+class FakeOld:
+    """A handover socket that answers hello with whatever a test scripts."""
+
+    def __init__(self, path, script, hang_up=False):
+        self.hang_up = hang_up
+        self.ls = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ls.bind(path)
+        self.ls.listen(1)
+        self.ls.settimeout(lbtest.HANG)
+        self.script = script
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self):
+        try:
+            c, _ = self.ls.accept()
+        except OSError:
+            return
+        with c:
+            c.settimeout(lbtest.HANG)
+            try:
+                c.recv(65536)
+                for msg, fds in self.script:
+                    socket.send_fds(c, [msg], fds) if fds else c.send(msg)
+                if not self.hang_up:
+                    c.recv(65536)   # until the new process hangs up
+            except OSError:
+                pass
+
+    def close(self):
+        self.ls.close()
+        self.t.join(lbtest.HANG)
+
+
+def begin(sockets, apply_bytes=0):
+    return json.dumps({"op": "begin", "protocol": 1, "pid": os.getpid(), "sockets": sockets,
+                       "apply_bytes": apply_bytes}).encode()
+
+
+def sock_msg(listen, count):
+    return json.dumps({"op": "socket", "role": "listener", "listen": listen,
+                       "count": count}).encode()
+
+
+class BadOldTest(HandoverCase):
+    def takeover_fails(self, script, why, hang_up=False):
+        a = self.backend("a")
+        port = free_port()
+        fake = FakeOld(self.ho, script(port), hang_up)
+        self.addCleanup(fake.close)
+        lb = self.start_lb(config=self.config(port, [a]), ready=[], log_level="info",
+                           args=["--takeover", self.ho], expect_rc=1)
+        self.assertEqual(lb.wait_exit(20), 1)
+        err = lb.stderr_text()
+        self.assertRegex(err, r"takeover: .*" + re.escape(why) + r".*; the running process "
+                         r"is unchanged")
+        self.assertTrue(refused((LOCAL, port)), "the port was bound after all")
+
+    def test_unreachable(self):
+        a = self.backend("a")
+        port = free_port()
+        lb = self.start_lb(config=self.config(port, [a]), ready=[], log_level="info",
+                           args=["--takeover", self.ho], expect_rc=1)
+        self.assertEqual(lb.wait_exit(20), 1)
+        self.assertIn(f"cannot reach the handover socket {self.ho}: No such file or directory",
+                      lb.stderr_text())
+        self.assertTrue(refused((LOCAL, port)))
+
+    def test_wrong_message(self):
+        self.takeover_fails(lambda port: [(b'{"op":"hello"}', None)], 'expected a "begin"')
+
+    def test_refusal_is_reported(self):
+        self.takeover_fails(lambda port: [(b'{"op":"error","error":"draining already"}', None)],
+                            "the running process refused: draining already")
+
+    def test_no_descriptors(self):
+        self.takeover_fails(lambda port: [(begin(1), None),
+                                          (sock_msg(f"{LOCAL}:{port}", 2), None)],
+                            "does not carry the descriptors it announces")
+
+    def test_too_many_descriptors(self):
+        spare = socket.socket()
+        self.addCleanup(spare.close)
+        self.takeover_fails(lambda port: [(begin(1), None),
+                                          (sock_msg(f"{LOCAL}:{port}", 70),
+                                           [spare.fileno()] * 70)],
+                            "a message with more than 64 descriptors")
+
+    def test_descriptor_that_is_no_listener(self):
+        other = socket.socket()
+        self.addCleanup(other.close)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind((LOCAL, 0))
+        other.listen(8)   # listening, but on another port than announced
+        self.takeover_fails(lambda port: [(begin(1), None),
+                                          (sock_msg(f"{LOCAL}:{port}", 1), [other.fileno()])],
+                            "is not a SO_REUSEPORT TCP socket listening there")
+
+    def test_hang_up_midway(self):
+        self.takeover_fails(lambda port: [(begin(3), None)], "hung up in the middle",
+                            hang_up=True)
+
+
+if __name__ == "__main__":
+    lbtest.main()
