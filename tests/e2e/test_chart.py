@@ -507,9 +507,11 @@ class T3Variants(unittest.TestCase):
         self.assertTrue(init["securityContext"]["privileged"])
         self.assertEqual(init["command"], [
             "sysctl", "-w", "fs.nr_open=1048576", "net.core.netdev_max_backlog=65536",
-            "net.core.somaxconn=65535", "net.ipv4.ip_local_port_range=1024 65535",
+            "net.core.somaxconn=65535", "net.ipv4.ip_local_port_range=32768 65535",
             "net.ipv4.ip_unprivileged_port_start=80", "net.ipv4.tcp_max_syn_backlog=65535",
             "net.ipv4.tcp_tw_reuse=1"])
+        # Limits equal requests: the pod can stay in the Guaranteed QoS class.
+        self.assertEqual(init["resources"]["requests"], init["resources"]["limits"])
         # The containers are not changed by it.
         self.assertTrue(container(self.ds("sysctls"), "dataplane")["securityContext"]
                         ["runAsNonRoot"])
