@@ -20,9 +20,10 @@
  * Object graph (who owns what):
  *
  *   main thread --builds--> dp_snapshot (immutable, refcounted across threads)
- *       dp_snapshot.listeners[i].socks  -> dp_lsocks (one SO_REUSEPORT fd per worker, shared by
- *                                          successive snapshots while the address is unchanged;
- *                                          NULL for a managed listener that could not bind)
+ *       dp_snapshot.listeners[i].socks  -> dp_lsocks (SO_REUSEPORT fds, one per worker or more
+ *                                          after a takeover; shared by successive snapshots
+ *                                          while the address is unchanged; NULL for a managed
+ *                                          listener that could not bind)
  *       dp_snapshot.listeners[i].backends[j].st -> dp_bstate (health and counters, shared by
  *                                          successive snapshots while the backend stays)
  *   worker --owns--> dp_wlistener (its accept on one dp_lsocks fd)
