@@ -200,7 +200,7 @@ static int queue_msg(struct ho_peer *s, char *buf, size_t len, const int *fds, u
 	}
 	s->n_msgs++;
 	for (unsigned i = 0; i < n_fds; i++) {
-		/* A duplicate, so a worker closing its socket meanwhile cannot change what we send. */
+		/* A duplicate: a worker closing its socket meanwhile cannot change what we send. */
 		int fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
 
 		if (fd == -1)
@@ -357,17 +357,23 @@ static int peer_flush(struct dp_plane *p, struct ho_peer *s)
 	return peer_watch(p, s, EPOLLIN);
 }
 
-static void peer_refuse(struct dp_plane *p, struct ho_peer *s, const char *why)
+/* Best effort: the peer is being turned away anyway. */
+static void send_error(int fd, const char *why)
 {
 	cJSON *o = op_object("error");
 
-	log_warn("handover: pid %d: %s; nothing changed here", s->pid, why);
 	if (o && !cJSON_AddStringToObject(o, "error", why)) {
 		cJSON_Delete(o);
 		o = NULL;
 	}
 	if (o)
-		dp_ho_send_json(s->ev.fd, o); /* best effort: it is being turned away anyway */
+		dp_ho_send_json(fd, o);
+}
+
+static void peer_refuse(struct dp_plane *p, struct ho_peer *s, const char *why)
+{
+	log_warn("handover: pid %d: %s; nothing changed here", s->pid, why);
+	send_error(s->ev.fd, why);
 	peer_drop(p, s);
 }
 
@@ -453,13 +459,14 @@ static void peer_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events
 		return;
 	for (unsigned i = 0; i < n; i++)
 		close(fds[i]);
-	if (len == -EMSGSIZE || len == -ETOOMANYREFS)
-		return peer_refuse(p, s, len == -EMSGSIZE ? "message too long"
-							  : "sent us descriptors: a successor never does");
+	if (len == -EMSGSIZE)
+		return peer_refuse(p, s, "message too long");
+	if (len == -ETOOMANYREFS)
+		return peer_refuse(p, s, "sent us descriptors: a successor never does");
 	if (len <= 0) {
 		if (s->state != HO_HELLO)
-			log_warn("handover: pid %d hung up before telling us to drain; still serving",
-				 s->pid);
+			log_warn("handover: pid %d hung up before telling us to drain; still "
+				 "serving", s->pid);
 		return peer_drop(p, s);
 	}
 	if (n)
@@ -486,12 +493,17 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 
 	while (src->fd >= 0 && (fd = accept4(src->fd, NULL, NULL,
 					     SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		const char *why = "out of memory";
+
 		pid = peer_pid(fd);
+		if (pid < 0)
+			why = "not our uid or root";
+		else if (h->peer)
+			why = "one handover at a time";
 		s = pid >= 0 && !h->peer ? calloc(1, sizeof(*s)) : NULL;
 		if (!s) {
-			log_warn("handover: refused a connection: %s",
-				 pid < 0 ? "not our uid or root" : h->peer ? "one handover at a time"
-									  : "out of memory");
+			log_warn("handover: refused a connection: %s", why);
+			send_error(fd, why);
 			close(fd);
 			continue;
 		}

@@ -74,7 +74,8 @@ static bool is_tcp_listener(int fd, const struct lb_addr *a, bool reuseport)
 	struct lb_addr got = { .len = sizeof(got.ss) };
 
 	if (sockopt(fd, SO_ACCEPTCONN) != 1 || sockopt(fd, SO_TYPE) != SOCK_STREAM ||
-	    sockopt(fd, SO_PROTOCOL) != IPPROTO_TCP || (reuseport && sockopt(fd, SO_REUSEPORT) != 1))
+	    sockopt(fd, SO_PROTOCOL) != IPPROTO_TCP ||
+	    (reuseport && sockopt(fd, SO_REUSEPORT) != 1))
 		return false;
 	if (getsockname(fd, (struct sockaddr *)&got.ss, &got.len) == -1)
 		return false;
@@ -163,8 +164,9 @@ static int add_service_fd(struct rx *x, const char *role, cJSON *m, int fd)
 		if (t->metrics_fd >= 0 || !listen ||
 		    lb_addr_parse(listen, false, &t->metrics_addr, why, sizeof(why)) ||
 		    !is_tcp_listener(fd, &t->metrics_addr, false))
-			return fail(x, -EPROTO, "the metrics socket message is wrong or its descriptor "
-						"is not a TCP socket listening at its \"listen\"");
+			return fail(x, -EPROTO, "the metrics socket message is wrong or its "
+						"descriptor is not a TCP socket listening at its "
+						"\"listen\"");
 		t->metrics_fd = fd;
 		return 0;
 	}
@@ -216,9 +218,11 @@ static int recv_msg(struct rx *x, char *buf, bool raw, int *fds, unsigned *n, cJ
 	if (len == 0)
 		return fail(x, -ECONNRESET, "the running process hung up in the middle");
 	if (len == -EAGAIN)
-		return fail(x, -ETIMEDOUT, "no word from the running process for %d s", DP_HO_TIMEOUT_MS / 1000);
+		return fail(x, -ETIMEDOUT, "no word from the running process for %d s",
+			    DP_HO_TIMEOUT_MS / 1000);
 	if (len == -EMSGSIZE)
-		return fail(x, len, "a message longer than %u bytes from the running process", DP_HO_MSG_MAX);
+		return fail(x, len, "a message longer than %u bytes from the running process",
+			    DP_HO_MSG_MAX);
 	if (len == -ETOOMANYREFS)
 		return fail(x, len, "a message with more than %u descriptors", DP_HO_FDS_MAX);
 	if (len < 0)
@@ -416,7 +420,8 @@ int dp_takeover_receive(const char *path, struct dp_takeover **ret, char *err, s
 	r = connect_path(path, &t->sock);
 	if (r) {
 		t->sock = -1;
-		snprintf(err, errlen, "cannot reach the handover socket %s: %s", path, strerror(-r));
+		snprintf(err, errlen, "cannot reach the handover socket %s: %s", path,
+			 strerror(-r));
 		goto out;
 	}
 	r = receive_all(&x, buf);

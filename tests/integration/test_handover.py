@@ -276,6 +276,12 @@ class BadPeerTest(HandoverCase):
                 reply = recv_json(s)
                 self.assertEqual(reply["op"], "error", why)
                 self.assertIn(why, reply["error"])
+        # One successor at a time: a second is turned away while the first is connected.
+        with seqpacket(self.ho) as first:
+            with seqpacket(self.ho) as second:
+                second.send(b'{"op":"hello","protocol":1}')
+                reply = recv_json(second)
+                self.assertEqual(reply, {"op": "error", "error": "one handover at a time"})
         # A successor that takes the sockets and then hangs up without "drain".
         with seqpacket(self.ho) as s:
             s.send(b'{"op":"hello","protocol":1}')
