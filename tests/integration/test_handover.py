@@ -279,8 +279,7 @@ class BadPeerTest(HandoverCase):
         # One successor at a time: a second is turned away while the first is connected.
         with seqpacket(self.ho) as first:
             with seqpacket(self.ho) as second:
-                second.send(b'{"op":"hello","protocol":1}')
-                reply = recv_json(second)
+                reply = recv_json(second)   # sent at once, before any hello
                 self.assertEqual(reply, {"op": "error", "error": "one handover at a time"})
         # A successor that takes the sockets and then hangs up without "drain".
         with seqpacket(self.ho) as s:
