@@ -233,6 +233,30 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_fd_count(pid):
+    """The descriptor count once two readings 200 ms apart agree (hang guard 10 s)."""
+    last = [None]
+
+    def same():
+        n = fd_count(pid)
+        ok, last[0] = n == last[0], n
+        if not ok:
+            time.sleep(0.2)
+        return ok
+    wait_for(same, 10, "the descriptor count to settle")
+    return last[0]
+
+
+def fd_links(pid):
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(f"{fd}:{os.readlink(f'/proc/{pid}/fd/{fd}')}")
+        except OSError:
+            pass
+    return out
+
+
 def seqpacket(path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     s.settimeout(lbtest.HANG)
@@ -256,7 +280,7 @@ class BadPeerTest(HandoverCase):
         lbtest.who((LOCAL, port))
         time.sleep(0.3)   # the probe connection's bookkeeping
         before = ctl_call(self.ctl, {"op": "status"})
-        fds_before = fd_count(lb.pid)
+        fds_before = settled_fd_count(lb.pid)   # once the status client's close is seen
         extra = socket.socket()
         self.addCleanup(extra.close)
 
@@ -281,17 +305,32 @@ class BadPeerTest(HandoverCase):
             with seqpacket(self.ho) as second:
                 reply = recv_json(second)   # sent at once, before any hello
                 self.assertEqual(reply, {"op": "error", "error": "one handover at a time"})
-        # A successor that takes the sockets and then hangs up without "drain".
-        with seqpacket(self.ho) as s:
-            s.send(b'{"op":"hello","protocol":1}')
-            begin = recv_json(s)
-            self.assertEqual(begin["op"], "begin")
+        # A successor that takes the sockets and then hangs up without "drain" (once the old
+        # process has seen the first one above hang up: until then it turns us away).
+        def hello():
+            s = seqpacket(self.ho)
+            try:
+                s.send(b'{"op":"hello","protocol":1}')
+                reply = recv_json(s)
+            except (BrokenPipeError, ConnectionResetError):
+                reply = None
+            if reply and reply["op"] == "begin":
+                return s, reply
+            s.close()
+            return None
+        s, begin = wait_for(hello, 10, "the handover socket to take a successor again")
+        with s:
             for _ in range(begin["sockets"]):
                 self.assertEqual(recv_json(s)["op"], "socket")   # descriptors closed at once
             self.assertEqual(recv_json(s)["op"], "end")
         lb.wait_stderr(r"hung up before telling us to drain; still serving")
 
-        wait_for(lambda: fd_count(lb.pid) == fds_before, 10, "the descriptor count to settle")
+        try:
+            wait_for(lambda: fd_count(lb.pid) == fds_before, 10,
+                     "the descriptor count to settle")
+        except AssertionError:
+            raise AssertionError(f"{fds_before} descriptors before, now "
+                                 f"{fd_links(lb.pid)}") from None
         after = ctl_call(self.ctl, {"op": "status"})
         self.assertFalse(after["draining"])
         self.assertEqual(after["listeners"], before["listeners"])
