@@ -395,7 +395,8 @@ static void hand_over(struct dp_plane *p, struct ho_peer *s)
 		close(h->ev.fd);
 		h->ev.fd = -1;
 	}
-	dp_plane_drain(p, why);
+	if (!p->draining) /* a SIGTERM meanwhile started it: a second call would cut it short */
+		dp_plane_drain(p, why);
 }
 
 /* The op of a JSON message, or NULL when it is none. */
