@@ -447,6 +447,8 @@ static void lease_read(void *arg, const struct k8s_resp *resp)
 	bool was;
 
 	c->lease_busy = false;
+	if (c->stopping)
+		return; /* lease_release reads it again itself */
 	if (resp->status == 200) {
 		obj = cJSON_ParseWithLength(resp->body, resp->body_len);
 		if (!obj || ctrl_lease_from_json(obj, &lease)) {
@@ -499,30 +501,106 @@ static void lease_tick(struct ctrl *c, uint64_t now_ms)
 		c->lease_busy = true;
 }
 
+/* One request of the release, run to its end (or its deadline) from lease_release. */
+struct lease_call {
+	bool done;
+	long status;
+	cJSON *obj; /* the reply's object, for a 200 */
+};
+
+static void lease_call_done(void *arg, const struct k8s_resp *resp)
+{
+	struct lease_call *lc = arg;
+
+	lc->done = true;
+	lc->status = resp->status;
+	if (resp->status == 200)
+		lc->obj = cJSON_ParseWithLength(resp->body, resp->body_len);
+}
+
+static int lease_call(struct ctrl *c, struct k8s_req_opts *o, struct lease_call *lc,
+		      uint64_t until)
+{
+	struct k8s_req *req = NULL;
+	int r;
+
+	o->on_done = lease_call_done;
+	o->arg = lc;
+	o->timeout_ms = 2000;
+	r = k8s_req_start(c->kc, o, &req);
+	if (r)
+		return r;
+	while (!lc->done && k8s_now_ms() < until)
+		k8s_client_run(c->kc, NULL, 0, 100);
+	if (!lc->done) {
+		k8s_req_cancel(c->kc, req); /* lc is on our stack: no callback after this */
+		return -ETIMEDOUT;
+	}
+	return 0;
+}
+
+/*
+ * On a clean stop, give the Lease up so that another replica takes it at once instead of
+ * waiting out its 15 s (client-go's ReleaseOnCancel).  The renewal in flight, if any, ends
+ * first (c->stopping keeps it from starting another write); then the Lease is read again and
+ * released only if it is still ours, conditional on that read's resourceVersion.
+ */
 static void lease_release(struct ctrl *c)
 {
-	char path[512], now[40], *text;
-	struct k8s_req_opts o = { .method = "PUT", .path = path, .on_done = lease_written,
-				  .arg = c, .timeout_ms = 2000 };
-	uint64_t until = k8s_now_ms() + 2000;
-	cJSON *body;
+	struct ctrl_lease cur = { 0 };
+	struct lease_call get = { 0 }, put = { 0 };
+	struct k8s_req_opts o = { 0 };
+	uint64_t until = k8s_now_ms() + 3000;
+	char path[512], now[40], *text = NULL;
+	cJSON *body = NULL;
+	int r;
 
-	if (!c->opt.leader_elect || !c->leader.leading)
+	if (!c->opt.leader_elect)
 		return;
-	now_rfc3339(now, sizeof(now), true);
-	body = ctrl_leader_release_body(&c->leader, now, c->opt.lease_name, c->opt.lease_ns);
-	text = body ? cJSON_PrintUnformatted(body) : NULL;
-	cJSON_Delete(body);
-	if (!text)
+	c->stopping = true;
+	while (c->lease_busy && k8s_now_ms() < until)
+		k8s_client_run(c->kc, NULL, 0, 100);
+	if (!c->leader.leading)
 		return;
 	lease_path(c, path, sizeof(path), true);
-	o.body = text;
-	c->lease_busy = true;
-	if (k8s_req_start(c->kc, &o, NULL) == 0)
-		while (c->lease_busy && k8s_now_ms() < until)
-			k8s_client_run(c->kc, NULL, 0, 100);
+	o.path = path;
+	r = lease_call(c, &o, &get, until);
+	if (r == 0 && get.status == 200 && (!get.obj || ctrl_lease_from_json(get.obj, &cur)))
+		r = -EBADMSG;
+	cJSON_Delete(get.obj);
+	if (r || get.status != 200)
+		goto out_fail;
+	now_rfc3339(now, sizeof(now), true);
+	body = ctrl_leader_release_body(&c->leader, &cur, now, c->opt.lease_name,
+					c->opt.lease_ns);
+	if (!body) {
+		log_info("the Lease %s/%s is no longer ours: nothing to release", c->opt.lease_ns,
+			 c->opt.lease_name);
+		return;
+	}
+	text = cJSON_PrintUnformatted(body);
+	cJSON_Delete(body);
+	if (!text) {
+		r = -ENOMEM;
+		goto out_fail;
+	}
+	o = (struct k8s_req_opts){ .method = "PUT", .path = path, .body = text };
+	r = lease_call(c, &o, &put, until);
 	free(text);
+	cJSON_Delete(put.obj);
+	if (r || put.status != 200)
+		goto out_fail;
+	c->leader.leading = false;
 	log_info("released the Lease %s/%s", c->opt.lease_ns, c->opt.lease_name);
+	return;
+out_fail:
+	if (r)
+		log_warn("could not release the Lease %s/%s (%s): it expires in %d s",
+			 c->opt.lease_ns, c->opt.lease_name, strerror(-r), CTRL_LEASE_DURATION_S);
+	else
+		log_warn("could not release the Lease %s/%s (HTTP %ld): it expires in %d s",
+			 c->opt.lease_ns, c->opt.lease_name, put.done ? put.status : get.status,
+			 CTRL_LEASE_DURATION_S);
 }
 
 /* --- /metrics, /healthz, /readyz -------------------------------------------------------------- */

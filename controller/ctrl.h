@@ -53,6 +53,7 @@ struct ctrl {
 	/* leader election */
 	struct ctrl_leader leader;
 	bool lease_busy;
+	bool stopping;                /* lease_release runs: renewals start no more writes */
 	uint64_t next_lease_ms;
 	/* figures for /metrics */
 	uint64_t reconciles, reconcile_us_total, reconcile_us_last;

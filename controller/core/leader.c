@@ -129,12 +129,11 @@ bool ctrl_leader_check_deadline(struct ctrl_leader *l, uint64_t now_ms)
 	return false;
 }
 
-cJSON *ctrl_leader_release_body(const struct ctrl_leader *l, const char *now_rfc3339,
-				const char *name, const char *ns)
+cJSON *ctrl_leader_release_body(const struct ctrl_leader *l, const struct ctrl_lease *cur,
+				const char *now_rfc3339, const char *name, const char *ns)
 {
-	/* The count we last wrote: a takeover not read back yet wrote the read count + 1. */
-	int transitions = l->observed.transitions +
-			  (l->observed.exists && strcmp(l->observed.holder, l->identity) ? 1 : 0);
-
-	return lease_body(name, ns, NULL, "", 1, now_rfc3339, now_rfc3339, transitions);
+	if (!cur->exists || strcmp(cur->holder, l->identity))
+		return NULL;
+	/* Read back while ours: its count is the one we wrote. */
+	return lease_body(name, ns, cur->rv, "", 1, now_rfc3339, now_rfc3339, cur->transitions);
 }

@@ -60,9 +60,13 @@ bool ctrl_leader_written(struct ctrl_leader *l, bool ok, uint64_t now_ms);
  */
 bool ctrl_leader_check_deadline(struct ctrl_leader *l, uint64_t now_ms);
 
-/* The body that gives the lease up on shutdown (holder "", so others need not wait it out);
- * unconditional: it is sent only by the holder, as its last write. */
-cJSON *ctrl_leader_release_body(const struct ctrl_leader *l, const char *now_rfc3339,
-				const char *name, const char *ns);
+/*
+ * The body that gives the lease up on shutdown (holder "", so others need not wait it out),
+ * from the Lease as just read: conditional on its resourceVersion, so a release can never
+ * clobber a successor who took an expired lease meanwhile.  NULL when the Lease read is not
+ * ours (or without memory): nothing to release.
+ */
+cJSON *ctrl_leader_release_body(const struct ctrl_leader *l, const struct ctrl_lease *cur,
+				const char *now_rfc3339, const char *name, const char *ns);
 
 #endif
