@@ -9,6 +9,8 @@
 #   charts/layer4-lb/files/crds/layer4lb.io_loadbalancers.yaml
 #                           a copy of crds/layer4lb.io_loadbalancers.yaml (the source: Helm reads
 #                           files only from inside the chart)
+#   charts/layer4-lb/files/seccomp/layer4-lb.json
+#                           a copy of deploy/seccomp/layer4-lb.json, for the same reason
 #
 # The chart is the source of the RBAC rules; crds/ is the source of the CRD. Edit those, then run
 # this script and commit what it changed.
@@ -69,9 +71,11 @@ template() {
 # The CRD copy first: the renders below read it.
 mkdir -p "$tmp/files"
 cp "$repo/crds/layer4lb.io_loadbalancers.yaml" "$tmp/files/crd.yaml"
+cp "$repo/deploy/seccomp/layer4-lb.json" "$tmp/files/seccomp.json"
 if [ "$check" -eq 0 ]; then
-	mkdir -p "$chart/files/crds"
+	mkdir -p "$chart/files/crds" "$chart/files/seccomp"
 	cp "$tmp/files/crd.yaml" "$chart/files/crds/layer4lb.io_loadbalancers.yaml"
+	cp "$tmp/files/seccomp.json" "$chart/files/seccomp/layer4-lb.json"
 fi
 
 {
@@ -102,16 +106,17 @@ compare() { # generated, checked-in
 
 if [ "$check" -eq 1 ]; then
 	compare "$tmp/files/crd.yaml" "$chart/files/crds/layer4lb.io_loadbalancers.yaml"
+	compare "$tmp/files/seccomp.json" "$chart/files/seccomp/layer4-lb.json"
 	compare "$tmp/layer4-lb.yaml" "$repo/deploy/layer4-lb.yaml"
 	compare "$tmp/rbac.yaml" "$repo/deploy/rbac.yaml"
 	if [ "$stale" -eq 1 ]; then
 		echo "render-deploy.sh: run scripts/render-deploy.sh and commit the result" >&2
 		exit 1
 	fi
-	echo "render-deploy.sh: deploy/layer4-lb.yaml, deploy/rbac.yaml and the chart's CRD copy are current"
+	echo "render-deploy.sh: deploy/layer4-lb.yaml, deploy/rbac.yaml and the chart's copies are current"
 	exit 0
 fi
 
 cp "$tmp/layer4-lb.yaml" "$repo/deploy/layer4-lb.yaml"
 cp "$tmp/rbac.yaml" "$repo/deploy/rbac.yaml"
-echo "render-deploy.sh: wrote deploy/layer4-lb.yaml, deploy/rbac.yaml and charts/layer4-lb/files/crds/layer4lb.io_loadbalancers.yaml"
+echo "render-deploy.sh: wrote deploy/layer4-lb.yaml, deploy/rbac.yaml and the chart's copies of the CRD and the seccomp profile"

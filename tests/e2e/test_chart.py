@@ -92,6 +92,7 @@ VARIANTS = {
                   "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
                            ".nodeSelectorTerms[0].matchExpressions[0].values={amd64}"],
     "lowports": ["--set", "dataplane.lowPorts=true"],
+    "runtime-default": ["--set", "dataplane.seccompProfile.type=RuntimeDefault"],
     "acceptors-limit": ["--set", "dataplane.acceptors=cpuLimit",
                         "--set", "dataplane.resources.limits.cpu=1500m"],
     "acceptors-4": ["--set", "dataplane.acceptors=4", "--set", "dataplane.ioEngine=epoll",
@@ -340,8 +341,11 @@ SCHEMA_CASES = [
     (["--set", "dataplane.metrics.address=localhost:9100"],
      "- at '/dataplane/metrics/address': 'localhost:9100' does not match pattern"),
     (["--set", "dataplane.bufferSize=5000"], "- at '/dataplane/bufferSize': 'oneOf' failed"),
-    (["--set", "dataplane.seccompProfile.type=Localhost"],
-     "- at '/dataplane/seccompProfile': missing property 'localhostProfile'"),
+    (["--set", "dataplane.seccompProfile.localhostProfile="],
+     "- at '/dataplane/seccompProfile/localhostProfile': minLength: got 0, want 1"),
+    (["--set", "dataplane.installSeccompProfile.kubeletSeccompDir=var/lib"],
+     "- at '/dataplane/installSeccompProfile/kubeletSeccompDir': 'var/lib' does not match "
+     "pattern '^/'"),
     (["--set", "dataplane.lowPorts=yes"], "- at '/dataplane/lowPorts': got string, want boolean"),
     (["--set", "controller.http.port=70000"],
      "- at '/controller/http/port': maximum: got 70,000, want 65,535"),
@@ -421,16 +425,35 @@ class T3Variants(unittest.TestCase):
                          {"type": "RollingUpdate",
                           "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
         self.assertEqual([c["name"] for c in pod["containers"]], ["dataplane", "controller"])
-        self.assertNotIn("initContainers", pod)
         dp, ct = container(ds, "dataplane"), container(ds, "controller")
-        for c in (dp, ct):
+        for c, profile in ((dp, {"type": "Localhost",
+                                 "localhostProfile": "layer4-lb/layer4-lb.json"}),
+                           (ct, {"type": "RuntimeDefault"})):
             self.assertEqual(c["image"], "layer4-lb:0.1.0")
             self.assertEqual(c["securityContext"], {
                 "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                 "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}})
+                "capabilities": {"drop": ["ALL"]}, "seccompProfile": profile})
             self.assertIn({"name": "run", "mountPath": "/run/layer4-lb"}, c["volumeMounts"])
         vols = {v["name"]: v for v in pod["volumes"]}
+        # The seccomp profile: the repository's, from a ConfigMap into the kubelet's folder on
+        # the node by an init container (root for that folder, nothing else), at the path the
+        # dataplane names.
+        self.assertEqual([c["name"] for c in pod["initContainers"]], ["seccomp-profile"])
+        init = container(ds, "seccomp-profile", init=True)
+        self.assertEqual(init["image"], "layer4-lb:0.1.0")
+        self.assertEqual(init["securityContext"], {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}})
+        self.assertIn("/host-seccomp/layer4-lb/layer4-lb.json", init["command"][2])
+        self.assertEqual(vols["host-seccomp"]["hostPath"],
+                         {"path": "/var/lib/kubelet/seccomp", "type": "DirectoryOrCreate"})
+        self.assertEqual(vols["seccomp-profile"]["configMap"]["name"], "v-layer4-lb-seccomp")
+        with open(os.path.join(REPO, "deploy", "seccomp", "layer4-lb.json")) as f:
+            shipped = json.load(f)
+        self.assertEqual(json.loads(o[("ConfigMap", "v-layer4-lb-seccomp")]["data"]
+                                    ["layer4-lb.json"]), shipped)
         self.assertEqual(vols["run"]["emptyDir"], {"medium": "Memory", "sizeLimit": "1Mi"})
         # The token: projected into the controller only.
         sources = vols["serviceaccount-token"]["projected"]["sources"]
@@ -573,6 +596,16 @@ class T3Variants(unittest.TestCase):
         self.assertIn("http://127.0.0.1:9102/readyz", script["command"][2])
         self.assertEqual(env_of(script)["PORTS"]["value"], "8080")
 
+    def test_10_runtime_default_seccomp(self):
+        """RuntimeDefault (epoll where the runtime refuses io_uring): no profile installed."""
+        ds = self.ds("runtime-default")
+        pod = ds["spec"]["template"]["spec"]
+        self.assertNotIn("initContainers", pod)
+        self.assertNotIn("host-seccomp", [v["name"] for v in pod["volumes"]])
+        self.assertEqual(container(ds, "dataplane")["securityContext"]["seccompProfile"],
+                         {"type": "RuntimeDefault"})
+        self.assertNotIn(("ConfigMap", "v-layer4-lb-seccomp"), self.objs["runtime-default"])
+
     def test_9_drain_and_names(self):
         o = self.objs["drain"]
         ds = self.ds("drain")
@@ -638,8 +671,8 @@ class T4Install(unittest.TestCase):
         manifest = helm_c("get", "manifest", RELEASE, "--namespace", NS).stdout
         want = sorted(documents(manifest))
         self.assertEqual(sorted(k for k, _ in want), sorted([
-            "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition",
-            "DaemonSet", "Role", "RoleBinding", "ServiceAccount"]))
+            "ClusterRole", "ClusterRoleBinding", "ConfigMap", "ConfigMap",
+            "CustomResourceDefinition", "DaemonSet", "Role", "RoleBinding", "ServiceAccount"]))
         got = json.loads(C.kubectl("get", "-f", "-", "-o", "json", input=manifest))["items"]
         self.assertEqual(sorted((o["kind"], o["metadata"]["name"]) for o in got), want)
         for o in got:
@@ -648,10 +681,16 @@ class T4Install(unittest.TestCase):
         C.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/" + CRD_NAME)
 
     def test_2_containers_meet_the_restricted_profile_but_for_host_network(self):
+        # The containers do; the pod needs the host's network, and the init container that
+        # installs the seccomp profile needs root and the kubelet's folder (a hostPath).
         warnings = [line for line in self.install.stderr.splitlines() if "PodSecurity" in line]
         self.assertEqual(len(warnings), 1, self.install.stderr)
         self.assertIn('would violate PodSecurity \\"restricted:latest\\": host namespaces '
-                      '(hostNetwork=true)"', warnings[0])
+                      '(hostNetwork=true), restricted volume types (volume \\"host-seccomp\\" '
+                      'uses restricted volume type \\"hostPath\\"), runAsNonRoot != true '
+                      '(container \\"seccomp-profile\\" must not set '
+                      'securityContext.runAsNonRoot=false), runAsUser=0 (container '
+                      '\\"seccomp-profile\\" must not set runAsUser=0)"', warnings[0])
 
     def test_3_the_examples_are_accepted(self):
         files = sorted(glob.glob(os.path.join(REPO, "deploy", "examples", "*.yaml")))
