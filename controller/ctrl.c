@@ -117,8 +117,17 @@ static void write_done(struct ctrl *c, const struct k8s_resp *resp, uint64_t *ok
 		/* The reply is the object as now stored: take it into the cache at once, so the
 		 * next reconcile does not write the same thing again before the watch says so. */
 		obj = cJSON_ParseWithLength(resp->body, resp->body_len);
-		if (obj && k8s_obj_from_json(K8S_KIND_LOADBALANCER, obj, &o, err, sizeof(err)) == 0)
+		if (obj && k8s_obj_from_json(K8S_KIND_LOADBALANCER, obj, &o, err, sizeof(err)) == 0) {
 			k8s_store_put(&c->inf[CTRL_INF_LBS].store, o);
+			/*
+			 * The cache changed here, not by the watch, and this reply may be older
+			 * than a watch event already taken (two writes of one round cross): look
+			 * again once this round's writes end, so that the status converges
+			 * without waiting for another change.  Rounds end: a round writes only
+			 * what differs from the cache.
+			 */
+			c->status_dirty = true;
+		}
 		cJSON_Delete(obj);
 	} else if (resp->status != 404) { /* deleted meanwhile: nothing to say */
 		c->status_write_errors++;
@@ -605,6 +614,39 @@ out_fail:
 
 /* --- /metrics, /healthz, /readyz -------------------------------------------------------------- */
 
+/* A family's HELP and TYPE lines (Prometheus text format 0.0.4), before its samples. */
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP layer4lb_controller_%s %s\n# TYPE layer4lb_controller_%s %s\n", name,
+		help, name, type);
+}
+
+/* The families with one sample per cache; inf_value reads the k-th of an informer. */
+static const struct {
+	const char *name, *type, *help;
+} inf_families[] = {
+	{ "cache_objects", "gauge", "Objects in the cache." },
+	{ "cache_synced", "gauge", "1 once the cache's first list completed." },
+	{ "lists_total", "counter", "Lists started." },
+	{ "relists_expired_total", "counter", "Lists caused by 410 Gone / Expired." },
+	{ "watches_total", "counter", "Watches started, restarts included." },
+	{ "watch_errors_total", "counter", "Watches that failed." },
+	{ "watch_events_total", "counter", "Watch events received." },
+};
+
+static uint64_t inf_value(const struct k8s_informer *inf, size_t k)
+{
+	switch (k) {
+	case 0: return inf->store.count;
+	case 1: return inf->synced;
+	case 2: return inf->lists;
+	case 3: return inf->relists_expired;
+	case 4: return inf->watches;
+	case 5: return inf->watch_errors;
+	default: return inf->events;
+	}
+}
+
 static int route(void *arg, const char *path, char **body)
 {
 	struct ctrl *c = arg;
@@ -630,46 +672,49 @@ static int route(void *arg, const char *path, char **body)
 	f = open_memstream(&buf, &len);
 	if (!f)
 		return 500;
+	family(f, "info", "gauge", "Version of this controller.");
 	fprintf(f, "layer4lb_controller_info{version=\"%s\"} 1\n", LB_VERSION);
+	family(f, "leader", "gauge", "1 while this replica holds the Lease.");
 	fprintf(f, "layer4lb_controller_leader %d\n", c->leader.leading);
+	family(f, "leader_transitions_total", "counter", "Leadership gained or lost.");
 	fprintf(f, "layer4lb_controller_leader_transitions_total %" PRIu64 "\n",
 		c->leader_transitions);
-	for (int i = 0; i < CTRL_INF_COUNT; i++) {
-		const struct k8s_informer *inf = &c->inf[i];
-
-		fprintf(f, "layer4lb_controller_cache_objects{resource=\"%s\"} %zu\n", inf->name,
-			inf->store.count);
-		fprintf(f, "layer4lb_controller_cache_synced{resource=\"%s\"} %d\n", inf->name,
-			inf->synced);
-		fprintf(f, "layer4lb_controller_lists_total{resource=\"%s\"} %" PRIu64 "\n",
-			inf->name, inf->lists);
-		fprintf(f, "layer4lb_controller_relists_expired_total{resource=\"%s\"} %" PRIu64 "\n",
-			inf->name, inf->relists_expired);
-		fprintf(f, "layer4lb_controller_watches_total{resource=\"%s\"} %" PRIu64 "\n",
-			inf->name, inf->watches);
-		fprintf(f, "layer4lb_controller_watch_errors_total{resource=\"%s\"} %" PRIu64 "\n",
-			inf->name, inf->watch_errors);
-		fprintf(f, "layer4lb_controller_watch_events_total{resource=\"%s\"} %" PRIu64 "\n",
-			inf->name, inf->events);
+	for (size_t k = 0; k < sizeof(inf_families) / sizeof(inf_families[0]); k++) {
+		family(f, inf_families[k].name, inf_families[k].type, inf_families[k].help);
+		for (int i = 0; i < CTRL_INF_COUNT; i++)
+			fprintf(f, "layer4lb_controller_%s{resource=\"%s\"} %" PRIu64 "\n",
+				inf_families[k].name, c->inf[i].name, inf_value(&c->inf[i], k));
 	}
+	family(f, "reconciles_total", "counter", "Reconciles run.");
 	fprintf(f, "layer4lb_controller_reconciles_total %" PRIu64 "\n", c->reconciles);
+	family(f, "reconcile_seconds_total", "counter", "Time spent reconciling.");
 	fprintf(f, "layer4lb_controller_reconcile_seconds_total %.6f\n",
 		(double)c->reconcile_us_total / 1e6);
+	family(f, "reconcile_last_seconds", "gauge", "Time the last reconcile took.");
 	fprintf(f, "layer4lb_controller_reconcile_last_seconds %.6f\n",
 		(double)c->reconcile_us_last / 1e6);
+	family(f, "applies_total", "counter", "Applies accepted or refused by the dataplane.");
 	fprintf(f, "layer4lb_controller_applies_total{result=\"ok\"} %" PRIu64 "\n",
 		c->push.applies_ok);
 	fprintf(f, "layer4lb_controller_applies_total{result=\"failed\"} %" PRIu64 "\n",
 		c->push.applies_failed);
+	family(f, "dataplane_connected", "gauge", "1 while the control connection is open.");
 	fprintf(f, "layer4lb_controller_dataplane_connected %d\n", c->push.fd >= 0);
+	family(f, "dataplane_connects_total", "counter",
+	       "Control connections made (restarts of the dataplane).");
 	fprintf(f, "layer4lb_controller_dataplane_connects_total %" PRIu64 "\n", c->push.connects);
+	family(f, "listeners_unbound", "gauge", "Listeners the dataplane could not bind.");
 	fprintf(f, "layer4lb_controller_listeners_unbound %zu\n", c->push.n_failed);
+	family(f, "status_writes_total", "counter",
+	       "Status writes: this node's entries, and summaries by the Lease holder.");
 	fprintf(f, "layer4lb_controller_status_writes_total{kind=\"node\"} %" PRIu64 "\n",
 		c->node_writes);
 	fprintf(f, "layer4lb_controller_status_writes_total{kind=\"summary\"} %" PRIu64 "\n",
 		c->summary_writes);
+	family(f, "status_write_errors_total", "counter", "Status writes that failed.");
 	fprintf(f, "layer4lb_controller_status_write_errors_total %" PRIu64 "\n",
 		c->status_write_errors);
+	family(f, "events_total", "counter", "Events recorded.");
 	fprintf(f, "layer4lb_controller_events_total %" PRIu64 "\n", c->events_sent);
 	fclose(f);
 	*body = buf;

@@ -269,6 +269,26 @@ class T1Serving(unittest.TestCase):
         wait_for("listener removed", lambda: "t1/gone/http" not in self.dp().listeners())
         self.assertTrue(refused(ADDR_A, 18081))
 
+    def test_5_metrics_text_format(self):
+        """Every sample of the controller's /metrics belongs to a family with HELP and TYPE."""
+        import urllib.request
+        ct = NODES[NODE_A][1]
+        with urllib.request.urlopen("http://%s/metrics" % ct.http, timeout=10) as r:
+            text = r.read().decode()
+        typed, helped, samples = set(), set(), []
+        for line in text.splitlines():
+            parts = line.split(" ", 3)
+            if line.startswith("# TYPE "):
+                self.assertIn(parts[3], ("counter", "gauge"), line)
+                typed.add(parts[2])
+            elif line.startswith("# HELP "):
+                helped.add(parts[2])
+            elif line:
+                samples.append(line.split("{")[0].split(" ")[0])
+        self.assertIn("layer4lb_controller_cache_synced", samples)
+        self.assertEqual(set(samples) - typed, set())
+        self.assertEqual(set(samples) - helped, set())
+
 
 class T2Conflicts(unittest.TestCase):
     """Two LoadBalancers on one port; a port held by another process."""
@@ -331,7 +351,8 @@ class T3Faults(unittest.TestCase):
         backend("t3-1", "198.18.0.31")
         C.run_pod(cls.NS, "p1", {"app": "web"}, "198.18.0.31", NODE_A)
         loadbalancer(cls.NS, "web", cls.PORT)
-        wait_for("t3 serves", lambda: cond_is(cls.NS, "web", "Ready", "True"))
+        wait_for("t3 serves", lambda: cond_is(cls.NS, "web", "Ready", "True"),
+                 timeout=180)  # a hang guard, as after the restarts below
 
     def dp(self):
         return NODES[NODE_A][0]
