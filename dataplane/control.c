@@ -406,14 +406,8 @@ int dp_control_listen_fd(const struct dp_plane *p)
 
 void dp_control_stop(struct dp_plane *p)
 {
-	struct dp_control *ctl = p->control;
-
-	if (!ctl || ctl->ev.fd < 0)
-		return;
-	/* Not freed: an event for it may still be in this turn's batch, and clients remain. */
-	epoll_ctl(p->epfd, EPOLL_CTL_DEL, ctl->ev.fd, NULL);
-	close(ctl->ev.fd);
-	ctl->ev.fd = -1;
+	if (p->control)
+		dp_plane_unwatch_close(p, &p->control->ev);
 }
 
 void dp_control_expire(struct dp_plane *p, uint64_t now_ms)

@@ -192,14 +192,8 @@ int dp_metrics_listen_fd(const struct dp_plane *p)
 
 void dp_metrics_stop(struct dp_plane *p)
 {
-	struct dp_metrics *m = p->metrics;
-
-	if (!m || m->ev.fd < 0)
-		return;
-	/* Not freed: an event for it may still be in this turn's batch, and scrapes finish. */
-	epoll_ctl(p->epfd, EPOLL_CTL_DEL, m->ev.fd, NULL);
-	close(m->ev.fd);
-	m->ev.fd = -1;
+	if (p->metrics)
+		dp_plane_unwatch_close(p, &p->metrics->ev);
 }
 
 void dp_metrics_close(struct dp_plane *p)

@@ -39,6 +39,20 @@ int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
 }
 
 /*
+ * Stop listening on a main-thread server socket (control, metrics) at a handover: out of the
+ * epoll set and closed, but not freed: an event for it may still be in this turn's batch, and
+ * its clients are served to the end.
+ */
+void dp_plane_unwatch_close(struct dp_plane *p, struct dp_evsrc *src)
+{
+	if (src->fd < 0)
+		return;
+	epoll_ctl(p->epfd, EPOLL_CTL_DEL, src->fd, NULL);
+	close(src->fd);
+	src->fd = -1;
+}
+
+/*
  * A level-triggered listener whose accept fails with EMFILE would wake the loop at once, for
  * ever: leave it out of the epoll set for one tick instead (the pending connection waits).
  */

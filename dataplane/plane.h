@@ -122,6 +122,7 @@ int dp_plane_watch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
 /* Out of file descriptors: take a listening socket out of the loop for a moment. */
 void dp_plane_pause(struct dp_plane *p, struct dp_evsrc *src);
 int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
+void dp_plane_unwatch_close(struct dp_plane *p, struct dp_evsrc *src);
 
 /* stream.c */
 int dp_stream_read(struct dp_stream *s, size_t max);
