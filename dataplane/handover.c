@@ -95,7 +95,15 @@ int dp_ho_recv(int sock, void *buf, size_t cap, int *fds, unsigned *ret_n)
 	unsigned n;
 
 	*ret_n = 0;
-	len = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	/*
+	 * The successor waits here with SO_RCVTIMEO set, and the kernel does not restart a
+	 * socket wait with a timeout after an interruption, even one that delivers no signal
+	 * to us (task work, io_uring's among it). Once in CI that made a takeover give up on
+	 * the old process's "draining" answer, which was on its way.
+	 */
+	do
+		len = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (len == -1 && errno == EINTR);
 	if (len == -1)
 		return -errno;
 	n = collect_fds(&msg, fds_in, DP_HO_FDS_MAX + 1);
