@@ -193,28 +193,6 @@ bool lb_addr_equal(const struct lb_addr *a, const struct lb_addr *b)
 	}
 }
 
-/* splitmix64's finaliser: FNV-1a alone mixes the last bytes poorly into the high bits. */
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ULL;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebULL;
-	x ^= x >> 31;
-	return x;
-}
-
-static uint64_t fnv1a64(const unsigned char *p, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	while (n--) {
-		h ^= *p++;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
 uint64_t lb_addr_hash_ip(const struct sockaddr *sa)
 {
 	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
@@ -225,7 +203,7 @@ uint64_t lb_addr_hash_ip(const struct sockaddr *sa)
 		return 0;
 	switch (sa->sa_family) {
 	case AF_INET:
-		return mix64(fnv1a64((const unsigned char *)&sin->sin_addr, 4));
+		return lb_hash_bytes(&sin->sin_addr, 4);
 	case AF_INET6:
 		ip = sin6->sin6_addr.s6_addr;
 		/*
@@ -233,8 +211,8 @@ uint64_t lb_addr_hash_ip(const struct sockaddr *sa)
 		 * ::ffff:a.b.c.d all the same, it hashes as its IPv4 address.
 		 */
 		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
-			return mix64(fnv1a64(ip + 12, 4));
-		return mix64(fnv1a64(ip, 16));
+			return lb_hash_bytes(ip + 12, 4);
+		return lb_hash_bytes(ip, 16);
 	default:
 		return 0;
 	}
@@ -246,60 +224,22 @@ uint64_t lb_addr_hash(const struct lb_addr *a)
 	in_port_t port = sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
 						   : ((const struct sockaddr_in *)sa)->sin_port;
 
-	return mix64(lb_addr_hash_ip(sa) ^ port);
+	return lb_hash_mix(lb_addr_hash_ip(sa) ^ port);
 }
 
-static const struct lb_addr *index_addr(const struct lb_addr_index *x, uint32_t i)
+static uint64_t addr_key_hash(const void *key)
 {
-	return (const struct lb_addr *)(x->base + (size_t)i * x->stride);
+	return lb_addr_hash(key);
 }
 
-int lb_addr_index_init(struct lb_addr_index *x, const void *base, size_t stride, size_t n)
+static bool addr_key_equal(const void *a, const void *b)
 {
-	size_t cap = 8;
-
-	while (cap < 2 * n)
-		cap *= 2;
-	x->slots = calloc(cap, sizeof(*x->slots));
-	if (!x->slots)
-		return -ENOMEM;
-	x->base = base;
-	x->stride = stride;
-	x->mask = cap - 1;
-	return 0;
+	return lb_addr_equal(a, b);
 }
 
-/* Linear probing; a slot holds element index + 1, 0 when empty. */
-static uint32_t *index_slot(const struct lb_addr_index *x, const struct lb_addr *a)
+int lb_addr_index_init(struct lb_index *x, const void *base, size_t stride, size_t n)
 {
-	size_t k = lb_addr_hash(a) & x->mask;
-
-	while (x->slots[k] && !lb_addr_equal(index_addr(x, x->slots[k] - 1), a))
-		k = (k + 1) & x->mask;
-	return &x->slots[k];
-}
-
-long lb_addr_index_find(const struct lb_addr_index *x, const struct lb_addr *a)
-{
-	uint32_t v = x->slots ? *index_slot(x, a) : 0;
-
-	return (long)v - 1;
-}
-
-long lb_addr_index_add(struct lb_addr_index *x, uint32_t i)
-{
-	uint32_t *slot = index_slot(x, index_addr(x, i));
-
-	if (*slot)
-		return *slot - 1;
-	*slot = i + 1;
-	return -1;
-}
-
-void lb_addr_index_free(struct lb_addr_index *x)
-{
-	free(x->slots);
-	x->slots = NULL;
+	return lb_index_init(x, base, stride, n, addr_key_hash, addr_key_equal);
 }
 
 static bool addr_is_any(const struct lb_addr *a)
@@ -325,4 +265,73 @@ bool lb_addr_overlaps(const struct lb_addr *a, const struct lb_addr *b)
 				       : a6->sin6_port != b6->sin6_port)
 		return false;
 	return lb_addr_equal(a, b) || addr_is_any(a) || addr_is_any(b);
+}
+
+static in_port_t addr_port(const struct lb_addr *a)
+{
+	return a->ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
+					   : ((const struct sockaddr_in *)&a->ss)->sin_port;
+}
+
+static uint64_t port_key_hash(const void *key)
+{
+	const struct lb_addr *a = key;
+
+	return lb_hash_mix(((uint64_t)a->ss.ss_family << 16) | addr_port(a));
+}
+
+static bool port_key_equal(const void *a, const void *b)
+{
+	const struct lb_addr *x = a, *y = b;
+
+	return x->ss.ss_family == y->ss.ss_family && addr_port(x) == addr_port(y);
+}
+
+/* The wildcard address of a's family and port. */
+static struct lb_addr addr_any(const struct lb_addr *a)
+{
+	struct lb_addr w = *a;
+
+	if (a->ss.ss_family == AF_INET) {
+		((struct sockaddr_in *)&w.ss)->sin_addr.s_addr = htonl(INADDR_ANY);
+	} else if (a->ss.ss_family == AF_INET6) {
+		((struct sockaddr_in6 *)&w.ss)->sin6_addr = in6addr_any;
+		((struct sockaddr_in6 *)&w.ss)->sin6_scope_id = 0; /* [::] has none */
+	}
+	return w;
+}
+
+int lb_addr_overlaps_init(struct lb_addr_overlaps_index *o, const void *base, size_t stride,
+			  size_t n)
+{
+	memset(o, 0, sizeof(*o));
+	if (lb_addr_index_init(&o->exact, base, stride, n) ||
+	    lb_index_init(&o->port, base, stride, n, port_key_hash, port_key_equal)) {
+		lb_addr_overlaps_free(o);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * As lb_addr_overlaps: the same address; or, for a specific address, the wildcard of its
+ * family and port; or, for the wildcard, any address of its family and port.
+ */
+long lb_addr_overlaps_add(struct lb_addr_overlaps_index *o, uint32_t i)
+{
+	const struct lb_addr *a = (const struct lb_addr *)(o->exact.base + (size_t)i * o->exact.stride);
+	struct lb_addr any = addr_any(a);
+	long j = lb_index_find(&o->exact, a);
+
+	if (j < 0)
+		j = addr_is_any(a) ? lb_index_find(&o->port, a) : lb_index_find(&o->exact, &any);
+	lb_index_add(&o->exact, i);
+	lb_index_add(&o->port, i);
+	return j;
+}
+
+void lb_addr_overlaps_free(struct lb_addr_overlaps_index *o)
+{
+	lb_index_free(&o->exact);
+	lb_index_free(&o->port);
 }

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "common/index.h"
+
 #define LB_ADDR_STRLEN 64 /* "[" INET6_ADDRSTRLEN "]:65535" fits */
 
 struct lb_addr {
@@ -52,23 +54,25 @@ uint64_t lb_addr_hash_ip(const struct sockaddr *sa);
 uint64_t lb_addr_hash(const struct lb_addr *a);
 
 /*
- * An index over an array whose elements each hold a struct lb_addr (at base + i * stride), for
- * duplicate checks and matching in constant time instead of comparing every pair: a reload
- * or apply of 1,000 backends would otherwise cost a million comparisons.  The array must not
- * move while the index is used.  Capacity is fixed at init for n elements.
+ * An lb_index (common/index.h) over elements that each hold a struct lb_addr at base + i *
+ * stride, matched by equal address (lb_addr_equal).
  */
-struct lb_addr_index {
-	const char *base;
-	size_t stride;
-	uint32_t *slots;
-	size_t mask;
+int lb_addr_index_init(struct lb_index *x, const void *base, size_t stride, size_t n);
+
+/*
+ * Overlapping listen addresses among n elements that each hold a struct lb_addr, added one by
+ * one in constant time each: a set of 1,000 listeners would otherwise cost half a million
+ * lb_addr_overlaps calls per apply.
+ */
+struct lb_addr_overlaps_index {
+	struct lb_index exact; /* by address */
+	struct lb_index port;  /* by family and port: the first element of each */
 };
 
-int lb_addr_index_init(struct lb_addr_index *x, const void *base, size_t stride, size_t n);
-/* Add element i: -1 when its address is new, else the index of the element that has it. */
-long lb_addr_index_add(struct lb_addr_index *x, uint32_t i);
-/* The index of an element with address a, or -1. */
-long lb_addr_index_find(const struct lb_addr_index *x, const struct lb_addr *a);
-void lb_addr_index_free(struct lb_addr_index *x);
+int lb_addr_overlaps_init(struct lb_addr_overlaps_index *o, const void *base, size_t stride,
+			  size_t n);
+/* Add element i: the number of an element added before it that it overlaps, or -1. */
+long lb_addr_overlaps_add(struct lb_addr_overlaps_index *o, uint32_t i);
+void lb_addr_overlaps_free(struct lb_addr_overlaps_index *o);
 
 #endif

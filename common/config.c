@@ -1,5 +1,6 @@
 /* config.c - lb.yaml into struct lb_config: one table of keys per scope, all validated. */
 #include "common/config.h"
+#include "common/jsonyaml.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -508,10 +509,10 @@ static void apply_defaults(const struct conf_table *t, void *obj)
 
 /* A duplicate would get the same connections twice as often as its weight says. */
 static int check_backend_unique(struct parser *p, const struct lb_listener_conf *l,
-				struct lb_addr_index *seen, size_t i, const struct scope *s,
+				struct lb_index *seen, size_t i, const struct scope *s,
 				const char *path, const char *seq_path)
 {
-	long j = lb_addr_index_add(seen, i);
+	long j = lb_index_add(seen, i);
 
 	if (j >= 0)
 		return fail(p, scope_line(&backend_table, s, "address"),
@@ -524,7 +525,7 @@ static int set_backends(struct parser *p, const struct conf_key *k, yaml_node_t 
 			const char *path)
 {
 	struct lb_listener_conf *l = obj;
-	struct lb_addr_index seen;
+	struct lb_index seen;
 	char ipath[KEYPATH_MAX];
 	struct scope s;
 	size_t i, n;
@@ -568,42 +569,68 @@ static int set_backends(struct parser *p, const struct conf_key *k, yaml_node_t 
 		if (r >= 0)
 			r = check_backend_unique(p, l, &seen, i, &s, ipath, path);
 	}
-	lb_addr_index_free(&seen);
+	lb_index_free(&seen);
 	return r < 0 ? r : 0;
 }
 
-/* Two listeners on one address would split its connections between two configurations. */
-static int check_listener_unique(struct parser *p, const struct lb_config *c, size_t i,
-				 const struct scope *s, const char *path)
+/* Listeners found so far by name and by address, to check each new one in constant time. */
+struct listener_seen {
+	struct lb_index names;
+	struct lb_addr_overlaps_index addrs;
+};
+
+static int listener_seen_init(struct listener_seen *seen, const struct lb_config *c, size_t n)
 {
-	const struct lb_listener_conf *l = &c->listeners[i];
-
-	for (size_t j = 0; j < i; j++) {
-		const struct lb_listener_conf *o = &c->listeners[j];
-
-		if (!strcmp(o->name, l->name))
-			return fail(p, scope_line(&listener_table, s, "name"),
-				    "%s.name: duplicate listener name \"%s\" (also listeners[%zu] "
-				    "at line %d)",
-				    path, l->name, j, o->line);
-		if (lb_addr_equal(&o->listen, &l->listen))
-			return fail(p, scope_line(&listener_table, s, "listen"),
-				    "%s.listen: %s is already the address of listener \"%s\" "
-				    "(listeners[%zu] at line %d)",
-				    path, l->listen_str, o->name, j, o->line);
-		if (lb_addr_overlaps(&o->listen, &l->listen))
-			return fail(p, scope_line(&listener_table, s, "listen"),
-				    "%s.listen: %s overlaps %s of listener \"%s\" (listeners[%zu] "
-				    "at line %d): one would take the other's connections",
-				    path, l->listen_str, o->listen_str, o->name, j, o->line);
+	memset(seen, 0, sizeof(*seen));
+	if (lb_index_init(&seen->names, c->listeners[0].name, sizeof(*c->listeners), n,
+			  lb_index_str_hash, lb_index_str_equal) ||
+	    lb_addr_overlaps_init(&seen->addrs, &c->listeners[0].listen, sizeof(*c->listeners), n)) {
+		lb_index_free(&seen->names);
+		return -ENOMEM;
 	}
 	return 0;
+}
+
+static void listener_seen_free(struct listener_seen *seen)
+{
+	lb_index_free(&seen->names);
+	lb_addr_overlaps_free(&seen->addrs);
+}
+
+/* Two listeners on one address would split its connections between two configurations. */
+static int check_listener_unique(struct parser *p, const struct lb_config *c,
+				 struct listener_seen *seen, size_t i, const struct scope *s,
+				 const char *path)
+{
+	const struct lb_listener_conf *l = &c->listeners[i], *o;
+	long j = lb_index_add(&seen->names, i);
+
+	if (j >= 0) {
+		o = &c->listeners[j];
+		return fail(p, scope_line(&listener_table, s, "name"),
+			    "%s.name: duplicate listener name \"%s\" (also listeners[%ld] at line %d)",
+			    path, l->name, j, o->line);
+	}
+	j = lb_addr_overlaps_add(&seen->addrs, i);
+	if (j < 0)
+		return 0;
+	o = &c->listeners[j];
+	if (lb_addr_equal(&o->listen, &l->listen))
+		return fail(p, scope_line(&listener_table, s, "listen"),
+			    "%s.listen: %s is already the address of listener \"%s\" "
+			    "(listeners[%ld] at line %d)",
+			    path, l->listen_str, o->name, j, o->line);
+	return fail(p, scope_line(&listener_table, s, "listen"),
+		    "%s.listen: %s overlaps %s of listener \"%s\" (listeners[%ld] at line %d): "
+		    "one would take the other's connections",
+		    path, l->listen_str, o->listen_str, o->name, j, o->line);
 }
 
 static int set_listeners(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
 			 const char *path)
 {
 	struct lb_config *c = obj;
+	struct listener_seen seen;
 	char ipath[KEYPATH_MAX];
 	struct scope s;
 	size_t i, n;
@@ -623,10 +650,10 @@ static int set_listeners(struct parser *p, const struct conf_key *k, yaml_node_t
 		return fail(p, node_line(v), "%s: must be a list of 0 to %d listeners, got %zu",
 			    path, LB_LISTENERS_MAX, n);
 	c->listeners = calloc(n, sizeof(*c->listeners));
-	if (!c->listeners)
+	if (!c->listeners || listener_seen_init(&seen, c, n))
 		return fail_nomem(p);
 	c->n_listeners = n;
-	for (i = 0; i < n; i++) {
+	for (i = 0, r = 0; i < n && r >= 0; i++) {
 		yaml_node_t *item = node(p, v->data.sequence.items.start[i]);
 		struct lb_listener_conf *l = &c->listeners[i];
 
@@ -634,13 +661,11 @@ static int set_listeners(struct parser *p, const struct conf_key *k, yaml_node_t
 		apply_defaults(&listener_table, l);
 		l->line = node_line(item);
 		r = parse_scope(p, &listener_table, item, l, ipath, &s);
-		if (r < 0)
-			return r;
-		r = check_listener_unique(p, c, i, &s, ipath);
-		if (r < 0)
-			return r;
+		if (r >= 0)
+			r = check_listener_unique(p, c, &seen, i, &s, ipath);
 	}
-	return 0;
+	listener_seen_free(&seen);
+	return r < 0 ? r : 0;
 }
 
 typedef int (*conf_setter)(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
@@ -825,39 +850,41 @@ out_parser:
 	return r;
 }
 
-static int parse_text(struct parser *p, const struct conf_table *top, const char *text,
-		      size_t len, struct lb_config *c)
+/* Reads doc, and deletes it. */
+static int parse_doc(struct parser *p, const struct conf_table *top, yaml_document_t *doc,
+		     struct lb_config *c)
 {
-	yaml_document_t doc;
 	yaml_node_t *root;
 	struct scope s;
 	int r;
 
-	r = load_document(p, text, len, &doc);
-	if (r < 0)
-		return r;
-	p->doc = &doc;
+	p->doc = doc;
 	apply_defaults(&top_table, c);
-	root = yaml_document_get_root_node(&doc);
+	root = yaml_document_get_root_node(doc);
 	if (!root)
 		r = fail(p, 1, "the file is empty: missing required key \"listeners\"");
 	else
 		r = parse_scope(p, top, root, c, "", &s);
-	yaml_document_delete(&doc);
+	yaml_document_delete(doc);
 	p->doc = NULL;
 	return r;
 }
 
+/*
+ * Parse text, or doc when it is not NULL (built by the caller, which gives it up).  Returns 0
+ * or a negative errno with err set.
+ */
 static int config_parse(const struct conf_table *top, const char *text, size_t len,
-			const char *name, const char *path, struct lb_config **ret, char *err,
-			size_t errlen)
+			yaml_document_t *doc, const char *name, const char *path,
+			struct lb_config **ret, char *err, size_t errlen)
 {
 	struct parser p = { .name = name, .err = err, .errlen = err ? errlen : 0,
 			    .apply = top == &apply_table };
+	yaml_document_t loaded;
 	struct lb_config *c;
 	int r;
 
-	const char *nul = len ? memchr(text, '\0', len) : NULL;
+	const char *nul = !doc && len ? memchr(text, '\0', len) : NULL;
 
 	if (p.errlen)
 		err[0] = '\0';
@@ -866,10 +893,15 @@ static int config_parse(const struct conf_table *top, const char *text, size_t l
 		return fail(&p, line_of_offset(text, len, (size_t)(nul - text)),
 			    "a NUL byte: the file must be YAML (or JSON) text");
 	c = calloc(1, sizeof(*c));
-	if (!c)
+	if (!c) {
+		if (doc)
+			yaml_document_delete(doc);
 		return fail_nomem(&p);
+	}
 	snprintf(c->path, sizeof(c->path), "%s", path);
-	r = parse_text(&p, top, text, len, c);
+	r = doc ? 0 : load_document(&p, text, len, &loaded);
+	if (r >= 0)
+		r = parse_doc(&p, top, doc ? doc : &loaded, c);
 	/*
 	 * A dataplane driven by a controller (the Kubernetes pod) has a control socket and no
 	 * listeners of its own; without a control socket a file with none would serve nothing.
@@ -896,22 +928,59 @@ out_free:
 int lb_config_parse(const char *text, size_t len, const char *name, struct lb_config **ret,
 		    char *err, size_t errlen)
 {
-	return config_parse(&top_table, text, len, name ? name : "<config>", "", ret, err, errlen);
+	return config_parse(&top_table, text, len, NULL, name ? name : "<config>", "", ret, err,
+			    errlen);
 }
 
-int lb_config_parse_listeners(const char *text, size_t len, const char *name,
-			      struct lb_config **ret, char *err, size_t errlen)
+static int parse_listeners(const char *text, size_t len, yaml_document_t *doc,
+			   const char *name, struct lb_config **ret, char *err, size_t errlen)
 {
 	struct lb_config *c;
 	int r;
 
-	r = config_parse(&apply_table, text, len, name ? name : "<apply>", "", &c, err, errlen);
+	r = config_parse(&apply_table, text, len, doc, name ? name : "<apply>", "", &c, err,
+			 errlen);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < c->n_listeners; i++)
 		c->listeners[i].managed = true;
 	*ret = c;
 	return 0;
+}
+
+int lb_config_parse_listeners(const char *text, size_t len, const char *name,
+			      struct lb_config **ret, char *err, size_t errlen)
+{
+	return parse_listeners(text, len, NULL, name, ret, err, errlen);
+}
+
+int lb_config_parse_listeners_json(const cJSON *listeners, const char *name,
+				   struct lb_config **ret, char *err, size_t errlen)
+{
+	yaml_document_t doc;
+	int root, key, v, r;
+
+	name = name ? name : "<apply>";
+	if (!yaml_document_initialize(&doc, NULL, NULL, NULL, 1, 1))
+		goto out_nomem;
+	/* { "listeners": [...] }, the only key an apply's listeners may have. */
+	root = yaml_document_add_mapping(&doc, NULL, YAML_FLOW_MAPPING_STYLE);
+	key = root ? yaml_document_add_scalar(&doc, NULL, (yaml_char_t *)"listeners", -1,
+					      YAML_DOUBLE_QUOTED_SCALAR_STYLE) : 0;
+	r = key ? lb_json_to_yaml(listeners, &doc, &v) : -ENOMEM;
+	if (!r && !yaml_document_append_mapping_pair(&doc, root, key, v))
+		r = -ENOMEM;
+	if (r) {
+		yaml_document_delete(&doc);
+		if (r != -EILSEQ)
+			goto out_nomem;
+		snprintf(err, errlen, "%s: a key or string that is not valid UTF-8", name);
+		return r;
+	}
+	return parse_listeners(NULL, 0, &doc, name, ret, err, errlen);
+out_nomem:
+	snprintf(err, errlen, "%s: out of memory", name);
+	return -ENOMEM;
 }
 
 static int read_fail(const char *path, int r, const char *why, char *err, size_t errlen)
@@ -1003,7 +1072,7 @@ int lb_config_load(const char *path, struct lb_config **ret, char *err, size_t e
 	r = lb_config_read_file(path, &text, &len, err, errlen);
 	if (r < 0)
 		return r;
-	r = config_parse(&top_table, text, len, path, path, ret, err, errlen);
+	r = config_parse(&top_table, text, len, NULL, path, path, ret, err, errlen);
 	free(text);
 	return r;
 }
@@ -1157,6 +1226,7 @@ static int merge_listeners(struct lb_config *c, const struct lb_config *file,
 int lb_config_merge(const struct lb_config *file, const struct lb_config *managed,
 		    struct lb_config **ret, char *err, size_t errlen)
 {
+	struct lb_addr_overlaps_index seen = { 0 };
 	size_t n_backends = 0;
 	struct lb_config *c;
 	int r;
@@ -1184,22 +1254,32 @@ int lb_config_merge(const struct lb_config *file, const struct lb_config *manage
 		r = -EINVAL;
 		goto out_free;
 	}
-	for (size_t i = 0; i < c->n_listeners; i++) {
-		for (size_t j = 0; j < i; j++) {
-			const struct lb_listener_conf *a = &c->listeners[j], *b = &c->listeners[i];
-
-			if (!lb_addr_overlaps(&a->listen, &b->listen))
-				continue;
-			snprintf(err, errlen,
-				 "listener \"%s\" would listen on %s, %s %s of %s listener \"%s\"",
-				 b->name, b->listen_str,
-				 lb_addr_equal(&a->listen, &b->listen) ? "already the address"
-								       : "which overlaps",
-				 a->listen_str, a->managed ? "managed" : "config file", a->name);
-			r = -EINVAL;
-			goto out_free;
-		}
+	if (c->n_listeners &&
+	    lb_addr_overlaps_init(&seen, &c->listeners[0].listen, sizeof(*c->listeners),
+				  c->n_listeners)) {
+		snprintf(err, errlen, "out of memory");
+		r = -ENOMEM;
+		goto out_free;
 	}
+	for (size_t i = 0; i < c->n_listeners; i++) {
+		long j = lb_addr_overlaps_add(&seen, i);
+		const struct lb_listener_conf *a, *b = &c->listeners[i];
+
+		if (j < 0)
+			continue;
+		a = &c->listeners[j];
+		snprintf(err, errlen,
+			 "listener \"%s\" would listen on %s, %s %s of %s listener \"%s\"",
+			 b->name, b->listen_str,
+			 lb_addr_equal(&a->listen, &b->listen) ? "already the address"
+							       : "which overlaps",
+			 a->listen_str, a->managed ? "managed" : "config file", a->name);
+		r = -EINVAL;
+		break;
+	}
+	lb_addr_overlaps_free(&seen);
+	if (r)
+		goto out_free;
 	*ret = c;
 	return 0;
 out_free:
@@ -1235,28 +1315,54 @@ static bool listener_equal(const struct lb_listener_conf *a, const struct lb_lis
 static unsigned backends_missing(const struct lb_listener_conf *from,
 				 const struct lb_listener_conf *in)
 {
-	struct lb_addr_index x = { 0 };
+	struct lb_index x = { 0 };
 	unsigned n = 0;
 
 	if (in && in->n_backends &&
 	    lb_addr_index_init(&x, &in->backends[0].addr, sizeof(*in->backends), in->n_backends))
 		return 0; /* out of memory: the diff is for messages only */
 	for (size_t i = 0; in && i < in->n_backends; i++)
-		lb_addr_index_add(&x, i);
+		lb_index_add(&x, i);
 	for (size_t j = 0; j < from->n_backends; j++)
-		n += lb_addr_index_find(&x, &from->backends[j].addr) < 0;
-	lb_addr_index_free(&x);
+		n += lb_index_find(&x, &from->backends[j].addr) < 0;
+	lb_index_free(&x);
 	return n;
 }
 
 /* Backends are matched by address within a listener of the same name. */
+/* Listener of c named name, through x when it could be built (else one by one). */
+static const struct lb_listener_conf *listener_indexed(const struct lb_config *c,
+						       const struct lb_index *x, const char *name)
+{
+	long i;
+
+	if (!x->slots)
+		return listener_named(c, name);
+	i = lb_index_find(x, name);
+	return i >= 0 ? &c->listeners[i] : NULL;
+}
+
+static void index_names(struct lb_index *x, const struct lb_config *c)
+{
+	if (!c || !c->n_listeners ||
+	    lb_index_init(x, c->listeners[0].name, sizeof(*c->listeners), c->n_listeners,
+			  lb_index_str_hash, lb_index_str_equal))
+		return; /* out of memory: listener_indexed compares one by one */
+	for (size_t i = 0; i < c->n_listeners; i++)
+		lb_index_add(x, i);
+}
+
 void lb_config_diff(const struct lb_config *old, const struct lb_config *new,
 		    struct lb_config_diff *ret)
 {
+	struct lb_index old_names = { 0 }, new_names = { 0 };
+
 	memset(ret, 0, sizeof(*ret));
+	index_names(&old_names, old);
+	index_names(&new_names, new);
 	for (size_t i = 0; new && i < new->n_listeners; i++) {
 		const struct lb_listener_conf *n = &new->listeners[i];
-		const struct lb_listener_conf *o = listener_named(old, n->name);
+		const struct lb_listener_conf *o = listener_indexed(old, &old_names, n->name);
 
 		if (!o)
 			ret->listeners_added++;
@@ -1268,8 +1374,11 @@ void lb_config_diff(const struct lb_config *old, const struct lb_config *new,
 	}
 	for (size_t i = 0; old && i < old->n_listeners; i++) {
 		const struct lb_listener_conf *o = &old->listeners[i];
+		const struct lb_listener_conf *n = listener_indexed(new, &new_names, o->name);
 
-		ret->listeners_removed += !listener_named(new, o->name);
-		ret->backends_removed += backends_missing(o, listener_named(new, o->name));
+		ret->listeners_removed += !n;
+		ret->backends_removed += backends_missing(o, n);
 	}
+	lb_index_free(&old_names);
+	lb_index_free(&new_names);
 }

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/addr.h"
 #include "common/log.h"
 #include "common/proxyproto.h"
@@ -116,6 +118,9 @@ void lb_config_free(struct lb_config *c);
  */
 int lb_config_parse_listeners(const char *text, size_t len, const char *name,
 			      struct lb_config **ret, char *err, size_t errlen);
+/* The same from the "listeners" list of a control request, without printing it as text. */
+int lb_config_parse_listeners_json(const cJSON *listeners, const char *name,
+				   struct lb_config **ret, char *err, size_t errlen);
 
 /*
  * The configuration in force: the file's settings and listeners, with managed listeners added

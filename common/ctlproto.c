@@ -161,8 +161,7 @@ static int check_types(const cJSON *v, const char *path, char *err, size_t errle
 static int parse_listeners(const cJSON *root, struct lb_ctl_request *r, char *err, size_t errlen)
 {
 	const cJSON *ls = cJSON_GetObjectItemCaseSensitive(root, "listeners");
-	cJSON *wrap;
-	char *text, *p;
+	char *p;
 	int ret;
 
 	if (!ls)
@@ -171,17 +170,7 @@ static int parse_listeners(const cJSON *root, struct lb_ctl_request *r, char *er
 		return fail(err, errlen, "apply: \"listeners\" must be a list");
 	if (check_types(ls, "listeners", err, errlen))
 		return -EINVAL;
-	wrap = cJSON_CreateObject();
-	if (!wrap || !cJSON_AddItemReferenceToObject(wrap, "listeners", (cJSON *)ls)) {
-		cJSON_Delete(wrap);
-		return fail(err, errlen, "out of memory");
-	}
-	text = cJSON_PrintUnformatted(wrap);
-	cJSON_Delete(wrap);
-	if (!text)
-		return fail(err, errlen, "out of memory");
-	ret = lb_config_parse_listeners(text, strlen(text), "apply", &r->listeners, err, errlen);
-	free(text);
+	ret = lb_config_parse_listeners_json(ls, "apply", &r->listeners, err, errlen);
 	/* "apply:1: listeners[0]...": the line of a one-line message says nothing. */
 	if (ret < 0 && !strncmp(err, "apply:", 6) && (p = strstr(err + 6, ": ")))
 		memmove(err, p + 2, strlen(p + 2) + 1);

@@ -3,8 +3,8 @@
  *
  * One thread, one loop.  Four informers (LoadBalancers, Services, EndpointSlices or Endpoints,
  * Nodes) keep caches; any change marks the state dirty, and the loop reconciles once the
- * debounce window since the first change has passed, so a burst of events (a rolling update)
- * becomes one apply.  Reconcile is pure (core/reconcile.c): its answer goes to the dataplane
+ * debounce says so (core/debounce.h): a lone change after 100 ms, a burst of events (a
+ * rolling update) every 2 s while it lasts.  Reconcile is pure (core/reconcile.c): its answer goes to the dataplane
  * as one apply, only when it differs from the last one the dataplane accepted.
  *
  * Never flush: nothing is applied until every cache has completed its first list, so a
@@ -53,35 +53,30 @@ static void now_rfc3339(char *buf, size_t len, bool micro)
 }
 
 /*
- * Debounce as Contour's holdoff and Istio's debounce do: changes go out once none has come
- * for debounce_ms (a lone change waits only that), or debounce_max_ms after the first of a
- * burst that does not pause (a rolling update becomes a few applies, not hundreds).
+ * Reconciles are debounced (controller/core/debounce.h).  A status-only change (our own status
+ * writes coming back by the watch, mostly) only asks for another look at status: it changes
+ * nothing the dataplane is sent, so it neither waits for nor makes a burst.
  */
-static void on_cache_change(void *arg, struct k8s_informer *inf)
+static void on_cache_change(void *arg, struct k8s_informer *inf, bool status_only)
 {
 	struct ctrl *c = arg;
-	uint64_t now = k8s_now_ms();
 
-	if (!c->dirty) {
-		c->dirty = true;
-		c->dirty_since_ms = now;
-	}
-	c->last_change_ms = now;
+	if (status_only)
+		ctrl_debounce_followup(&c->debounce, k8s_now_ms());
+	else
+		ctrl_debounce_change(&c->debounce, k8s_now_ms());
+}
+
+/* Status needs another look (a round of writes ended, a failed one is due again). */
+static void status_look(struct ctrl *c)
+{
+	ctrl_debounce_followup(&c->debounce, k8s_now_ms());
 }
 
 /* Reconcile at the next turn, without the debounce (a new dataplane, a resync). */
 static void mark_urgent(struct ctrl *c)
 {
-	c->dirty = true;
-	c->dirty_since_ms = c->last_change_ms = 0;
-}
-
-static uint64_t sync_due(const struct ctrl *c)
-{
-	uint64_t quiet = c->last_change_ms + c->opt.debounce_ms;
-	uint64_t max = c->dirty_since_ms + c->opt.debounce_max_ms;
-
-	return quiet < max ? quiet : max;
+	ctrl_debounce_urgent(&c->debounce);
 }
 
 static bool synced(const struct ctrl *c)
@@ -102,7 +97,7 @@ static void status_request_done(struct ctrl *c)
 {
 	if (--c->status_inflight == 0 && c->status_dirty) {
 		c->status_dirty = false;
-		on_cache_change(c, NULL);
+		status_look(c);
 	}
 }
 
@@ -440,7 +435,7 @@ static void lease_written(void *arg, const struct k8s_resp *resp)
 		log_info("%s the leader (Lease %s/%s)", c->leader.leading ? "became" : "is no longer",
 			 c->opt.lease_ns, c->opt.lease_name);
 		if (c->leader.leading)
-			on_cache_change(c, NULL);
+			status_look(c);
 	}
 }
 
@@ -741,6 +736,7 @@ int ctrl_init(struct ctrl *c, const struct ctrl_options *opt, char *err, size_t 
 
 	*c = (struct ctrl){ .opt = *opt };
 	c->httpd.lfd = -1;
+	ctrl_debounce_init(&c->debounce, opt->debounce_ms, opt->debounce_max_ms);
 	ctrl_push_init(&c->push, opt->socket);
 	ctrl_leader_init(&c->leader, opt->identity);
 	c->leader.leading = !opt->leader_elect;
@@ -818,11 +814,11 @@ int ctrl_run(struct ctrl *c)
 		if (c->push.n_failed && c->push.fd >= 0 && now >= c->next_bind_retry_ms) {
 			c->next_bind_retry_ms = now + CTRL_BIND_RETRY_MS;
 			c->push.fresh = true;
-			on_cache_change(c, NULL);
+			on_cache_change(c, NULL, false);
 		}
 		if (c->status_retry_ms && now >= c->status_retry_ms && !c->status_inflight) {
 			c->status_retry_ms = 0;
-			on_cache_change(c, NULL);
+			status_look(c);
 		}
 		if (c->status_retry_ms)
 			next = min_u64(next, c->status_retry_ms);
@@ -836,12 +832,11 @@ int ctrl_run(struct ctrl *c)
 			log_info("every cache has synced: reconciling");
 		}
 		/* Never flush: nothing goes out before every cache has listed once. */
-		if (c->dirty && synced(c) && now >= sync_due(c)) {
-			c->dirty = false;
+		if (synced(c) && ctrl_debounce_fire(&c->debounce, now)) {
 			if (sync_once(c))
 				log_err("reconcile failed: out of memory");
-		} else if (c->dirty && synced(c)) {
-			next = min_u64(next, sync_due(c));
+		} else if (c->debounce.dirty && synced(c)) {
+			next = min_u64(next, ctrl_debounce_due(&c->debounce));
 		}
 		if (c->push.fd >= 0)
 			fds[n++] = (struct curl_waitfd){ .fd = c->push.fd,

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "controller/core/debounce.h"
 #include "controller/core/kubeconfig.h"
 #include "controller/core/leader.h"
 #include "controller/httpd.h"
@@ -43,9 +44,7 @@ struct ctrl {
 	struct k8s_informer inf[CTRL_INF_COUNT];
 	struct ctrl_push push;
 	struct ctrl_httpd httpd;
-	bool dirty;                   /* a cache changed since the last reconcile */
-	uint64_t dirty_since_ms;      /* the first change not yet reconciled */
-	uint64_t last_change_ms;      /* the latest one */
+	struct ctrl_debounce debounce; /* when cache changes are reconciled */
 	uint64_t next_resync_ms;
 	bool status_dirty;            /* status needs another look once writes in flight end */
 	unsigned status_inflight;

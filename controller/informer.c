@@ -141,7 +141,7 @@ static void list_done(void *arg, const struct k8s_resp *resp)
 			log_info("%s: synced, %zu objects at resourceVersion %s", inf->name,
 				 inf->store.count, inf->rv);
 		inf->synced = true;
-		inf->on_change(inf->arg, inf);
+		inf->on_change(inf->arg, inf, false);
 		start_watch(inf);
 		return;
 	}
@@ -195,6 +195,7 @@ static int watch_event(void *arg, enum k8s_watch_type type, cJSON *object)
 	const char *rv = k8s_json_rv(object);
 	struct k8s_obj *o;
 	char err[256], key[K8S_LABEL_MAX + K8S_NAME_MAX + 1];
+	bool status_only = false;
 	int r;
 
 	inf->events++;
@@ -223,14 +224,21 @@ static int watch_event(void *arg, enum k8s_watch_type type, cJSON *object)
 		log_warn("%s: skipping a %s event: %s", inf->name, k8s_watch_type_name(type), err);
 		return 0;
 	}
+	k8s_obj_key(&o->meta, key, sizeof(key));
 	if (type == K8S_WATCH_DELETED) {
-		k8s_obj_key(&o->meta, key, sizeof(key));
 		k8s_obj_free(o);
 		k8s_store_del(&inf->store, key);
-	} else if ((r = k8s_store_put(&inf->store, o))) {
-		return inf->dec_err = r;
+	} else {
+		const struct k8s_obj *old = k8s_store_get(&inf->store, key);
+
+		status_only = type == K8S_WATCH_MODIFIED && inf->kind == K8S_KIND_LOADBALANCER &&
+			      old && old->meta.generation == o->meta.generation &&
+			      !strcmp(old->meta.uid, o->meta.uid);
+		r = k8s_store_put(&inf->store, o);
+		if (r)
+			return inf->dec_err = r;
 	}
-	inf->on_change(inf->arg, inf);
+	inf->on_change(inf->arg, inf, status_only);
 	return 0;
 }
 

@@ -22,8 +22,12 @@ enum k8s_informer_state {
 };
 
 struct k8s_informer;
-/* The cache changed (an event, or a relist that replaced it). */
-typedef void (*k8s_informer_cb)(void *arg, struct k8s_informer *inf);
+/*
+ * The cache changed (an event, or a relist that replaced it).  status_only: a LoadBalancer's
+ * MODIFIED event that left metadata.generation as it was, so only its status changed (the API
+ * server counts spec changes in the generation of a resource with a status subresource).
+ */
+typedef void (*k8s_informer_cb)(void *arg, struct k8s_informer *inf, bool status_only);
 
 struct k8s_informer {
 	const char *name;             /* "loadbalancers", for logs and metrics */

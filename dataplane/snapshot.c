@@ -172,26 +172,57 @@ static void lstate_put(struct dp_lstate *s)
 		free(s);
 }
 
-static const struct dp_slistener *find_by_name(const struct dp_snapshot *s, const char *name)
+/* The listeners of the old snapshot by name (counters) and address (sockets). */
+struct old_index {
+	const struct dp_snapshot *s;
+	struct lb_index names;
+	struct lb_index addrs;
+};
+
+static int old_index_init(struct old_index *x, const struct dp_snapshot *old)
 {
-	for (unsigned i = 0; s && i < s->n_listeners; i++)
-		if (!strcmp(s->listeners[i].conf->name, name))
-			return &s->listeners[i];
-	return NULL;
+	const struct lb_listener_conf *ls = old && old->n_listeners ? old->conf->listeners : NULL;
+
+	memset(x, 0, sizeof(*x));
+	x->s = old;
+	if (!ls)
+		return 0;
+	/* Listener i of a snapshot is listener i of its configuration. */
+	if (lb_index_init(&x->names, ls[0].name, sizeof(*ls), old->n_listeners,
+			  lb_index_str_hash, lb_index_str_equal) ||
+	    lb_addr_index_init(&x->addrs, &ls[0].listen, sizeof(*ls), old->n_listeners))
+		return -ENOMEM;
+	for (unsigned i = 0; i < old->n_listeners; i++) {
+		lb_index_add(&x->names, i);
+		lb_index_add(&x->addrs, i);
+	}
+	return 0;
 }
 
-static struct dp_lsocks *find_socks(const struct dp_snapshot *s, const struct lb_addr *a)
+static void old_index_free(struct old_index *x)
 {
-	for (unsigned i = 0; s && i < s->n_listeners; i++)
-		if (s->listeners[i].socks && lb_addr_equal(&s->listeners[i].socks->addr, a))
-			return s->listeners[i].socks;
-	return NULL;
+	lb_index_free(&x->names);
+	lb_index_free(&x->addrs);
+}
+
+static const struct dp_slistener *find_by_name(const struct old_index *x, const char *name)
+{
+	long i = lb_index_find(&x->names, name);
+
+	return i >= 0 ? &x->s->listeners[i] : NULL;
+}
+
+static struct dp_lsocks *find_socks(const struct old_index *x, const struct lb_addr *a)
+{
+	long i = lb_index_find(&x->addrs, a);
+
+	return i >= 0 ? x->s->listeners[i].socks : NULL;
 }
 
 static struct dp_bstate *find_bstate(const struct dp_slistener *old,
-				     const struct lb_addr_index *x, const struct lb_addr *a)
+				     const struct lb_index *x, const struct lb_addr *a)
 {
-	long i = lb_addr_index_find(x, a);
+	long i = lb_index_find(x, a);
 
 	return i >= 0 ? old->backends[i].st : NULL;
 }
@@ -199,7 +230,7 @@ static struct dp_bstate *find_bstate(const struct dp_slistener *old,
 static int build_backends(struct dp_slistener *sl, const struct dp_slistener *old)
 {
 	const struct lb_listener_conf *lc = sl->conf;
-	struct lb_addr_index x = { 0 };
+	struct lb_index x = { 0 };
 	int r = -ENOMEM;
 
 	if (!lc->n_backends)
@@ -212,7 +243,7 @@ static int build_backends(struct dp_slistener *sl, const struct dp_slistener *ol
 			       old->n_backends))
 		return -ENOMEM;
 	for (unsigned i = 0; old && i < old->n_backends; i++)
-		lb_addr_index_add(&x, i);
+		lb_index_add(&x, i);
 	for (size_t j = 0; j < lc->n_backends; j++) {
 		struct dp_backend *b = &sl->backends[j];
 		struct dp_bstate *st = find_bstate(old, &x, &lc->backends[j].addr);
@@ -234,12 +265,12 @@ static int build_backends(struct dp_slistener *sl, const struct dp_slistener *ol
 	}
 	r = 0;
 out:
-	lb_addr_index_free(&x);
+	lb_index_free(&x);
 	return r;
 }
 
 static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf *lc,
-			  const struct dp_snapshot *old, struct dp_lsocks_pool *pool,
+			  const struct old_index *old, struct dp_lsocks_pool *pool,
 			  unsigned n_workers, char *err, size_t errlen)
 {
 	const struct dp_slistener *prev = find_by_name(old, lc->name);
@@ -307,11 +338,14 @@ int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old,
 		      struct dp_lsocks_pool *pool, unsigned n_workers, uint64_t generation,
 		      struct dp_snapshot **ret, char *err, size_t errlen)
 {
+	struct old_index x = { 0 };
 	struct dp_snapshot *s;
 	int r = -ENOMEM;
 
 	s = calloc(1, sizeof(*s));
-	if (!s) {
+	if (!s || old_index_init(&x, old)) {
+		free(s);
+		old_index_free(&x);
 		lb_config_free(conf);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -326,15 +360,17 @@ int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old,
 		goto out_free;
 	}
 	for (size_t i = 0; i < conf->n_listeners; i++) {
-		r = build_listener(&s->listeners[i], &conf->listeners[i], old,
+		r = build_listener(&s->listeners[i], &conf->listeners[i], &x,
 				   pool, n_workers, err, errlen);
 		s->n_listeners++;
 		if (r)
 			goto out_free;
 	}
+	old_index_free(&x);
 	*ret = s;
 	return 0;
 out_free:
+	old_index_free(&x);
 	snapshot_free(s);
 	return r;
 }

@@ -243,6 +243,47 @@ static void test_hash_spread(void **state)
 		assert_in_range(top[i], 160, 352);
 }
 
+/*
+ * The overlap index finds an earlier overlapping address exactly when comparing every pair
+ * with lb_addr_overlaps does: random sequences over a pool of equal, wildcard and specific
+ * addresses of two ports and both families.
+ */
+static void test_overlaps_index(void **state)
+{
+	static const char *const pool[] = { "127.0.0.1:80", "127.0.0.2:80", "0.0.0.0:80",
+					    "127.0.0.1:81", "0.0.0.0:81",   "[::]:80",
+					    "[::1]:80",     "[::1]:81",     "[2001:db8::1]:80" };
+	const size_t n_pool = sizeof(pool) / sizeof(pool[0]);
+	struct lb_addr set[6];
+	uint32_t seed = 12345;
+	unsigned found = 0;
+
+	for (unsigned round = 0; round < 2000; round++) {
+		struct lb_addr_overlaps_index x;
+
+		for (size_t i = 0; i < 6; i++) {
+			seed = seed * 1103515245u + 12345u;
+			set[i] = parse_ok(pool[(seed >> 16) % n_pool], false);
+		}
+		assert_int_equal(lb_addr_overlaps_init(&x, set, sizeof(set[0]), 6), 0);
+		for (uint32_t i = 0; i < 6; i++) {
+			long j = lb_addr_overlaps_add(&x, i);
+			bool any = false;
+
+			for (uint32_t k = 0; k < i; k++)
+				any |= lb_addr_overlaps(&set[k], &set[i]);
+			assert_int_equal(j >= 0, any);
+			if (j >= 0) {
+				assert_true(j < (long)i);
+				assert_true(lb_addr_overlaps(&set[j], &set[i]));
+				found++;
+			}
+		}
+		lb_addr_overlaps_free(&x);
+	}
+	assert_true(found > 1000); /* the pool makes overlaps common */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -255,6 +296,7 @@ int main(void)
 		cmocka_unit_test(test_equal),
 		cmocka_unit_test(test_hash_ip),
 		cmocka_unit_test(test_hash_spread),
+		cmocka_unit_test(test_overlaps_index),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
