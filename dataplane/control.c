@@ -59,7 +59,10 @@ static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req, const char
 
 	if (p->draining) {
 		p->applies_failed++;
-		return lb_ctl_reply_error(req, "draining for shutdown: applies are refused");
+		return lb_ctl_reply_error(req, p->handed_over ? "handed over to a new process: "
+								"applies go to its control socket"
+							      : "draining for shutdown: applies are "
+								"refused");
 	}
 	if (dp_handover_busy(p)) {
 		/* What it was sent must stay what we serve until it tells us to drain. */
@@ -432,7 +435,7 @@ void dp_control_close(struct dp_plane *p)
 		dp_stream_drop(&ctl->clients, ctl->clients.head);
 	if (ctl->ev.fd >= 0) {
 		close(ctl->ev.fd);
-		if (!p->handed_over) /* else the file is our successor's */
+		if (!p->handed_over || p->kept_control) /* else the file is our successor's */
 			unlink(ctl->path);
 	}
 	free(ctl);

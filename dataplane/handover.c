@@ -30,6 +30,13 @@
 
 /* --- messages ----------------------------------------------------------------------- */
 
+const char *dp_ho_file_id(const struct stat *st, char *buf, size_t len)
+{
+	/* Text: a 64-bit inode number does not survive a JSON number (a double). */
+	snprintf(buf, len, "%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
+	return buf;
+}
+
 int dp_ho_send(int sock, const void *buf, size_t len, const int *fds, unsigned n_fds)
 {
 	union {
@@ -230,14 +237,25 @@ static int queue_socket(struct ho_peer *s, const char *role, const char *key, co
 			const int *fds, unsigned n)
 {
 	cJSON *o = cJSON_CreateObject();
+	char id[DP_HO_FILE_ID_MAX];
+	struct stat st;
 
 	if (!o || !cJSON_AddStringToObject(o, "op", "socket") ||
 	    !cJSON_AddStringToObject(o, "role", role) || !cJSON_AddStringToObject(o, key, val) ||
-	    !lb_json_add_u64(o, "count", n)) {
-		cJSON_Delete(o);
-		return -ENOMEM;
-	}
+	    !lb_json_add_u64(o, "count", n))
+		goto out_nomem;
+	/*
+	 * Which file the path names here: in another mount namespace (the next pod of a
+	 * DaemonSet, with its own emptyDir) the same path may name another file, or none, and
+	 * the successor must then not serve our socket there.
+	 */
+	if (!strcmp(key, "path") && !stat(val, &st) &&
+	    !cJSON_AddStringToObject(o, "file", dp_ho_file_id(&st, id, sizeof(id))))
+		goto out_nomem;
 	return queue_json(s, o, fds, n);
+out_nomem:
+	cJSON_Delete(o);
+	return -ENOMEM;
 }
 
 /* A listener's sockets, at most DP_HO_FDS_MAX a message. */
@@ -385,8 +403,25 @@ static void peer_refuse(struct dp_plane *p, struct ho_peer *s, const char *why)
 	peer_drop(p, s);
 }
 
-/* Stop accepting on every socket the successor now serves, then drain as on SIGTERM. */
-static void hand_over(struct dp_plane *p, struct ho_peer *s)
+/* Whether the drain message m names role among the sockets the successor took. */
+static bool adopted(cJSON *m, const char *role)
+{
+	cJSON *list = cJSON_GetObjectItemCaseSensitive(m, "adopted"), *e;
+
+	if (!cJSON_IsArray(list))
+		return true; /* a successor that does not say takes them all */
+	cJSON_ArrayForEach(e, list)
+		if (cJSON_IsString(e) && !strcmp(e->valuestring, role))
+			return true;
+	return false;
+}
+
+/*
+ * Stop accepting on every socket the successor now serves, then drain as on SIGTERM.  A
+ * control socket it did not take (its own is elsewhere: another pod) stays ours, for ping
+ * and status; applies are refused while we drain.
+ */
+static void hand_over(struct dp_plane *p, struct ho_peer *s, cJSON *m)
 {
 	struct dp_handover *h = p->handover;
 	char why[64];
@@ -395,7 +430,9 @@ static void hand_over(struct dp_plane *p, struct ho_peer *s)
 	snprintf(why, sizeof(why), "handed over to pid %d", s->pid);
 	peer_drop(p, s);
 	p->handed_over = true; /* the socket files are the successor's: never unlink them */
-	dp_control_stop(p);
+	p->kept_control = !adopted(m, "control");
+	if (!p->kept_control)
+		dp_control_stop(p);
 	dp_metrics_stop(p);
 	if (h->ev.fd >= 0) {
 		/* Not freed: an event for it may still be in this turn's batch. */
@@ -439,8 +476,9 @@ static void peer_message(struct dp_plane *p, struct ho_peer *s, const char *buf,
 		else
 			goto out;
 	} else if (s->state == HO_WAIT_DRAIN && !strcmp(op, "drain")) {
+		hand_over(p, s, m);
 		cJSON_Delete(m);
-		return hand_over(p, s);
+		return;
 	} else {
 		snprintf(why, sizeof(why), "unexpected message \"%.40s\" %s", op,
 			 s->state == HO_HELLO ? "before hello" : "while sending our sockets");

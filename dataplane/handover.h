@@ -57,16 +57,24 @@ int dp_ho_send_json(int sock, cJSON *obj);
 /* --- the new process (takeover.c) ------------------------------------------------------ */
 
 /* What a successor received. */
+/* "dev:ino" of a file, as the handover names a socket file: in buf, returned. */
+#define DP_HO_FILE_ID_MAX 48
+struct stat;
+const char *dp_ho_file_id(const struct stat *st, char *buf, size_t len);
+
 struct dp_takeover {
 	int sock;                          /* to the old process, until dp_takeover_finish */
 	pid_t pid;                         /* the old process */
 	struct dp_lsocks_pool pool;        /* its listener sockets, by address */
 	int control_fd;                    /* its control socket, or -1 */
 	char control_path[LB_PATH_MAX];
+	char control_file[DP_HO_FILE_ID_MAX]; /* what its path named there ("" if not said) */
 	int metrics_fd;                    /* its metrics listener, or -1 */
 	struct lb_addr metrics_addr;
 	int handover_fd;                   /* its handover socket, or -1 */
 	char handover_path[LB_PATH_MAX];
+	char handover_file[DP_HO_FILE_ID_MAX];
+	bool control_taken, metrics_taken, handover_taken; /* by us: it must stop serving them */
 	char *apply;                       /* its last successful apply line, or NULL */
 	size_t apply_len;
 	unsigned n_fds;                    /* descriptors received */
@@ -77,7 +85,16 @@ struct dp_takeover {
  * guard).  Binds nothing.  On failure err says why and nothing is kept.
  */
 int dp_takeover_receive(const char *path, struct dp_takeover **ret, char *err, size_t errlen);
-/* The inherited socket of role ("control", "handover") at path, now the caller's; or -1. */
+/*
+ * The same when a process may be serving at path: 1 with *ret NULL when none does (no file
+ * there, or a socket file nobody listens on: the first pod of a node).
+ */
+int dp_takeover_receive_if_running(const char *path, struct dp_takeover **ret, char *err,
+				   size_t errlen);
+/*
+ * The inherited socket of role ("control", "handover") at path, now the caller's; or -1, also
+ * when path names another file here than it did for the old process (a pod of its own).
+ */
 int dp_takeover_take_unix(struct dp_takeover *t, const char *role, const char *path);
 /* The inherited metrics socket if it listens on addr ("ip:port"), now the caller's; or -1. */
 int dp_takeover_take_metrics(struct dp_takeover *t, const char *addr);

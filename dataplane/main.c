@@ -23,7 +23,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: layer4-lb --config FILE [--check] [--control-socket PATH]\n"
-		"                 [--handover-socket PATH] [--takeover PATH]\n"
+		"                 [--handover-socket PATH]\n"
+		"                 [--takeover PATH | --takeover-if-running PATH]\n"
+		"                 [--wait-after-handover]\n"
 		"       layer4-lb ctl [-s SOCKET | -c CONFIG] ping | status | apply FILE\n"
 		"       layer4-lb --version | --help\n"
 		"\n"
@@ -39,6 +41,12 @@ static void usage(FILE *f)
 		"      --takeover PATH\n"
 		"                     take over the sockets of the process serving the handover\n"
 		"                     socket at PATH, then tell it to drain and exit\n"
+		"      --takeover-if-running PATH\n"
+		"                     the same when a process serves PATH; start afresh when\n"
+		"                     none does (no socket file, or nobody listening on it)\n"
+		"      --wait-after-handover\n"
+		"                     once handed over and drained, stay (serving ping and\n"
+		"                     status) until SIGTERM: a container that exits is restarted\n"
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n"
 		"\n"
@@ -129,7 +137,7 @@ static int socket_path_arg(const char *flag, const char *path, const char **ret)
 }
 
 static int parse_args(int argc, char **argv, struct dp_plane *p, const char **takeover,
-		      bool *check)
+		      bool *if_running, bool *check)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -137,6 +145,8 @@ static int parse_args(int argc, char **argv, struct dp_plane *p, const char **ta
 		{ "control-socket", required_argument, NULL, 's' },
 		{ "handover-socket", required_argument, NULL, 'H' },
 		{ "takeover", required_argument, NULL, 'T' },
+		{ "takeover-if-running", required_argument, NULL, 'R' },
+		{ "wait-after-handover", no_argument, NULL, 'W' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -157,11 +167,22 @@ static int parse_args(int argc, char **argv, struct dp_plane *p, const char **ta
 				return 2;
 			break;
 		case 'T':
-			if (socket_path_arg("takeover", optarg, takeover))
+		case 'R':
+			if (*takeover) {
+				fprintf(stderr, "layer4-lb: --takeover and --takeover-if-running "
+						"exclude each other\n");
 				return 2;
+			}
+			if (socket_path_arg(o == 'T' ? "takeover" : "takeover-if-running", optarg,
+					    takeover))
+				return 2;
+			*if_running = o == 'R';
 			break;
 		case 'k':
 			*check = true;
+			break;
+		case 'W':
+			p->wait_after_handover = true;
 			break;
 		case 'V':
 			printf("layer4-lb %s\n", LB_VERSION);
@@ -342,12 +363,20 @@ static int open_plane(struct dp_plane *p, struct lb_config *conf, const sigset_t
 	return r;
 }
 
-/* Before anything is bound: a takeover that cannot be done is an error, not a fresh start. */
-static int take_over(struct dp_plane *p, const char *path)
+/*
+ * Before anything is bound: a takeover that cannot be done is an error, not a fresh start;
+ * with if_running, nobody serving at path is (the first pod of a node).
+ */
+static int take_over(struct dp_plane *p, const char *path, bool if_running)
 {
 	char err[1024];
-	int r = dp_takeover_receive(path, &p->takeover, err, sizeof(err));
+	int r = if_running ? dp_takeover_receive_if_running(path, &p->takeover, err, sizeof(err))
+			   : dp_takeover_receive(path, &p->takeover, err, sizeof(err));
 
+	if (r == 1) {
+		log_info("takeover: no process to take over from (%s); starting afresh", err);
+		return 0;
+	}
 	if (r) {
 		log_err("takeover: %s; the running process is unchanged", err);
 		return r;
@@ -395,6 +424,7 @@ int main(int argc, char **argv)
 {
 	struct dp_plane p = { .engine = &dp_engine_uring, .epfd = -1, .sig.fd = -1 };
 	const char *takeover = NULL;
+	bool if_running = false;
 	struct lb_config *conf;
 	bool check = false;
 	char err[1024];
@@ -403,7 +433,7 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "ctl"))
 		return dp_ctl_main(argc - 1, argv + 1);
-	r = parse_args(argc, argv, &p, &takeover, &check);
+	r = parse_args(argc, argv, &p, &takeover, &if_running, &check);
 	if (!r)
 		r = setup_logging(&p);
 	if (r)
@@ -436,7 +466,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL); /* before any thread: they inherit it */
 
-	if (takeover && take_over(&p, takeover)) {
+	if (takeover && take_over(&p, takeover, if_running)) {
 		r = 1;
 		goto out_conf;
 	}

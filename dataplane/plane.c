@@ -261,7 +261,7 @@ static void signal_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 		if (si.ssi_signo == SIGHUP && !p->draining)
 			reload(p);
 		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
-			dp_plane_drain(p, strsignal(si.ssi_signo));
+			p->terminated = true, dp_plane_drain(p, strsignal(si.ssi_signo));
 	}
 }
 
@@ -286,12 +286,29 @@ int dp_plane_open(struct dp_plane *p, const sigset_t *signals)
 	return dp_plane_watch(p, &p->sig, EPOLLIN);
 }
 
+/*
+ * Handed over and drained, with --wait-after-handover: a container that exited now would be
+ * restarted in the old pod, and would take the sockets back from the new one.  So it stays,
+ * serving only its own control socket (ping, status) if the successor did not take it, until
+ * the pod is deleted.
+ */
+static bool linger(struct dp_plane *p)
+{
+	if (!p->handed_over || !p->wait_after_handover || p->terminated)
+		return false;
+	if (!p->lingering) {
+		p->lingering = true;
+		log_info("handed over and drained: waiting for SIGTERM (--wait-after-handover)");
+	}
+	return true;
+}
+
 /* Runs until every worker has stopped; returns the process exit status. */
 int dp_plane_run(struct dp_plane *p)
 {
 	struct epoll_event evs[32];
 
-	while (!all_stopped(p)) {
+	while (!all_stopped(p) || linger(p)) {
 		int n = epoll_wait(p->epfd, evs, 32, DP_PLANE_TICK_MS), dead;
 
 		for (int i = 0; i < n; i++) {

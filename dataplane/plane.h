@@ -89,6 +89,10 @@ struct dp_plane {
 	struct dp_handover *handover; /* the handover socket, or NULL */
 	struct dp_takeover *takeover; /* what our predecessor sent, until it drains */
 	bool handed_over;            /* a successor serves our sockets (and owns their files) */
+	bool kept_control;           /* ... but not our control socket (its own is elsewhere) */
+	bool wait_after_handover;    /* handed over and drained, stay until SIGTERM (a pod) */
+	bool terminated;             /* SIGTERM or SIGINT came */
+	bool lingering;              /* ... and now it waits for it */
 	struct dp_evsrc *paused[4];  /* listeners out of the epoll set for want of fds */
 	unsigned n_paused;
 	uint64_t resume_ms;

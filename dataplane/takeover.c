@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -175,6 +176,8 @@ static int add_service_fd(struct rx *x, const char *role, cJSON *m, int fd)
 		return fail(x, -EPROTO, "the %s socket message is wrong or its descriptor is not a "
 					"Unix socket listening at its \"path\"", role);
 	snprintf(dst, LB_PATH_MAX, "%s", path);
+	snprintf(handover ? t->handover_file : t->control_file, DP_HO_FILE_ID_MAX, "%s",
+		 str_item(m, "file") ? str_item(m, "file") : "");
 	*slot = fd;
 	return 0;
 }
@@ -403,7 +406,8 @@ static int receive_all(struct rx *x, char *buf)
 	return r;
 }
 
-int dp_takeover_receive(const char *path, struct dp_takeover **ret, char *err, size_t errlen)
+static int receive(const char *path, bool if_running, struct dp_takeover **ret, char *err,
+		   size_t errlen)
 {
 	struct dp_takeover *t = calloc(1, sizeof(*t));
 	struct rx x = { .t = t, .err = err, .errlen = errlen };
@@ -422,6 +426,10 @@ int dp_takeover_receive(const char *path, struct dp_takeover **ret, char *err, s
 		t->sock = -1;
 		snprintf(err, errlen, "cannot reach the handover socket %s: %s", path,
 			 strerror(-r));
+		if (if_running && (r == -ENOENT || r == -ECONNREFUSED)) {
+			*ret = NULL;
+			r = 1;
+		}
 		goto out;
 	}
 	r = receive_all(&x, buf);
@@ -436,6 +444,17 @@ out:
 	return 0;
 }
 
+int dp_takeover_receive(const char *path, struct dp_takeover **ret, char *err, size_t errlen)
+{
+	return receive(path, false, ret, err, errlen);
+}
+
+int dp_takeover_receive_if_running(const char *path, struct dp_takeover **ret, char *err,
+				   size_t errlen)
+{
+	return receive(path, true, ret, err, errlen);
+}
+
 static int take(int *slot)
 {
 	int fd = *slot;
@@ -447,9 +466,19 @@ static int take(int *slot)
 int dp_takeover_take_unix(struct dp_takeover *t, const char *role, const char *path)
 {
 	bool handover = !strcmp(role, "handover");
+	const char *file = t ? (handover ? t->handover_file : t->control_file) : "";
+	char id[DP_HO_FILE_ID_MAX];
+	struct stat st;
 
 	if (!t || strcmp(handover ? t->handover_path : t->control_path, path))
 		return -1;
+	/* Where the old process said which file it was, it must be the same one here. */
+	if (file[0] && (stat(path, &st) || strcmp(dp_ho_file_id(&st, id, sizeof(id)), file)))
+		return -1;
+	if (handover)
+		t->handover_taken = t->handover_fd >= 0;
+	else
+		t->control_taken = t->control_fd >= 0;
 	return take(handover ? &t->handover_fd : &t->control_fd);
 }
 
@@ -461,18 +490,32 @@ int dp_takeover_take_metrics(struct dp_takeover *t, const char *addr)
 	if (!t || t->metrics_fd < 0 || lb_addr_parse(addr, false, &a, why, sizeof(why)) ||
 	    !lb_addr_equal(&a, &t->metrics_addr))
 		return -1;
+	t->metrics_taken = true;
 	return take(&t->metrics_fd);
 }
 
 int dp_takeover_finish(struct dp_takeover *t, char *err, size_t errlen)
 {
 	struct rx x = { .t = t, .err = err, .errlen = errlen };
-	cJSON *drain = cJSON_CreateObject(), *m;
+	const char *roles[] = { t->control_taken ? "control" : NULL,
+				t->metrics_taken ? "metrics" : NULL,
+				t->handover_taken ? "handover" : NULL };
+	cJSON *drain = cJSON_CreateObject(), *adopted, *m;
 	char buf[1024];
 	int fds[DP_HO_FDS_MAX], r, len;
 	unsigned n;
 
-	if (drain && !cJSON_AddStringToObject(drain, "op", "drain")) {
+	/* Which of its service sockets we serve now: it keeps serving the others (a pod). */
+	adopted = drain ? cJSON_AddArrayToObject(drain, "adopted") : NULL;
+	for (size_t i = 0; adopted && i < sizeof(roles) / sizeof(roles[0]); i++) {
+		cJSON *s = roles[i] ? cJSON_CreateString(roles[i]) : NULL;
+
+		if (roles[i] && !cJSON_AddItemToArray(adopted, s)) {
+			cJSON_Delete(s);
+			adopted = NULL;
+		}
+	}
+	if (drain && (!adopted || !cJSON_AddStringToObject(drain, "op", "drain"))) {
 		cJSON_Delete(drain);
 		drain = NULL;
 	}

@@ -4,6 +4,7 @@ import array
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import threading
@@ -443,6 +444,99 @@ class BadOldTest(HandoverCase):
     def test_hang_up_midway(self):
         self.takeover_fails(lambda port: [(begin(3), None)], "hung up in the middle",
                             hang_up=True)
+
+
+class PodHandoverTest(HandoverCase):
+    """Two pods of a DaemonSet on one node, as the chart runs them: the handover socket in a
+    directory both see (a hostPath), the control socket at the same path in a directory each
+    has of its own (an emptyDir), and --takeover-if-running, since the first pod of a node has
+    nothing to take over."""
+
+    def start_if_running(self, config, ready, prefix=(), expect_rc=0):
+        return self.start_lb(config=config, ready=ready, num_acceptors=2, log_level="info",
+                             args=["--takeover-if-running", self.ho], prefix=prefix,
+                             expect_rc=expect_rc)
+
+    def test_first_pod_starts_afresh(self):
+        a = self.backend("a")
+        port = free_port()
+        lb = self.start_if_running(self.config(port, [a]), [(LOCAL, port)])
+        lb.wait_stderr(r"takeover: no process to take over from \(cannot reach the handover "
+                       r"socket .*: No such file or directory\); starting afresh", timeout=10)
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
+        # ... and the next one takes over from it.
+        new = self.start_if_running(self.config(port, [a]), [])
+        new.wait_stderr(TOOK_OVER, timeout=30)
+        self.assertEqual(lb.wait_exit(30), 0)
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
+
+    def test_stale_socket_file_of_a_dead_process(self):
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        dead.bind(self.ho)
+        dead.close()   # the file stays, nobody listens: connect() is refused
+        a = self.backend("a")
+        port = free_port()
+        lb = self.start_if_running(self.config(port, [a]), [(LOCAL, port)])
+        lb.wait_stderr(r"no process to take over from .*Connection refused\); starting "
+                       r"afresh", timeout=10)
+        new = self.start_if_running(self.config(port, [a]), [])
+        new.wait_stderr(TOOK_OVER, timeout=30)
+        self.assertEqual(lb.wait_exit(30), 0)
+
+    def test_a_running_process_that_refuses_still_fails(self):
+        a = self.backend("a")
+        port = free_port()
+        fake = FakeOld(self.ho, [(b'{"op":"error","error":"draining already"}', None)])
+        self.addCleanup(fake.close)
+        lb = self.start_if_running(self.config(port, [a]), [], expect_rc=1)
+        self.assertEqual(lb.wait_exit(20), 1)
+        self.assertIn("the running process refused: draining already", lb.stderr_text())
+        self.assertTrue(refused((LOCAL, port)), "the port was bound after all")
+
+    def test_control_socket_in_each_pods_own_directory(self):
+        """The new pod's control socket path names another directory than the old pod's: it
+        must serve its own socket there, not the old pod's, or its controller cannot reach it."""
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            self.skipTest("needs root and unshare(1) for a mount namespace")
+        a, m = self.backends("a", "m")
+        port, mport = free_port(), free_port()
+        self.ho = os.path.join(self.tmpdir(), "handover.sock")   # both pods see it
+        run, pod_b = os.path.dirname(self.ctl), self.tmpdir()
+        conf = self.config(port, [a])
+        old = self.start_lb(config=conf, ready=[(LOCAL, port)], num_acceptors=2,
+                            log_level="info", args=["--wait-after-handover"])
+        lbtest.wait_ctl_socket(self.ctl)
+        self.assertTrue(ctl_call(self.ctl, {"op": "apply", "version": 3, "listeners": [
+            listener(mport, [m], name="managed/one")]})["ok"])
+        load = Load((LOCAL, mport), per_request=2, keepalive=2).start()
+        load.wait_requests(50, "load through the old pod")
+        # The new pod: a mount namespace where its own directory is at the old one's path.
+        prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                  'mount --bind "$0" "$1" && shift && exec "$@"', pod_b, run]
+        new = self.start_if_running(conf, [], prefix=prefix)
+        new.wait_stderr(TOOK_OVER, timeout=30)
+        # The old pod's process stays (a container that exits is restarted, and would take
+        # the sockets back), answering on its own control socket, until SIGTERM.
+        old.wait_stderr(r"handed over and drained: waiting for SIGTERM", timeout=30)
+        self.assertTrue(old.alive())
+        self.assertTrue(ctl_call(self.ctl, {"op": "ping"})["ok"])
+        refusal = ctl_call(self.ctl, {"op": "apply", "version": 9, "listeners": []})
+        self.assertFalse(refusal["ok"])
+        self.assertIn("handed over to a new process", refusal["error"])
+        old.send_signal(signal.SIGTERM)
+        self.assertEqual(old.wait_exit(10), 0)
+        load.wait_requests(50, "load through the new pod")
+        got = load.stop()
+        self.assertEqual((got["conn_failures"], got["request_failures"]), (0, 0),
+                         f"failures: {got}")
+        # Its control socket is in its own directory, and answers for it: its state, and
+        # an apply (what the new pod's controller sends) changes what it serves.
+        own = os.path.join(pod_b, os.path.basename(self.ctl))
+        lbtest.wait_ctl_socket(own)
+        self.assertEqual(ctl_call(own, {"op": "status"})["applied_version"], 3)
+        self.assertTrue(ctl_call(own, {"op": "apply", "version": 4, "listeners": []})["ok"])
+        wait_for(lambda: refused((LOCAL, mport)), 10, "the managed listener removed")
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
 
 
 if __name__ == "__main__":
