@@ -31,6 +31,12 @@ int ctrl_httpd_open(struct ctrl_httpd *h, const char *addr, ctrl_httpd_route rou
 	if (h->lfd == -1)
 		goto out_errno;
 	setsockopt(h->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/*
+	 * During an upgrade with the dataplane's handover the node's old and new pod run side by
+	 * side on the host network: the new controller must be able to listen too (the same uid:
+	 * SO_REUSEPORT lets no other user's process in).
+	 */
+	setsockopt(h->lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (bind(h->lfd, (struct sockaddr *)&a.ss, a.len) == -1 || listen(h->lfd, 64) == -1)
 		goto out_errno;
 	return 0;

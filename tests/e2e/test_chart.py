@@ -39,6 +39,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import unittest
 import urllib.request
 
@@ -61,6 +63,7 @@ EXAMPLES_NS = "examples"
 NODE, NODE_ADDR = "node-a", "198.18.0.2"
 CRD_NAME = "loadbalancers.layer4lb.io"
 SOCKET = "/run/layer4-lb/control.sock"
+HANDOVER = "/run/layer4-lb-handover/handover.sock"
 
 C = None
 WORK = None
@@ -102,6 +105,10 @@ VARIANTS = {
     "drain": ["--set", "dataplane.drainTimeoutMs=120500", "--set", "dataplane.preStopSleepSeconds=0",
               "--set", "updateStrategy.type=OnDelete", "--set", "crds.keep=false",
               "--set", "serviceAccount.name=lb-sa", "--set", "controller.leaseName=lb-lease"],
+    "no-handover": ["--set", "dataplane.handover.enabled=false",
+                    "--set", "dataplane.metrics.address=0.0.0.0:9101",
+                    "--set", "monitoring.serviceMonitor.enabled=true",
+                    "--set", "monitoring.podMonitor.enabled=true"],
 }
 
 
@@ -244,7 +251,7 @@ class T1Render(unittest.TestCase):
                 self.assertEqual(kinds.count("CustomResourceDefinition"), 1, name)
                 monitors = {"ServiceMonitor", "PodMonitor"} & set(kinds)
                 self.assertEqual(monitors, {"ServiceMonitor", "PodMonitor"}
-                                 if name == "monitoring" else set(), name)
+                                 if name in ("monitoring", "no-handover") else set(), name)
 
     def test_3_the_crd_is_the_repository_crd(self):
         with open(os.path.join(REPO, "crds", "layer4lb.io_loadbalancers.yaml")) as f:
@@ -421,9 +428,10 @@ class T3Variants(unittest.TestCase):
         self.assertEqual(pod["serviceAccountName"], "v-layer4-lb")
         self.assertIs(o[("ServiceAccount", "v-layer4-lb")]["automountServiceAccountToken"], False)
         self.assertEqual(pod["terminationGracePeriodSeconds"], 40)
+        # The handover: a surge pod per node takes the old one's sockets over.
         self.assertEqual(ds["spec"]["updateStrategy"],
                          {"type": "RollingUpdate",
-                          "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
         self.assertEqual([c["name"] for c in pod["containers"]], ["dataplane", "controller"])
         dp, ct = container(ds, "dataplane"), container(ds, "controller")
         for c, profile in ((dp, {"type": "Localhost",
@@ -439,7 +447,21 @@ class T3Variants(unittest.TestCase):
         # The seccomp profile: the repository's, from a ConfigMap into the kubelet's folder on
         # the node by an init container (root for that folder, nothing else), at the path the
         # dataplane names.
-        self.assertEqual([c["name"] for c in pod["initContainers"]], ["seccomp-profile"])
+        self.assertEqual([c["name"] for c in pod["initContainers"]],
+                         ["handover-dir", "seccomp-profile"])
+        # The handover directory: on the node, per release, the dataplane's (0700), made so
+        # by a root init container with CAP_CHOWN alone.
+        self.assertEqual(vols["handover"]["hostPath"],
+                         {"path": "/run/layer4-lb-handover/%s.v-layer4-lb" % VARIANTS_NS,
+                          "type": "DirectoryOrCreate"})
+        hd = container(ds, "handover-dir", init=True)
+        self.assertEqual(hd["command"],
+                         ["/bin/sh", "-ec", "chown 65532:65532 /handover && chmod 0700 /handover"])
+        self.assertEqual(hd["securityContext"]["capabilities"], {"drop": ["ALL"],
+                                                                 "add": ["CHOWN"]})
+        self.assertEqual(hd["securityContext"]["runAsUser"], 0)
+        self.assertIs(hd["securityContext"]["allowPrivilegeEscalation"], False)
+        self.assertEqual(hd["volumeMounts"], [{"name": "handover", "mountPath": "/handover"}])
         init = container(ds, "seccomp-profile", init=True)
         self.assertEqual(init["image"], "layer4-lb:0.1.0")
         self.assertEqual(init["securityContext"], {
@@ -468,7 +490,11 @@ class T3Variants(unittest.TestCase):
         self.assertNotIn("serviceaccount-token", [m["name"] for m in dp["volumeMounts"]])
         # The dataplane.
         self.assertEqual(dp["command"] + dp["args"],
-                         ["layer4-lb", "--config", "/etc/layer4-lb/lb.yaml"])
+                         ["layer4-lb", "--config", "/etc/layer4-lb/lb.yaml",
+                          "--takeover-if-running", HANDOVER, "--wait-after-handover"])
+        self.assertIn({"name": "handover", "mountPath": "/run/layer4-lb-handover"},
+                      dp["volumeMounts"])
+        self.assertNotIn("handover", [m["name"] for m in ct["volumeMounts"]])
         self.assertEqual(env_of(dp), {"LOG_LEVEL": {"name": "LOG_LEVEL", "value": "info"}})
         ping = ["layer4-lb", "ctl", "-s", SOCKET, "ping"]
         self.assertEqual(dp["livenessProbe"]["exec"]["command"], ping)
@@ -477,7 +503,8 @@ class T3Variants(unittest.TestCase):
         self.assertNotIn("ports", dp)
         self.assertEqual(dp["resources"]["limits"], {"cpu": "2", "memory": "1Gi"})
         self.assertEqual(lb_yaml(o, "v-layer4-lb"),
-                         "control_socket: /run/layer4-lb/control.sock\nio_engine: auto\n"
+                         "control_socket: /run/layer4-lb/control.sock\n"
+                         "handover_socket: " + HANDOVER + "\nio_engine: auto\n"
                          "drain_timeout_ms: 30000\nmetrics: \"127.0.0.1:9101\"\n")
         # The controller.
         self.assertEqual(ct["command"], ["layer4-lb-controller"])
@@ -488,8 +515,8 @@ class T3Variants(unittest.TestCase):
         for var, path in (("NODE_NAME", "spec.nodeName"), ("POD_NAME", "metadata.name"),
                           ("POD_NAMESPACE", "metadata.namespace"), ("HOST_IP", "status.hostIP")):
             self.assertEqual(env[var]["valueFrom"]["fieldRef"]["fieldPath"], path)
-        self.assertEqual(ct["ports"], [{"name": "http-metrics", "containerPort": 9102,
-                                        "protocol": "TCP"}])
+        # No declared port: a hostPort would keep the surge pod off its node.
+        self.assertNotIn("ports", ct)
         self.assertEqual(ct["readinessProbe"]["httpGet"],
                          {"path": "/readyz", "port": 9102, "scheme": "HTTP"})
         self.assertEqual(ct["livenessProbe"]["httpGet"],
@@ -516,13 +543,36 @@ class T3Variants(unittest.TestCase):
         self.assertEqual(svc["spec"]["clusterIP"], "None")
         self.assertEqual({p["name"]: p["port"] for p in svc["spec"]["ports"]},
                          {"http-metrics": 9102, "dp-metrics": 9101})
+        # By number: the containers declare no port (the handover's surge pod).
+        self.assertEqual({p["name"]: p["targetPort"] for p in svc["spec"]["ports"]},
+                         {"http-metrics": 9102, "dp-metrics": 9101})
         pm = o[("PodMonitor", "v-layer4-lb")]
-        self.assertEqual([e["port"] for e in pm["spec"]["podMetricsEndpoints"]],
-                         ["http-metrics", "dp-metrics"])
+        eps = pm["spec"]["podMetricsEndpoints"]
+        self.assertEqual([(e["relabelings"][0]["regex"], e["relabelings"][1]["replacement"],
+                           e["relabelings"][2]["replacement"]) for e in eps],
+                         [("controller", "$1:9102", "http-metrics"),
+                          ("dataplane", "$1:9101", "dp-metrics")])
+        self.assertEqual(eps[0]["relabelings"][1]["targetLabel"], "__address__")
+        self.assertEqual(eps[0]["relabelings"][1]["sourceLabels"], ["__meta_kubernetes_pod_ip"])
         ds = self.ds("monitoring")
+        self.assertNotIn("ports", container(ds, "dataplane"))
+        self.assertIn('metrics: "0.0.0.0:9101"', lb_yaml(o, "v-layer4-lb"))
+        # Without the handover: named host ports, a PodMonitor by port name, no surge.
+        o = self.objs["no-handover"]
+        ds = self.ds("no-handover")
+        self.assertEqual(ds["spec"]["updateStrategy"]["rollingUpdate"],
+                         {"maxUnavailable": 1, "maxSurge": 0})
         self.assertEqual(container(ds, "dataplane")["ports"],
                          [{"name": "dp-metrics", "containerPort": 9101, "protocol": "TCP"}])
-        self.assertIn('metrics: "0.0.0.0:9101"', lb_yaml(o, "v-layer4-lb"))
+        self.assertEqual(container(ds, "controller")["ports"],
+                         [{"name": "http-metrics", "containerPort": 9102, "protocol": "TCP"}])
+        self.assertEqual([e["port"] for e in o[("PodMonitor", "v-layer4-lb")]["spec"]
+                          ["podMetricsEndpoints"]], ["http-metrics", "dp-metrics"])
+        self.assertEqual(container(ds, "dataplane")["args"],
+                         ["--config", "/etc/layer4-lb/lb.yaml"])
+        self.assertNotIn("handover", lb_yaml(o, "v-layer4-lb"))
+        self.assertEqual([c["name"] for c in ds["spec"]["template"]["spec"]["initContainers"]],
+                         ["seccomp-profile"])
 
     def test_3_sysctls(self):
         init = container(self.ds("sysctls"), "sysctls", init=True)
@@ -582,7 +632,8 @@ class T3Variants(unittest.TestCase):
         self.assertEqual(env_of(container(self.ds("acceptors-4"), "controller"))
                          ["LOG_LEVEL"]["value"], "debug")
         self.assertEqual(lb_yaml(self.objs["acceptors-4"], "v-layer4-lb"),
-                         "control_socket: /run/layer4-lb/control.sock\nio_engine: epoll\n"
+                         "control_socket: /run/layer4-lb/control.sock\n"
+                         "handover_socket: " + HANDOVER + "\nio_engine: epoll\n"
                          "drain_timeout_ms: 30000\nmetrics: \"127.0.0.1:9101\"\n"
                          "buffer_size: 65536\nbuffer_count: 1024\n")
 
@@ -600,7 +651,7 @@ class T3Variants(unittest.TestCase):
         """RuntimeDefault (epoll where the runtime refuses io_uring): no profile installed."""
         ds = self.ds("runtime-default")
         pod = ds["spec"]["template"]["spec"]
-        self.assertNotIn("initContainers", pod)
+        self.assertEqual([c["name"] for c in pod["initContainers"]], ["handover-dir"])
         self.assertNotIn("host-seccomp", [v["name"] for v in pod["volumes"]])
         self.assertEqual(container(ds, "dataplane")["securityContext"]["seccompProfile"],
                          {"type": "RuntimeDefault"})
@@ -681,16 +732,21 @@ class T4Install(unittest.TestCase):
         C.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/" + CRD_NAME)
 
     def test_2_containers_meet_the_restricted_profile_but_for_host_network(self):
-        # The containers do; the pod needs the host's network, and the init container that
-        # installs the seccomp profile needs root and the kubelet's folder (a hostPath).
+        # The containers do; the pod needs the host's network, the init container that
+        # installs the seccomp profile needs root and the kubelet's folder (a hostPath), and
+        # the one that makes the handover folder (a hostPath) the dataplane's needs root and
+        # CAP_CHOWN.
         warnings = [line for line in self.install.stderr.splitlines() if "PodSecurity" in line]
         self.assertEqual(len(warnings), 1, self.install.stderr)
         self.assertIn('would violate PodSecurity \\"restricted:latest\\": host namespaces '
-                      '(hostNetwork=true), restricted volume types (volume \\"host-seccomp\\" '
-                      'uses restricted volume type \\"hostPath\\"), runAsNonRoot != true '
-                      '(container \\"seccomp-profile\\" must not set '
-                      'securityContext.runAsNonRoot=false), runAsUser=0 (container '
-                      '\\"seccomp-profile\\" must not set runAsUser=0)"', warnings[0])
+                      '(hostNetwork=true), unrestricted capabilities (container '
+                      '\\"handover-dir\\" must not include \\"CHOWN\\" in '
+                      'securityContext.capabilities.add), restricted volume types (volumes '
+                      '\\"handover\\", \\"host-seccomp\\" use restricted volume type '
+                      '\\"hostPath\\"), runAsNonRoot != true (containers \\"handover-dir\\", '
+                      '\\"seccomp-profile\\" must not set securityContext.runAsNonRoot=false), '
+                      'runAsUser=0 (containers \\"handover-dir\\", \\"seccomp-profile\\" must '
+                      'not set runAsUser=0)"', warnings[0])
 
     def test_3_the_examples_are_accepted(self):
         files = sorted(glob.glob(os.path.join(REPO, "deploy", "examples", "*.yaml")))
@@ -726,10 +782,6 @@ class T5Serving(unittest.TestCase):
     def setUpClass(cls):
         cls.ds = C.kubectl_json("get", "daemonset", RELEASE, "-n", NS)
         pod = cls.ds["spec"]["template"]["spec"]
-        sa = pod["serviceAccountName"]
-        # A token of the chart's own ServiceAccount (no other RBAC is applied).
-        kc = C.service_account_kubeconfig(NS, sa)
-        sock = cls.sock = os.path.join(WORK, "control.sock")
         # What the downward API would give the pod on node-a.
         fields = {"spec.nodeName": NODE, "metadata.name": "layer4-lb-abcde",
                   "metadata.namespace": NS, "status.hostIP": NODE_ADDR}
@@ -746,46 +798,66 @@ class T5Serving(unittest.TestCase):
                     env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
             return env
 
-        # The dataplane: the ConfigMap's lb.yaml, its socket path moved into our folder.
-        dpc = container(cls.ds, "dataplane")
-        cm_name = [v for v in pod["volumes"] if v["name"] == "config"][0]["configMap"]["name"]
-        conf = C.kubectl_json("get", "configmap", cm_name, "-n", NS)["data"]["lb.yaml"]
-        assert SOCKET in conf
-        conf_path = os.path.join(WORK, "lb.yaml")
-        with open(conf_path, "w") as f:
-            f.write(conf.replace(SOCKET, sock))
-        cls.dp_env = env_for(dpc)
+        cls.dpc, cls.ctc = container(cls.ds, "dataplane"), container(cls.ds, "controller")
+        cls.dp_env, cls.ct_env = env_for(cls.dpc), env_for(cls.ctc)
         cls.dp_env["NUM_ACCEPTORS"] = "1"  # 2 cores, shared with the test and the control plane
-        argv = [l4lb.LB_BIN] + [expand(a, cls.dp_env) for a in dpc["args"]]
-        argv[argv.index("/etc/layer4-lb/lb.yaml")] = conf_path
-        cls.dp = l4lb.Proc("dataplane", argv, os.path.join(WORK, "dataplane.log"),
-                           env=cls.dp_env).start()
-        PROCS.append(cls.dp)
-        cls.ping = [l4lb.LB_BIN if a == "layer4-lb" else sock if a == SOCKET else a
-                    for a in dpc["readinessProbe"]["exec"]["command"]]
+        cm_name = [v for v in pod["volumes"] if v["name"] == "config"][0]["configMap"]["name"]
+        cls.conf = C.kubectl_json("get", "configmap", cm_name, "-n", NS)["data"]["lb.yaml"]
+        assert SOCKET in cls.conf and HANDOVER in cls.conf
+        # The node directory the pods share (the hostPath), here a folder of ours.
+        cls.handover = os.path.join(WORK, "handover", "handover.sock")
+        os.makedirs(os.path.dirname(cls.handover), mode=0o700)
+        cls.sock, cls.dp = cls.start_dataplane("pod-1")
+        cls.ping = [l4lb.LB_BIN if a == "layer4-lb" else cls.sock if a == SOCKET else a
+                    for a in cls.dpc["readinessProbe"]["exec"]["command"]]
         wait_for("the dataplane's socket", lambda: subprocess.run(
             cls.ping, env=cls.dp_env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL).returncode == 0)
-        # The controller: the DaemonSet's args ($(VAR) expanded), its socket moved, and the
-        # token's kubeconfig standing in for the projected token.
-        ctc = container(cls.ds, "controller")
-        cls.ct_env = env_for(ctc)
-        args = [expand(a, cls.ct_env) for a in ctc["args"]]
-        args = ["--socket=" + sock if a.startswith("--socket=") else a for a in args]
-        # One network namespace is node-a and its pods alike here: a listener on 0.0.0.0:8080
-        # would collide with the pods' servers on 198.18.0.1x:8080, so it binds node-a's address.
-        assert "--listen-address=0.0.0.0" in args
-        args[args.index("--listen-address=0.0.0.0")] = "--listen-address=" + NODE_ADDR
-        cls.http = [a for a in args if a.startswith("--http-address=")][0].split("=", 1)[1]
-        cls.ct = l4lb.Proc("controller", [l4lb.CTRL_BIN, "--kubeconfig", kc] + args,
-                           os.path.join(WORK, "controller.log"), env=cls.ct_env).start()
-        PROCS.append(cls.ct)
+        cls.ct, cls.http = cls.start_controller("pod-1", cls.sock)
         # The example's pods: two backends on the pods' addresses.
         for i in (1, 2):
             ip = "198.18.0.%d" % (10 + i)
             k8scluster.add_address(ip)
             BACKENDS.append(lbtest.Backend("web-%d" % i, host=ip, port=8080))
             C.run_pod(EXAMPLES_NS, "web-%d" % i, {"app": "web"}, ip, NODE)
+
+    @classmethod
+    def start_dataplane(cls, tag):
+        """The dataplane of one pod: the ConfigMap's lb.yaml and the container's args, with
+        the pod's own folder for its socket (its emptyDir) and the shared handover folder."""
+        own = os.path.join(WORK, tag)
+        os.makedirs(own)
+        sock = os.path.join(own, "control.sock")
+        conf_path = os.path.join(own, "lb.yaml")
+        with open(conf_path, "w") as f:
+            f.write(cls.conf.replace(SOCKET, sock).replace(HANDOVER, cls.handover))
+        argv = [l4lb.LB_BIN] + [expand(a, cls.dp_env) for a in cls.dpc["args"]]
+        argv[argv.index("/etc/layer4-lb/lb.yaml")] = conf_path
+        argv = [cls.handover if a == HANDOVER else a for a in argv]
+        dp = l4lb.Proc("dataplane-" + tag, argv, os.path.join(WORK, "dataplane-%s.log" % tag),
+                       env=cls.dp_env).start()
+        PROCS.append(dp)
+        return sock, dp
+
+    @classmethod
+    def start_controller(cls, tag, sock, pod_name=None):
+        """The controller of one pod: the DaemonSet's args ($(VAR) expanded), its socket
+        moved, and a token's kubeconfig of the chart's ServiceAccount (no other RBAC is
+        applied) for the projected one."""
+        kc = C.service_account_kubeconfig(NS, cls.ds["spec"]["template"]["spec"]
+                                          ["serviceAccountName"])
+        env = dict(cls.ct_env, POD_NAME=pod_name or cls.ct_env["POD_NAME"])
+        args = [expand(a, env) for a in cls.ctc["args"]]
+        args = ["--socket=" + sock if a.startswith("--socket=") else a for a in args]
+        # One network namespace is node-a and its pods alike here: a listener on 0.0.0.0:8080
+        # would collide with the pods' servers on 198.18.0.1x:8080, so it binds node-a's address.
+        assert "--listen-address=0.0.0.0" in args
+        args[args.index("--listen-address=0.0.0.0")] = "--listen-address=" + NODE_ADDR
+        http = [a for a in args if a.startswith("--http-address=")][0].split("=", 1)[1]
+        ct = l4lb.Proc("controller-" + tag, [l4lb.CTRL_BIN, "--kubeconfig", kc] + args,
+                       os.path.join(WORK, "controller-%s.log" % tag), env=env).start()
+        PROCS.append(ct)
+        return ct, http
 
     def probe(self, name):
         h = container(self.ds, "controller")[name]["httpGet"]
@@ -828,11 +900,7 @@ class T5Serving(unittest.TestCase):
         self.assertEqual(errors, 0, "status writes failed: a permission missing?")
 
     def ct_metric(self, name):
-        _, text = http_get("http://%s/metrics" % self.http)
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return None
+        return self.ct_metric_of(self.http, name)
 
     def test_3_the_probes_answer(self):
         # The controller's probes, as the kubelet sends them (to the pod IP, the node's).
@@ -888,6 +956,63 @@ class T5Serving(unittest.TestCase):
         self.assertEqual(p.returncode, 0, err)
         self.assertRegex(out, r"TEST SUITE:\s+%s\n" % name)
         self.assertRegex(out, r"Phase:\s+Succeeded")
+
+
+    def test_5_an_upgrade_hands_the_node_over(self):
+        """The DaemonSet's rollout, as maxSurge 1 runs it on node-a: the new pod's containers
+        start beside the old pod's (their args and config as rendered; each pod its own socket
+        folder, the handover folder shared), its dataplane takes the sockets over and the old
+        one stays until its pod is deleted; clients of the example see no failure."""
+        stop = threading.Event()
+        seen, failures = set(), []
+
+        def clients():
+            while not stop.is_set():
+                try:
+                    seen.add(lbtest.who((NODE_ADDR, 8080), timeout=5))
+                except (OSError, AssertionError) as e:
+                    failures.append(repr(e))
+                time.sleep(0.01)
+        t = threading.Thread(target=clients, daemon=True)
+        t.start()
+        try:
+            wait_for("clients served", lambda: len(seen) == 2)
+            sock2, dp2 = self.start_dataplane("pod-2")
+            wait_for("the new pod's dataplane took over", lambda: re.search(
+                r"takeover: pid \d+ stops accepting and drains; we serve", dp2.text()))
+            wait_for("the old pod's dataplane waits", lambda: "handed over and drained: "
+                     "waiting for SIGTERM" in self.dp.text())
+            self.assertTrue(self.dp.alive(), "the old dataplane exited: the kubelet would "
+                            "restart it in the old pod")
+            ct2, _ = self.start_controller("pod-2", sock2, pod_name="layer4-lb-fghij")
+            # The new pod's controller programs the new dataplane (both controllers share
+            # the HTTP port now); its readiness probe answers through its own socket.
+            self.assertRegex(dp2.text(), r"takeover: received \d+ sockets \(\d+ listener "
+                             r"addresses\) and its last apply from pid")
+            wait_for("an apply from the new controller", lambda: "apply version" in
+                     dp2.text().split("stops accepting and drains; we serve", 1)[1])
+            ping2 = [sock2 if a == self.sock else a for a in self.ping]
+            self.assertEqual(subprocess.run(ping2, env=self.dp_env).returncode, 0)
+            # The old pod is deleted: its dataplane ends at once, its controller too.
+            self.assertEqual(self.dp.stop(timeout=10), 0)
+            self.ct.stop()
+            time.sleep(0.5)
+            wait_for("clients served by the new pod", lambda: len(seen) == 2)
+        finally:
+            stop.set()
+            t.join(10)
+        self.assertEqual(failures, [], "clients failed during the upgrade")
+        wait_for("web still Ready", lambda: cond_is(EXAMPLES_NS, "web", "Ready", "True"))
+        self.assertEqual(self.ct_metric_of(self.http, "layer4lb_controller_dataplane_connected"),
+                         1)
+
+    @staticmethod
+    def ct_metric_of(http, name):
+        _, text = http_get("http://%s/metrics" % http)
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
 
 
 # -- T6: helm upgrade with a changed CRD -------------------------------------------------------

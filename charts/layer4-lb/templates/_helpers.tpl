@@ -61,6 +61,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Paths shared by the two containers. */}}
 {{- define "layer4-lb.socketDir" -}}/run/layer4-lb{{- end }}
 {{- define "layer4-lb.socket" -}}/run/layer4-lb/control.sock{{- end }}
+{{/* The handover socket, in the node directory the old and the new pod both mount. */}}
+{{- define "layer4-lb.handoverDir" -}}/run/layer4-lb-handover{{- end }}
+{{- define "layer4-lb.handoverSocket" -}}/run/layer4-lb-handover/handover.sock{{- end }}
+{{- define "layer4-lb.handoverHostPath" -}}
+{{- printf "%s/%s.%s" (trimSuffix "/" .Values.dataplane.handover.hostDir) .Release.Namespace (include "layer4-lb.fullname" .) }}
+{{- end }}
 
 {{/*
 The controller's HTTP address (/healthz, /readyz, /metrics). "hostIP" becomes the node's primary
