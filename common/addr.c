@@ -273,6 +273,11 @@ static in_port_t addr_port(const struct lb_addr *a)
 					   : ((const struct sockaddr_in *)&a->ss)->sin_port;
 }
 
+unsigned lb_addr_port(const struct lb_addr *a)
+{
+	return ntohs(addr_port(a));
+}
+
 static uint64_t port_key_hash(const void *key)
 {
 	const struct lb_addr *a = key;

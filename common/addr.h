@@ -40,6 +40,9 @@ char *lb_addr_format(const struct lb_addr *a, char *buf, size_t len);
 
 bool lb_addr_equal(const struct lb_addr *a, const struct lb_addr *b);
 
+/* The port, in host order. */
+unsigned lb_addr_port(const struct lb_addr *a);
+
 /*
  * Listen addresses that would take each other's connections: equal, or the same family and
  * port with one of them the wildcard (0.0.0.0:80 and 127.0.0.1:80 both bind with SO_REUSEPORT,

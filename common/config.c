@@ -164,6 +164,8 @@ static const struct conf_key top_keys[] = {
 	{ .key = "control_socket_group", .type = CT_NAME, .off = TOP(control_socket_group) },
 	{ .key = "handover_socket", .type = CT_PATH, .off = TOP(handover_socket),
 	  .max = LB_PATH_MAX },
+	{ .key = "binder_socket", .type = CT_PATH, .off = TOP(binder_socket),
+	  .max = LB_PATH_MAX },
 	{ .key = "metrics", .type = CT_ADDR, .flags = KF_NO_ADDR, .str_off = TOP(metrics) },
 	{ .key = "io_engine", .type = CT_ENUM, .off = TOP(io_engine), .def = LB_ENGINE_AUTO,
 	  .names = engine_names },

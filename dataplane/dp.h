@@ -361,6 +361,10 @@ void dp_lset_put(struct dp_worker *w, struct dp_lset *set);
 int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old,
 		      struct dp_lsocks_pool *pool, unsigned n_workers, uint64_t generation,
 		      struct dp_snapshot **ret, char *err, size_t errlen);
+/* A listening TCP socket on a as the workers use it (SO_REUSEPORT, non-blocking): 0 or -errno. */
+int dp_listen_socket(const struct lb_addr *a, int *ret_fd);
+/* 0 when no socket listens on a (a plain bind succeeds), else -errno (-EADDRINUSE, -EACCES). */
+int dp_address_free(const struct lb_addr *a);
 /* An lsocks over n listening sockets taken over (owned by it from now on, also on failure). */
 int dp_lsocks_adopt(const struct lb_addr *a, const int *fds, unsigned n, struct dp_lsocks **ret);
 void dp_lsocks_pool_clear(struct dp_lsocks_pool *pool);

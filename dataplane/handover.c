@@ -63,6 +63,39 @@ int dp_ho_send(int sock, const void *buf, size_t len, const int *fds, unsigned n
 	return sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) == -1 ? -errno : 0;
 }
 
+int dp_unix_sockaddr(const char *path, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+int dp_ho_connect(const char *path, unsigned timeout_s, int *ret_fd)
+{
+	struct timeval tv = { .tv_sec = timeout_s };
+	struct sockaddr_un sa;
+	int fd, r = dp_unix_sockaddr(path, &sa);
+
+	if (r)
+		return r;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	/* Blocking reads with a hang guard: a peer that stops answering fails us. */
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
 /* Every descriptor in msg's control data, into fds (up to room); returns how many came. */
 static unsigned collect_fds(struct msghdr *msg, int *fds, unsigned room)
 {

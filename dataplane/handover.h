@@ -51,6 +51,11 @@ int dp_ho_send(int sock, const void *buf, size_t len, const int *fds, unsigned n
  * descriptor that came is closed and *ret_n is 0.
  */
 int dp_ho_recv(int sock, void *buf, size_t cap, int *fds, unsigned *ret_n);
+struct sockaddr_un;
+/* path as a Unix socket address: 0, or -ENAMETOOLONG. */
+int dp_unix_sockaddr(const char *path, struct sockaddr_un *sa);
+/* A SEQPACKET connection to path, its reads and writes bounded by timeout_s: 0 or -errno. */
+int dp_ho_connect(const char *path, unsigned timeout_s, int *ret_fd);
 /* A JSON object as one message (no newline): 0 or -errno; frees obj. */
 int dp_ho_send_json(int sock, cJSON *obj);
 

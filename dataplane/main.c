@@ -12,6 +12,7 @@
 #include "common/cpus.h"
 #include "common/ctlproto.h"
 #include "common/log.h"
+#include "dataplane/binder.h"
 #include "dataplane/dp.h"
 #include "dataplane/engine.h"
 #include "dataplane/handover.h"
@@ -27,6 +28,7 @@ static void usage(FILE *f)
 		"                 [--takeover PATH | --takeover-if-running PATH]\n"
 		"                 [--wait-after-handover]\n"
 		"       layer4-lb ctl [-s SOCKET | -c CONFIG] ping | status | apply FILE\n"
+		"       layer4-lb binder --socket PATH --uid UID [--gid GID]\n"
 		"       layer4-lb --version | --help\n"
 		"\n"
 		"io_uring Layer 4 (TCP) load balancer.\n"
@@ -433,6 +435,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "ctl"))
 		return dp_ctl_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "binder"))
+		return dp_binder_main(argc - 1, argv + 1);
 	r = parse_args(argc, argv, &p, &takeover, &if_running, &check);
 	if (!r)
 		r = setup_logging(&p);

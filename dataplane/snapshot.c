@@ -7,7 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dataplane/binder.h"
 #include "dataplane/dp.h"
+#include "dataplane/handover.h"
 
 /*
  * Every socket of a listener is created here, in the main thread, before the snapshot is
@@ -18,7 +20,7 @@
  * serving), the rest goes ahead, and the next build tries its address again.  One Service
  * whose port another process holds must not hold back every other Service of the node.
  */
-static int listen_socket(const struct lb_addr *a, int *ret_fd)
+int dp_listen_socket(const struct lb_addr *a, int *ret_fd)
 {
 	int fd, one = 1;
 
@@ -60,7 +62,7 @@ void dp_lsocks_put(struct dp_lsocks *ls)
  * and the two would silently split the traffic.  A plain bind (no SO_REUSEPORT) first finds
  * out: it fails while any socket listens on the address.
  */
-static int address_free(const struct lb_addr *a)
+int dp_address_free(const struct lb_addr *a)
 {
 	int fd, one = 1, r = 0;
 
@@ -76,11 +78,35 @@ static int address_free(const struct lb_addr *a)
 	return r;
 }
 
-static int lsocks_new(const struct lb_addr *a, unsigned n, struct dp_lsocks **ret)
+/*
+ * A port below 1024 that we may not bind (no CAP_NET_BIND_SERVICE: the chart's non-root
+ * dataplane) is bound by the binder, if one is configured (binder.h).
+ */
+static int lsocks_from_binder(const struct lb_addr *a, unsigned n, const char *binder,
+			      struct dp_lsocks **ret)
+{
+	int fds[DP_HO_FDS_MAX];
+	char err[256];
+	int r;
+
+	if (n > DP_HO_FDS_MAX)
+		return -EACCES;
+	r = dp_binder_request(binder, a, n, fds, err, sizeof(err));
+	if (r) {
+		log_warn("%s", err);
+		return r;
+	}
+	return dp_lsocks_adopt(a, fds, n, ret);
+}
+
+static int lsocks_new(const struct lb_addr *a, unsigned n, const char *binder,
+		      struct dp_lsocks **ret)
 {
 	struct dp_lsocks *ls;
-	int r = address_free(a);
+	int r = dp_address_free(a);
 
+	if (r == -EACCES && binder && binder[0] && lb_addr_port(a) < 1024)
+		return lsocks_from_binder(a, n, binder, ret);
 	if (r)
 		return r;
 
@@ -93,7 +119,7 @@ static int lsocks_new(const struct lb_addr *a, unsigned n, struct dp_lsocks **re
 	for (unsigned i = 0; i < n; i++)
 		ls->fds[i] = -1;
 	for (unsigned i = 0; i < n && !r; i++)
-		r = listen_socket(a, &ls->fds[i]);
+		r = dp_listen_socket(a, &ls->fds[i]);
 	if (r) {
 		dp_lsocks_put(ls);
 		return r;
@@ -133,7 +159,7 @@ void dp_lsocks_pool_clear(struct dp_lsocks_pool *pool)
  * group added until every worker has one: the old process may have had fewer workers.  One
  * that cannot be added leaves a worker without a socket there, which is no failure: the
  * others accept.  None is ever dropped for being one too many, since each may hold queued
- * connections; the workers share them out (worker.c).  No address_free() check: the group is
+ * connections; the workers share them out (worker.c).  No dp_address_free() check: the group is
  * ours now.
  */
 static int pool_take(struct dp_lsocks_pool *pool, const struct lb_addr *a, unsigned n_workers,
@@ -149,7 +175,7 @@ static int pool_take(struct dp_lsocks_pool *pool, const struct lb_addr *a, unsig
 			if (!ls)
 				return -ENOMEM;
 			pool->v[i] = ls;
-			while (ls->n < n_workers && !listen_socket(a, &ls->fds[ls->n]))
+			while (ls->n < n_workers && !dp_listen_socket(a, &ls->fds[ls->n]))
 				ls->n++;
 		}
 		atomic_fetch_add(&ls->refs, 1);
@@ -271,7 +297,7 @@ out:
 
 static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf *lc,
 			  const struct old_index *old, struct dp_lsocks_pool *pool,
-			  unsigned n_workers, char *err, size_t errlen)
+			  unsigned n_workers, const char *binder, char *err, size_t errlen)
 {
 	const struct dp_slistener *prev = find_by_name(old, lc->name);
 	struct dp_lsocks *socks = find_socks(old, &lc->listen);
@@ -283,7 +309,7 @@ static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf
 	} else if (pool_take(pool, &lc->listen, n_workers, &socks)) {
 		goto out_nomem;
 	} else if (!socks) {
-		r = lsocks_new(&lc->listen, n_workers, &socks);
+		r = lsocks_new(&lc->listen, n_workers, binder, &socks);
 		if (r == -ENOMEM)
 			goto out_nomem;
 		if (r && !lc->managed) {
@@ -361,7 +387,7 @@ int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old,
 	}
 	for (size_t i = 0; i < conf->n_listeners; i++) {
 		r = build_listener(&s->listeners[i], &conf->listeners[i], &x,
-				   pool, n_workers, err, errlen);
+				   pool, n_workers, conf->binder_socket, err, errlen);
 		s->n_listeners++;
 		if (r)
 			goto out_free;

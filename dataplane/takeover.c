@@ -335,30 +335,6 @@ static int make_pool(struct rx *x)
 	return 0;
 }
 
-static int connect_path(const char *path, int *ret_fd)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = DP_HO_TIMEOUT_MS / 1000 };
-	int fd, r;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return -errno;
-	/* Blocking reads with a hang guard: an old process that stops answering fails us. */
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
-	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1 ||
-	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	*ret_fd = fd;
-	return 0;
-}
-
 static cJSON *hello(void)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -421,7 +397,7 @@ static int receive(const char *path, bool if_running, struct dp_takeover **ret, 
 		return -ENOMEM;
 	}
 	t->control_fd = t->metrics_fd = t->handover_fd = -1;
-	r = connect_path(path, &t->sock);
+	r = dp_ho_connect(path, DP_HO_TIMEOUT_MS / 1000, &t->sock);
 	if (r) {
 		t->sock = -1;
 		snprintf(err, errlen, "cannot reach the handover socket %s: %s", path,

@@ -94,7 +94,7 @@ VARIANTS = {
                            ".nodeSelectorTerms[0].matchExpressions[0].operator=In",
                   "--set", "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
                            ".nodeSelectorTerms[0].matchExpressions[0].values={amd64}"],
-    "lowports": ["--set", "dataplane.lowPorts=true"],
+    "lowports-off": ["--set", "dataplane.lowPorts=false"],
     "runtime-default": ["--set", "dataplane.seccompProfile.type=RuntimeDefault"],
     "acceptors-limit": ["--set", "dataplane.acceptors=cpuLimit",
                         "--set", "dataplane.resources.limits.cpu=1500m"],
@@ -448,7 +448,7 @@ class T3Variants(unittest.TestCase):
         # the node by an init container (root for that folder, nothing else), at the path the
         # dataplane names.
         self.assertEqual([c["name"] for c in pod["initContainers"]],
-                         ["handover-dir", "seccomp-profile"])
+                         ["binder", "handover-dir", "seccomp-profile"])
         # The handover directory: on the node, per release, the dataplane's (0700), made so
         # by a root init container with CAP_CHOWN alone.
         self.assertEqual(vols["handover"]["hostPath"],
@@ -504,7 +504,8 @@ class T3Variants(unittest.TestCase):
         self.assertEqual(dp["resources"]["limits"], {"cpu": "2", "memory": "1Gi"})
         self.assertEqual(lb_yaml(o, "v-layer4-lb"),
                          "control_socket: /run/layer4-lb/control.sock\n"
-                         "handover_socket: " + HANDOVER + "\nio_engine: auto\n"
+                         "handover_socket: " + HANDOVER + "\n"
+                         "binder_socket: /run/layer4-lb/binder.sock\nio_engine: auto\n"
                          "drain_timeout_ms: 30000\nmetrics: \"127.0.0.1:9101\"\n")
         # The controller.
         self.assertEqual(ct["command"], ["layer4-lb-controller"])
@@ -572,7 +573,7 @@ class T3Variants(unittest.TestCase):
                          ["--config", "/etc/layer4-lb/lb.yaml"])
         self.assertNotIn("handover", lb_yaml(o, "v-layer4-lb"))
         self.assertEqual([c["name"] for c in ds["spec"]["template"]["spec"]["initContainers"]],
-                         ["seccomp-profile"])
+                         ["binder", "seccomp-profile"])
 
     def test_3_sysctls(self):
         init = container(self.ds("sysctls"), "sysctls", init=True)
@@ -612,15 +613,34 @@ class T3Variants(unittest.TestCase):
                              {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]})
 
     def test_6_low_ports(self):
-        ds = self.ds("lowports")
-        dp, ct = container(ds, "dataplane"), container(ds, "controller")
-        self.assertEqual(dp["securityContext"]["capabilities"],
-                         {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})
-        self.assertEqual(ct["securityContext"]["capabilities"], {"drop": ["ALL"]})
-        for c in (dp, ct):
-            self.assertEqual(c["securityContext"]["runAsUser"], 0)
-            self.assertIs(c["securityContext"]["runAsNonRoot"], False)
-            self.assertIs(c["securityContext"]["allowPrivilegeEscalation"], False)
+        """Ports below 1024 by the binder sidecar: root with NET_BIND_SERVICE alone; the
+        dataplane and the controller stay non-root with no capability."""
+        ds = self.ds("default")
+        pod = ds["spec"]["template"]["spec"]
+        binder = container(ds, "binder", init=True)
+        self.assertEqual(pod["initContainers"][0]["name"], "binder")   # started first
+        self.assertEqual(binder["restartPolicy"], "Always")             # a sidecar
+        self.assertEqual(binder["command"], ["layer4-lb", "binder", "--socket",
+                                             "/run/layer4-lb/binder.sock", "--uid", "65532",
+                                             "--gid", "65532"])
+        self.assertEqual(binder["securityContext"], {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+            "seccompProfile": {"type": "RuntimeDefault"}})
+        self.assertEqual(binder["volumeMounts"], [{"name": "run",
+                                                   "mountPath": "/run/layer4-lb"}])
+        self.assertIn("binder_socket: /run/layer4-lb/binder.sock\n",
+                      lb_yaml(self.objs["default"], "v-layer4-lb"))
+        for c in (container(ds, "dataplane"), container(ds, "controller")):
+            self.assertEqual(c["securityContext"]["capabilities"], {"drop": ["ALL"]})
+            self.assertEqual(c["securityContext"]["runAsUser"], 65532)
+            self.assertIs(c["securityContext"]["runAsNonRoot"], True)
+        # Off: no binder, nothing about it in the configuration.
+        off = self.ds("lowports-off")
+        self.assertNotIn("binder", [c["name"] for c in
+                                    off["spec"]["template"]["spec"]["initContainers"]])
+        self.assertNotIn("binder_socket", lb_yaml(self.objs["lowports-off"], "v-layer4-lb"))
 
     def test_7_acceptors(self):
         env = env_of(container(self.ds("acceptors-limit"), "dataplane"))
@@ -633,7 +653,8 @@ class T3Variants(unittest.TestCase):
                          ["LOG_LEVEL"]["value"], "debug")
         self.assertEqual(lb_yaml(self.objs["acceptors-4"], "v-layer4-lb"),
                          "control_socket: /run/layer4-lb/control.sock\n"
-                         "handover_socket: " + HANDOVER + "\nio_engine: epoll\n"
+                         "handover_socket: " + HANDOVER + "\n"
+                         "binder_socket: /run/layer4-lb/binder.sock\nio_engine: epoll\n"
                          "drain_timeout_ms: 30000\nmetrics: \"127.0.0.1:9101\"\n"
                          "buffer_size: 65536\nbuffer_count: 1024\n")
 
@@ -651,7 +672,7 @@ class T3Variants(unittest.TestCase):
         """RuntimeDefault (epoll where the runtime refuses io_uring): no profile installed."""
         ds = self.ds("runtime-default")
         pod = ds["spec"]["template"]["spec"]
-        self.assertEqual([c["name"] for c in pod["initContainers"]], ["handover-dir"])
+        self.assertEqual([c["name"] for c in pod["initContainers"]], ["binder", "handover-dir"])
         self.assertNotIn("host-seccomp", [v["name"] for v in pod["volumes"]])
         self.assertEqual(container(ds, "dataplane")["securityContext"]["seccompProfile"],
                          {"type": "RuntimeDefault"})
@@ -732,10 +753,11 @@ class T4Install(unittest.TestCase):
         C.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/" + CRD_NAME)
 
     def test_2_containers_meet_the_restricted_profile_but_for_host_network(self):
-        # The containers do; the pod needs the host's network, the init container that
-        # installs the seccomp profile needs root and the kubelet's folder (a hostPath), and
-        # the one that makes the handover folder (a hostPath) the dataplane's needs root and
-        # CAP_CHOWN.
+        # The dataplane and the controller do; the pod needs the host's network, the init
+        # container that installs the seccomp profile needs root and the kubelet's folder (a
+        # hostPath), the one that makes the handover folder (a hostPath) the dataplane's needs
+        # root and CAP_CHOWN, and the binder sidecar root (with NET_BIND_SERVICE, which the
+        # restricted profile allows).
         warnings = [line for line in self.install.stderr.splitlines() if "PodSecurity" in line]
         self.assertEqual(len(warnings), 1, self.install.stderr)
         self.assertIn('would violate PodSecurity \\"restricted:latest\\": host namespaces '
@@ -743,10 +765,11 @@ class T4Install(unittest.TestCase):
                       '\\"handover-dir\\" must not include \\"CHOWN\\" in '
                       'securityContext.capabilities.add), restricted volume types (volumes '
                       '\\"handover\\", \\"host-seccomp\\" use restricted volume type '
-                      '\\"hostPath\\"), runAsNonRoot != true (containers \\"handover-dir\\", '
-                      '\\"seccomp-profile\\" must not set securityContext.runAsNonRoot=false), '
-                      'runAsUser=0 (containers \\"handover-dir\\", \\"seccomp-profile\\" must '
-                      'not set runAsUser=0)"', warnings[0])
+                      '\\"hostPath\\"), runAsNonRoot != true (containers \\"binder\\", '
+                      '\\"handover-dir\\", \\"seccomp-profile\\" must not set '
+                      'securityContext.runAsNonRoot=false), runAsUser=0 (containers '
+                      '\\"binder\\", \\"handover-dir\\", \\"seccomp-profile\\" must not '
+                      'set runAsUser=0)"', warnings[0])
 
     def test_3_the_examples_are_accepted(self):
         files = sorted(glob.glob(os.path.join(REPO, "deploy", "examples", "*.yaml")))

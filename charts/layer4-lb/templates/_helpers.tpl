@@ -61,6 +61,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Paths shared by the two containers. */}}
 {{- define "layer4-lb.socketDir" -}}/run/layer4-lb{{- end }}
 {{- define "layer4-lb.socket" -}}/run/layer4-lb/control.sock{{- end }}
+{{- define "layer4-lb.binderSocket" -}}/run/layer4-lb/binder.sock{{- end }}
 {{/* The handover socket, in the node directory the old and the new pod both mount. */}}
 {{- define "layer4-lb.handoverDir" -}}/run/layer4-lb-handover{{- end }}
 {{- define "layer4-lb.handoverSocket" -}}/run/layer4-lb-handover/handover.sock{{- end }}

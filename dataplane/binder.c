@@ -1,0 +1,267 @@
+/* binder.c - listening sockets below port 1024 for an unprivileged dataplane (binder.h). */
+#include "dataplane/binder.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/ctlproto.h"
+#include "common/log.h"
+#include "dataplane/handover.h"
+#include "dataplane/plane.h"
+
+#define BINDER_TIMEOUT_S 5 /* one request, either side: a hang guard */
+
+static void set_timeouts(int fd)
+{
+	struct timeval tv = { .tv_sec = BINDER_TIMEOUT_S };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+static int reply(int fd, const char *error, const int *fds, unsigned n)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *text;
+	int r = -ENOMEM;
+
+	if (!o || !cJSON_AddBoolToObject(o, "ok", !error) ||
+	    (error && !cJSON_AddStringToObject(o, "error", error)))
+		goto out;
+	text = cJSON_PrintUnformatted(o);
+	if (text)
+		r = dp_ho_send(fd, text, strlen(text), fds, n);
+	free(text);
+out:
+	cJSON_Delete(o);
+	return r;
+}
+
+/* Checks a request and binds its sockets into fds: 0, or -errno with why set. */
+static int bind_request(const char *buf, int len, int *fds, unsigned *n, char *why, size_t wlen)
+{
+	cJSON *m = cJSON_ParseWithLength(buf, (size_t)len);
+	const cJSON *op = cJSON_GetObjectItemCaseSensitive(m, "op");
+	const cJSON *listen = cJSON_GetObjectItemCaseSensitive(m, "listen");
+	const cJSON *count = cJSON_GetObjectItemCaseSensitive(m, "count");
+	struct lb_addr a;
+	char perr[128];
+	int r = -EINVAL;
+
+	*n = 0;
+	if (!cJSON_IsString(op) || strcmp(op->valuestring, "bind") || !cJSON_IsString(listen) ||
+	    !cJSON_IsNumber(count)) {
+		snprintf(why, wlen, "not a bind request ({\"op\":\"bind\",\"listen\":...,\"count\":N})");
+		goto out;
+	}
+	if (count->valuedouble < 1 || count->valuedouble > DP_HO_FDS_MAX ||
+	    count->valuedouble != (double)(unsigned)count->valuedouble) {
+		snprintf(why, wlen, "count must be 1 to %u", DP_HO_FDS_MAX);
+		goto out;
+	}
+	if (lb_addr_parse(listen->valuestring, false, &a, perr, sizeof(perr))) {
+		snprintf(why, wlen, "listen: %s", perr);
+		goto out;
+	}
+	if (lb_addr_port(&a) >= 1024) {
+		snprintf(why, wlen, "%s: only ports below 1024 are bound here", listen->valuestring);
+		goto out;
+	}
+	r = dp_address_free(&a);
+	for (unsigned i = 0; !r && i < (unsigned)count->valuedouble; i++) {
+		r = dp_listen_socket(&a, &fds[i]);
+		if (!r)
+			(*n)++;
+	}
+	if (r) {
+		snprintf(why, wlen, "cannot listen on %s: %s", listen->valuestring, strerror(-r));
+		for (unsigned i = 0; i < *n; i++)
+			close(fds[i]);
+		*n = 0;
+	}
+out:
+	cJSON_Delete(m);
+	return r;
+}
+
+static void serve_one(int fd, uid_t allowed)
+{
+	char buf[1024], why[256];
+	int fds[DP_HO_FDS_MAX], len;
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	unsigned n;
+
+	set_timeouts(fd);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == -1 ||
+	    (cred.uid != 0 && cred.uid != allowed)) {
+		log_warn("binder: refused a request from uid %d: only uid %d is served",
+			 (int)cred.uid, (int)allowed);
+		reply(fd, "this binder serves another user", NULL, 0);
+		return;
+	}
+	len = dp_ho_recv(fd, buf, sizeof(buf), fds, &n);
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+	if (len <= 0 || n) {
+		reply(fd, len == -EMSGSIZE ? "request too long" : "a request with descriptors, or none",
+		      NULL, 0);
+		return;
+	}
+	if (bind_request(buf, len, fds, &n, why, sizeof(why))) {
+		log_warn("binder: pid %d: %s", (int)cred.pid, why);
+		reply(fd, why, NULL, 0);
+		return;
+	}
+	if (reply(fd, NULL, fds, n))
+		log_warn("binder: pid %d: cannot send the sockets", (int)cred.pid);
+	else
+		log_info("binder: %u socket%s for pid %d", n, n == 1 ? "" : "s", (int)cred.pid);
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+static int open_socket(const char *path, uid_t uid, gid_t gid)
+{
+	struct sockaddr_un sa;
+	int fd = dp_unix_sockaddr(path, &sa);
+
+	if (fd)
+		return fd;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	unlink(path); /* ours: a binder restarted in its pod finds its old file */
+	/* Mode 0600, owned by the dataplane's uid: nobody else may even connect. */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 || chmod(path, 0600) == -1 ||
+	    chown(path, uid, gid) == -1 || listen(fd, 16) == -1) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int dp_binder_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "uid", required_argument, NULL, 'u' },
+		{ "gid", required_argument, NULL, 'g' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL;
+	long uid = -1, gid = -1;
+	int o, fd;
+
+	while ((o = getopt_long(argc, argv, "s:u:g:", opts, NULL)) != -1) {
+		char *end;
+
+		if (o == 's') {
+			path = optarg;
+			continue;
+		}
+		long *dst = o == 'u' ? &uid : o == 'g' ? &gid : NULL;
+
+		if (!dst)
+			goto usage;
+		errno = 0;
+		*dst = strtol(optarg, &end, 10);
+		if (errno || *end || !*optarg || *dst < 0)
+			goto usage;
+	}
+	if (!path || path[0] != '/' || uid < 0 || optind < argc)
+		goto usage;
+	fd = open_socket(path, (uid_t)uid, (gid_t)(gid < 0 ? uid : gid));
+	if (fd < 0) {
+		log_err("binder: cannot serve %s: %s", path, strerror(-fd));
+		return 1;
+	}
+	log_info("binder: binding ports below 1024 for uid %ld at %s", uid, path);
+	for (;;) {
+		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (c == -1) {
+			if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE)
+				continue;
+			log_err("binder: accept: %s", strerror(errno));
+			return 1;
+		}
+		serve_one(c, (uid_t)uid);
+		close(c);
+	}
+usage:
+	fprintf(stderr, "usage: layer4-lb binder --socket PATH --uid UID [--gid GID]\n"
+			"Binds listening TCP sockets on ports below 1024 for the dataplane running\n"
+			"as UID, which asks over PATH (binder_socket in its configuration).\n");
+	return 2;
+}
+
+int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, int *fds,
+		      char *err, size_t errlen)
+{
+	char addr[LB_ADDR_STRLEN], buf[1024];
+	cJSON *req = cJSON_CreateObject(), *m = NULL;
+	const cJSON *ok, *why;
+	unsigned got = 0;
+	int fd = -1, r, len;
+
+	if (n > DP_HO_FDS_MAX) {
+		r = -EINVAL;
+		snprintf(err, errlen, "more than %u sockets asked of the binder", DP_HO_FDS_MAX);
+		goto out;
+	}
+	if (!req || !cJSON_AddStringToObject(req, "op", "bind") ||
+	    !cJSON_AddStringToObject(req, "listen", lb_addr_format(a, addr, sizeof(addr))) ||
+	    !lb_json_add_u64(req, "count", n)) {
+		r = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	r = dp_ho_connect(path, BINDER_TIMEOUT_S, &fd);
+	if (r) {
+		fd = -1;
+		snprintf(err, errlen, "cannot reach the binder at %s: %s", path, strerror(-r));
+		goto out;
+	}
+	r = dp_ho_send_json(fd, req);
+	req = NULL;
+	do
+		len = r ? r : dp_ho_recv(fd, buf, sizeof(buf), fds, &got);
+	while (len == -EINTR);
+	if (len <= 0) {
+		r = len ? len : -EPROTO;
+		snprintf(err, errlen, "the binder at %s did not answer: %s", path,
+			 len ? strerror(-len) : "it hung up");
+		goto out;
+	}
+	m = cJSON_ParseWithLength(buf, (size_t)len);
+	ok = cJSON_GetObjectItemCaseSensitive(m, "ok");
+	why = cJSON_GetObjectItemCaseSensitive(m, "error");
+	if (!cJSON_IsTrue(ok) || got != n) {
+		r = cJSON_IsString(why) && strstr(why->valuestring, "Address already in use")
+			    ? -EADDRINUSE : -EACCES;
+		snprintf(err, errlen, "the binder: %s",
+			 cJSON_IsString(why) ? why->valuestring : "a wrong answer");
+		for (unsigned i = 0; i < got; i++)
+			close(fds[i]);
+		goto out;
+	}
+	r = 0;
+out:
+	cJSON_Delete(req);
+	cJSON_Delete(m);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}

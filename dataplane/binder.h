@@ -1,0 +1,34 @@
+/*
+ * binder.h - ports below 1024 for a dataplane that holds no capability.
+ *
+ * Kubernetes gives a non-root container no ambient capabilities, and allowPrivilegeEscalation:
+ * false voids file capabilities, so CAP_NET_BIND_SERVICE in the dataplane's container would
+ * not reach a non-root dataplane.  Instead a tiny binder (`layer4-lb binder`, root with that
+ * one capability, in a container of its own) binds listening sockets for it and hands them
+ * over with SCM_RIGHTS, as the handover does: the dataplane never runs with a privilege, and
+ * the binder never touches traffic.
+ *
+ * Protocol (SOCK_SEQPACKET, one request per connection):
+ *   -> {"op":"bind","listen":"ADDR:PORT","count":N}
+ *   <- {"ok":true} with N listening sockets, or {"ok":false,"error":"why"}
+ * The binder serves only its --uid (and root), binds only TCP ports below 1024 (any other the
+ * dataplane binds itself), and N is at most DP_HO_FDS_MAX.
+ */
+#ifndef DP_BINDER_H
+#define DP_BINDER_H
+
+#include <stddef.h>
+
+#include "common/addr.h"
+
+/* `layer4-lb binder --socket PATH --uid UID`: serve until SIGTERM; the exit status. */
+int dp_binder_main(int argc, char **argv);
+
+/*
+ * Ask the binder at path for n listening sockets on a (into fds): 0, or -errno with err set
+ * (-EACCES, -EADDRINUSE ... as the binder's bind said, -ECONNREFUSED when none serves).
+ */
+int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, int *fds,
+		      char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,154 @@
+"""Ports below 1024 for a dataplane that holds no capability: `layer4-lb binder` binds them."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import unittest
+
+import lbtest
+from lbtest import LBTestCase, ctl_call, listener, render_config
+
+LOCAL = "127.0.0.1"
+NOBODY = 65534
+# The dataplane as the chart runs it: another uid, no capability at all, none to gain.
+UNPRIVILEGED = ["sh", "-c", 'chown -R %d:%d "$(dirname "$3")" && exec setpriv --reuid=%d '
+                '--regid=%d --clear-groups --inh-caps=-all --bounding-set=-all '
+                '--no-new-privs "$@"' % (NOBODY, NOBODY, NOBODY, NOBODY), "sh"]
+
+
+def free_low_port():
+    """80 when it is free on loopback, else the highest free port below 1024."""
+    for port in [80] + list(range(1023, 600, -1)):
+        s = socket.socket()
+        try:
+            s.bind((LOCAL, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise unittest.SkipTest("no free port below 1024 on loopback")
+
+
+def capabilities(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return {k: v.strip() for k, v in (line.split(":", 1) for line in f if
+                                          line.startswith("Cap"))}
+
+
+def binder_call(path, req):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(lbtest.HANG)
+    try:
+        s.connect(path)
+        s.send(req)
+        msg, fds, _flags, _addr = socket.recv_fds(s, 4096, 64)
+        for fd in fds:
+            os.close(fd)
+        return json.loads(msg), len(fds)
+    finally:
+        s.close()
+
+
+class BinderTest(LBTestCase):
+    def setUp(self):
+        if os.geteuid() != 0 or not shutil.which("setpriv"):
+            self.skipTest("needs root (for the binder) and setpriv(1)")
+        self.dir = self.tmpdir()
+        os.chmod(self.dir, 0o755)   # the binder's socket file is reached through it
+        self.sock = os.path.join(self.dir, "binder.sock")
+        self.log = open(os.path.join(self.dir, "binder.log"), "w+")
+        self.binder = subprocess.Popen([lbtest.LB_BIN, "binder", "--socket", self.sock,
+                                        "--uid", str(NOBODY)], stderr=self.log,
+                                       env=dict(os.environ, LOG_LEVEL="info"))
+        self.addCleanup(self.stop_binder)
+        lbtest.wait_for(lambda: os.path.exists(self.sock), 10, "the binder's socket")
+
+    def stop_binder(self):
+        self.binder.terminate()
+        self.binder.wait(10)
+        self.log.close()
+
+    def binder_log(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def test_port_below_1024_without_any_capability(self):
+        a = self.backend("a")
+        port = free_low_port()
+        lb = self.start_lb(config=render_config([listener(port, [a])],
+                                                binder_socket=self.sock),
+                           ready=[(LOCAL, port)], num_acceptors=2, log_level="info",
+                           prefix=UNPRIVILEGED)
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
+        caps = capabilities(lb.pid)
+        self.assertEqual((caps["CapEff"], caps["CapPrm"], caps["CapAmb"]),
+                         ("0" * 16,) * 3, caps)
+        with open("/proc/%d/status" % lb.pid) as f:
+            self.assertIn("Uid:\t%d\t%d" % (NOBODY, NOBODY), f.read())
+        self.assertRegex(self.binder_log(), r"binder: 2 sockets for pid %d" % lb.pid)
+
+    def test_managed_listener_on_a_low_port(self):
+        a = self.backend("a")
+        port = free_low_port()
+        ctl = os.path.join(self.tmpdir(), "ctl.sock")
+        os.chmod(os.path.dirname(ctl), 0o777)
+        lb = self.start_lb(config=render_config([], binder_socket=self.sock,
+                                                control_socket=ctl),
+                           ready=[], log_level="info", prefix=UNPRIVILEGED)
+        lbtest.wait_ctl_socket(ctl)
+        r = ctl_call(ctl, {"op": "apply", "version": 1, "listeners": [
+            listener(port, [a], name="ns/lb/http")]})
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["bind_failures"], [])
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
+        self.assertTrue(lb.alive())
+
+    def test_without_the_binder_the_port_is_refused(self):
+        """What the binder is for: the same dataplane alone cannot bind the port."""
+        a = self.backend("a")
+        port = free_low_port()
+        lb = self.start_lb(config=render_config([listener(port, [a])]), ready=[],
+                           log_level="info", prefix=UNPRIVILEGED, expect_rc=1)
+        self.assertEqual(lb.wait_exit(20), 1)
+        self.assertIn("cannot listen on 127.0.0.1:%d: Permission denied" % port,
+                      lb.stderr_text())
+
+    def test_bad_requests_are_refused_and_change_nothing(self):
+        cases = [
+            (b'{"op":"bind","listen":"127.0.0.1:8080","count":1}', "only ports below 1024"),
+            (b'{"op":"bind","listen":"127.0.0.1:80","count":0}', "count must be 1 to 64"),
+            (b'{"op":"bind","listen":"127.0.0.1:80","count":65}', "count must be 1 to 64"),
+            (b'{"op":"bind","listen":"localhost:80","count":1}', "listen: "),
+            (b'{"op":"unbind"}', "not a bind request"),
+            (b'not json', "not a bind request"),
+        ]
+        for req, why in cases:
+            with self.subTest(req=req):
+                got, n = binder_call(self.sock, req)
+                self.assertFalse(got["ok"])
+                self.assertIn(why, got["error"])
+                self.assertEqual(n, 0)
+        # It still serves a good one.
+        port = free_low_port()
+        got, n = binder_call(self.sock, json.dumps(
+            {"op": "bind", "listen": "%s:%d" % (LOCAL, port), "count": 3}).encode())
+        self.assertEqual((got, n), ({"ok": True}, 3))
+        self.assertEqual(self.binder.poll(), None)
+
+    def test_only_the_dataplanes_uid_may_connect(self):
+        st = os.stat(self.sock)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (NOBODY, 0o600))
+        r = subprocess.run(["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups",
+                            "python3", "-c", "import socket; s = socket.socket(socket.AF_UNIX,"
+                            " socket.SOCK_SEQPACKET); s.connect(%r)" % self.sock],
+                           stderr=subprocess.PIPE, text=True)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("PermissionError", r.stderr)
+
+
+if __name__ == "__main__":
+    lbtest.main()
