@@ -4,8 +4,9 @@
  * One thread, one loop.  Four informers (LoadBalancers, Services, EndpointSlices or Endpoints,
  * Nodes) keep caches; any change marks the state dirty, and the loop reconciles once the
  * debounce says so (core/debounce.h): a lone change after 100 ms, a burst of events (a
- * rolling update) every 2 s while it lasts.  Reconcile is pure (core/reconcile.c): its answer goes to the dataplane
- * as one apply, only when it differs from the last one the dataplane accepted.
+ * rolling update) every 2 s while it lasts.  Reconcile is pure (core/reconcile.c): its answer
+ * goes to the dataplane as one apply, only when it differs from the last one the dataplane
+ * accepted.
  *
  * Never flush: nothing is applied until every cache has completed its first list, so a
  * restarting controller never sends an empty or partial set.  While the API server is away the

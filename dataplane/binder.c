@@ -28,14 +28,16 @@ static void set_timeouts(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-static int reply(int fd, const char *error, const int *fds, unsigned n)
+/* An error, or a piece of the sockets with how many are left to come after it. */
+static int reply(int fd, const char *error, const int *fds, unsigned n, unsigned left)
 {
 	cJSON *o = cJSON_CreateObject();
 	char *text;
 	int r = -ENOMEM;
 
 	if (!o || !cJSON_AddBoolToObject(o, "ok", !error) ||
-	    (error && !cJSON_AddStringToObject(o, "error", error)))
+	    (error && !cJSON_AddStringToObject(o, "error", error)) ||
+	    (!error && !lb_json_add_u64(o, "left", left)))
 		goto out;
 	text = cJSON_PrintUnformatted(o);
 	if (text)
@@ -46,9 +48,11 @@ out:
 	return r;
 }
 
-/* Checks a request and binds its sockets into fds: 0, or -errno with why set. */
-static int bind_request(const char *buf, int len, int *fds, unsigned *n, char *why, size_t wlen)
+/* Checks a request and binds its sockets into *ret (malloc'd): 0, or -errno with why set. */
+static int bind_request(const char *buf, int len, int **ret, unsigned *n, char *why,
+			size_t wlen)
 {
+	int *fds = NULL;
 	cJSON *m = cJSON_ParseWithLength(buf, (size_t)len);
 	const cJSON *op = cJSON_GetObjectItemCaseSensitive(m, "op");
 	const cJSON *listen = cJSON_GetObjectItemCaseSensitive(m, "listen");
@@ -63,9 +67,9 @@ static int bind_request(const char *buf, int len, int *fds, unsigned *n, char *w
 		snprintf(why, wlen, "not a bind request ({\"op\":\"bind\",\"listen\":...,\"count\":N})");
 		goto out;
 	}
-	if (count->valuedouble < 1 || count->valuedouble > DP_HO_FDS_MAX ||
+	if (count->valuedouble < 1 || count->valuedouble > DP_BINDER_SOCKETS_MAX ||
 	    count->valuedouble != (double)(unsigned)count->valuedouble) {
-		snprintf(why, wlen, "count must be 1 to %u", DP_HO_FDS_MAX);
+		snprintf(why, wlen, "count must be 1 to %u", DP_BINDER_SOCKETS_MAX);
 		goto out;
 	}
 	if (lb_addr_parse(listen->valuestring, false, &a, perr, sizeof(perr))) {
@@ -76,7 +80,8 @@ static int bind_request(const char *buf, int len, int *fds, unsigned *n, char *w
 		snprintf(why, wlen, "%s: only ports below 1024 are bound here", listen->valuestring);
 		goto out;
 	}
-	r = dp_address_free(&a);
+	fds = calloc((unsigned)count->valuedouble, sizeof(*fds));
+	r = fds ? dp_address_free(&a) : -ENOMEM;
 	for (unsigned i = 0; !r && i < (unsigned)count->valuedouble; i++) {
 		r = dp_listen_socket(&a, &fds[i]);
 		if (!r)
@@ -87,17 +92,20 @@ static int bind_request(const char *buf, int len, int *fds, unsigned *n, char *w
 		for (unsigned i = 0; i < *n; i++)
 			close(fds[i]);
 		*n = 0;
+		free(fds);
+		fds = NULL;
 	}
 out:
 	cJSON_Delete(m);
+	*ret = fds;
 	return r;
 }
 
 static void serve_one(int fd, uid_t allowed)
 {
 	char buf[1024], why[256];
-	int fds[DP_HO_FDS_MAX], len;
-	struct ucred cred;
+	int in[DP_HO_FDS_MAX], *fds, len, r = 0;
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1 };
 	socklen_t clen = sizeof(cred);
 	unsigned n;
 
@@ -106,34 +114,42 @@ static void serve_one(int fd, uid_t allowed)
 	    (cred.uid != 0 && cred.uid != allowed)) {
 		log_warn("binder: refused a request from uid %d: only uid %d is served",
 			 (int)cred.uid, (int)allowed);
-		reply(fd, "this binder serves another user", NULL, 0);
+		reply(fd, "this binder serves another user", NULL, 0, 0);
 		return;
 	}
-	len = dp_ho_recv(fd, buf, sizeof(buf), fds, &n);
+	len = dp_ho_recv(fd, buf, sizeof(buf), in, &n);
 	for (unsigned i = 0; i < n; i++)
-		close(fds[i]);
+		close(in[i]);
 	if (len <= 0 || n) {
 		reply(fd, len == -EMSGSIZE ? "request too long" : "a request with descriptors, or none",
-		      NULL, 0);
+		      NULL, 0, 0);
 		return;
 	}
-	if (bind_request(buf, len, fds, &n, why, sizeof(why))) {
+	if (bind_request(buf, len, &fds, &n, why, sizeof(why))) {
 		log_warn("binder: pid %d: %s", (int)cred.pid, why);
-		reply(fd, why, NULL, 0);
+		reply(fd, why, NULL, 0, 0);
 		return;
 	}
-	if (reply(fd, NULL, fds, n))
-		log_warn("binder: pid %d: cannot send the sockets", (int)cred.pid);
+	/* A message carries at most DP_HO_FDS_MAX descriptors: more workers, more pieces. */
+	for (unsigned off = 0; off < n && !r; off += DP_HO_FDS_MAX) {
+		unsigned k = n - off < DP_HO_FDS_MAX ? n - off : DP_HO_FDS_MAX;
+
+		r = reply(fd, NULL, fds + off, k, n - off - k);
+	}
+	if (r)
+		log_warn("binder: pid %d: cannot send the sockets: %s", (int)cred.pid, strerror(-r));
 	else
 		log_info("binder: %u socket%s for pid %d", n, n == 1 ? "" : "s", (int)cred.pid);
 	for (unsigned i = 0; i < n; i++)
 		close(fds[i]);
+	free(fds);
 }
 
 static int open_socket(const char *path, uid_t uid, gid_t gid)
 {
 	struct sockaddr_un sa;
-	int fd = dp_unix_sockaddr(path, &sa);
+	mode_t old_umask;
+	int fd = dp_unix_sockaddr(path, &sa), r;
 
 	if (fd)
 		return fd;
@@ -141,11 +157,12 @@ static int open_socket(const char *path, uid_t uid, gid_t gid)
 	if (fd == -1)
 		return -errno;
 	unlink(path); /* ours: a binder restarted in its pod finds its old file */
-	/* Mode 0600, owned by the dataplane's uid: nobody else may even connect. */
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 || chmod(path, 0600) == -1 ||
-	    chown(path, uid, gid) == -1 || listen(fd, 16) == -1) {
-		int r = -errno;
-
+	/* Mode 0600 from the first instant, then the dataplane's: nobody else may connect. */
+	old_umask = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old_umask);
+	if (r == -1 || chown(path, uid, gid) == -1 || listen(fd, 16) == -1) {
+		r = -errno;
 		close(fd);
 		return r;
 	}
@@ -207,61 +224,81 @@ usage:
 	return 2;
 }
 
-int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, int *fds,
-		      char *err, size_t errlen)
+/* One piece of the answer into fds + *got: 0 while more are to come, 1 at the last, -errno. */
+static int recv_piece(int fd, unsigned n, int *fds, unsigned *got, char *err, size_t errlen)
 {
-	char addr[LB_ADDR_STRLEN], buf[1024];
-	cJSON *req = cJSON_CreateObject(), *m = NULL;
-	const cJSON *ok, *why;
-	unsigned got = 0;
-	int fd = -1, r, len;
+	int in[DP_HO_FDS_MAX], len, r;
+	char buf[1024];
+	const cJSON *ok, *why, *left;
+	cJSON *m;
+	unsigned k;
 
-	if (n > DP_HO_FDS_MAX) {
-		r = -EINVAL;
-		snprintf(err, errlen, "more than %u sockets asked of the binder", DP_HO_FDS_MAX);
-		goto out;
-	}
-	if (!req || !cJSON_AddStringToObject(req, "op", "bind") ||
-	    !cJSON_AddStringToObject(req, "listen", lb_addr_format(a, addr, sizeof(addr))) ||
-	    !lb_json_add_u64(req, "count", n)) {
-		r = -ENOMEM;
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	r = dp_ho_connect(path, BINDER_TIMEOUT_S, &fd);
-	if (r) {
-		fd = -1;
-		snprintf(err, errlen, "cannot reach the binder at %s: %s", path, strerror(-r));
-		goto out;
-	}
-	r = dp_ho_send_json(fd, req);
-	req = NULL;
 	do
-		len = r ? r : dp_ho_recv(fd, buf, sizeof(buf), fds, &got);
+		len = dp_ho_recv(fd, buf, sizeof(buf), in, &k);
 	while (len == -EINTR);
 	if (len <= 0) {
-		r = len ? len : -EPROTO;
-		snprintf(err, errlen, "the binder at %s did not answer: %s", path,
+		snprintf(err, errlen, "the binder did not answer: %s",
 			 len ? strerror(-len) : "it hung up");
-		goto out;
+		return len ? len : -EPROTO;
 	}
 	m = cJSON_ParseWithLength(buf, (size_t)len);
 	ok = cJSON_GetObjectItemCaseSensitive(m, "ok");
 	why = cJSON_GetObjectItemCaseSensitive(m, "error");
-	if (!cJSON_IsTrue(ok) || got != n) {
+	left = cJSON_GetObjectItemCaseSensitive(m, "left");
+	if (cJSON_IsTrue(ok) && cJSON_IsNumber(left) && k && *got + k <= n &&
+	    left->valuedouble == (double)(n - *got - k)) {
+		memcpy(fds + *got, in, k * sizeof(int));
+		*got += k;
+		r = *got == n;
+	} else {
 		r = cJSON_IsString(why) && strstr(why->valuestring, "Address already in use")
 			    ? -EADDRINUSE : -EACCES;
 		snprintf(err, errlen, "the binder: %s",
 			 cJSON_IsString(why) ? why->valuestring : "a wrong answer");
-		for (unsigned i = 0; i < got; i++)
-			close(fds[i]);
-		goto out;
+		for (unsigned i = 0; i < k; i++)
+			close(in[i]);
 	}
-	r = 0;
-out:
-	cJSON_Delete(req);
 	cJSON_Delete(m);
-	if (fd >= 0)
-		close(fd);
 	return r;
+}
+
+int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, int *fds,
+		      char *err, size_t errlen)
+{
+	char addr[LB_ADDR_STRLEN];
+	cJSON *req = cJSON_CreateObject();
+	unsigned got = 0;
+	int fd = -1, r;
+
+	if (!n || n > DP_BINDER_SOCKETS_MAX) {
+		cJSON_Delete(req);
+		snprintf(err, errlen, "%u sockets asked of the binder (1 to %u)", n,
+			 DP_BINDER_SOCKETS_MAX);
+		return -EINVAL;
+	}
+	if (!req || !cJSON_AddStringToObject(req, "op", "bind") ||
+	    !cJSON_AddStringToObject(req, "listen", lb_addr_format(a, addr, sizeof(addr))) ||
+	    !lb_json_add_u64(req, "count", n)) {
+		cJSON_Delete(req);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	r = dp_ho_connect(path, BINDER_TIMEOUT_S, &fd);
+	if (r) {
+		cJSON_Delete(req);
+		snprintf(err, errlen, "cannot reach the binder at %s: %s", path, strerror(-r));
+		return r;
+	}
+	r = dp_ho_send_json(fd, req);
+	if (r)
+		snprintf(err, errlen, "cannot ask the binder at %s: %s", path, strerror(-r));
+	while (!r)
+		r = recv_piece(fd, n, fds, &got, err, errlen);
+	close(fd);
+	if (r < 0) {
+		while (got)
+			close(fds[--got]);
+		return r;
+	}
+	return 0;
 }

@@ -10,9 +10,11 @@
  *
  * Protocol (SOCK_SEQPACKET, one request per connection):
  *   -> {"op":"bind","listen":"ADDR:PORT","count":N}
- *   <- {"ok":true} with N listening sockets, or {"ok":false,"error":"why"}
- * The binder serves only its --uid (and root), binds only TCP ports below 1024 (any other the
- * dataplane binds itself), and N is at most DP_HO_FDS_MAX.
+ *   <- {"ok":true,"left":K} with up to DP_HO_FDS_MAX listening sockets, repeated until K is
+ *      0 and N sockets came; or {"ok":false,"error":"why"}
+ * All N are bound at once (one group: a second request would find the address in use), for
+ * N workers.  The binder serves only its --uid (and root), binds only TCP ports below 1024
+ * (any other the dataplane binds itself), and N is at most DP_BINDER_SOCKETS_MAX.
  */
 #ifndef DP_BINDER_H
 #define DP_BINDER_H
@@ -20,6 +22,8 @@
 #include <stddef.h>
 
 #include "common/addr.h"
+
+#define DP_BINDER_SOCKETS_MAX 1024u /* one per worker; NUM_ACCEPTORS is at most 1024 */
 
 /* `layer4-lb binder --socket PATH --uid UID`: serve until SIGTERM; the exit status. */
 int dp_binder_main(int argc, char **argv);

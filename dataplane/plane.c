@@ -260,8 +260,10 @@ static void signal_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t even
 	while (read(src->fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGHUP && !p->draining)
 			reload(p);
-		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
-			p->terminated = true, dp_plane_drain(p, strsignal(si.ssi_signo));
+		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			p->terminated = true;
+			dp_plane_drain(p, strsignal(si.ssi_signo));
+		}
 	}
 }
 

@@ -85,18 +85,18 @@ int dp_address_free(const struct lb_addr *a)
 static int lsocks_from_binder(const struct lb_addr *a, unsigned n, const char *binder,
 			      struct dp_lsocks **ret)
 {
-	int fds[DP_HO_FDS_MAX];
+	int *fds = calloc(n, sizeof(*fds));
 	char err[256];
-	int r;
+	int r = fds ? dp_binder_request(binder, a, n, fds, err, sizeof(err)) : -ENOMEM;
 
-	if (n > DP_HO_FDS_MAX)
-		return -EACCES;
-	r = dp_binder_request(binder, a, n, fds, err, sizeof(err));
-	if (r) {
-		log_warn("%s", err);
-		return r;
-	}
-	return dp_lsocks_adopt(a, fds, n, ret);
+	if (r == -ENOMEM && !fds)
+		snprintf(err, sizeof(err), "out of memory");
+	if (r)
+		log_warn("%s", err); /* the detail the caller's errno cannot carry */
+	else
+		r = dp_lsocks_adopt(a, fds, n, ret);
+	free(fds);
+	return r;
 }
 
 static int lsocks_new(const struct lb_addr *a, unsigned n, const char *binder,
