@@ -76,6 +76,8 @@ struct lb_config {
 	char control_socket_group[LB_NAME_MAX]; /* "" = socket mode 0600, else 0660 and this group */
 	char handover_socket[LB_PATH_MAX]; /* "" = none: a new process may take over from here */
 	char binder_socket[LB_PATH_MAX];   /* "" = none: who binds ports below 1024 for us */
+	bool reuseport_overlap;            /* join another process's listeners: set by the
+					      dataplane's --reuseport-overlap, never by a file */
 	char metrics[LB_ADDR_STRLEN];      /* "" = none */
 	enum lb_io_engine io_engine;       /* default auto */
 	unsigned drain_timeout_ms;         /* SIGTERM drain limit, default 30000 */

@@ -48,15 +48,19 @@ out:
 	return r;
 }
 
-/* Checks a request and binds its sockets into *ret (malloc'd): 0, or -errno with why set. */
-static int bind_request(const char *buf, int len, int **ret, unsigned *n, char *why,
-			size_t wlen)
+/*
+ * Checks a request and binds its sockets into *ret (malloc'd): 0, or -errno with why set.
+ * A request to join (binder.h) is honoured only by a binder started with --reuseport-overlap.
+ */
+static int bind_request(const char *buf, int len, bool may_join, int **ret, unsigned *n,
+			char *why, size_t wlen)
 {
 	int *fds = NULL;
 	cJSON *m = cJSON_ParseWithLength(buf, (size_t)len);
 	const cJSON *op = cJSON_GetObjectItemCaseSensitive(m, "op");
 	const cJSON *listen = cJSON_GetObjectItemCaseSensitive(m, "listen");
 	const cJSON *count = cJSON_GetObjectItemCaseSensitive(m, "count");
+	const cJSON *join = cJSON_GetObjectItemCaseSensitive(m, "join");
 	struct lb_addr a;
 	char perr[128];
 	int r = -EINVAL;
@@ -80,15 +84,25 @@ static int bind_request(const char *buf, int len, int **ret, unsigned *n, char *
 		snprintf(why, wlen, "%s: only ports below 1024 are bound here", listen->valuestring);
 		goto out;
 	}
+	if (join && !cJSON_IsBool(join)) {
+		snprintf(why, wlen, "join must be true or false");
+		goto out;
+	}
 	fds = calloc((unsigned)count->valuedouble, sizeof(*fds));
 	r = fds ? dp_address_free(&a) : -ENOMEM;
+	/* Joining: the binds below succeed only into a SO_REUSEPORT group of root's. */
+	if (r == -EADDRINUSE && cJSON_IsTrue(join) && may_join)
+		r = 0;
 	for (unsigned i = 0; !r && i < (unsigned)count->valuedouble; i++) {
 		r = dp_listen_socket(&a, &fds[i]);
 		if (!r)
 			(*n)++;
 	}
 	if (r) {
-		snprintf(why, wlen, "cannot listen on %s: %s", listen->valuestring, strerror(-r));
+		snprintf(why, wlen, "cannot listen on %s: %s%s", listen->valuestring, strerror(-r),
+			 r == -EADDRINUSE && cJSON_IsTrue(join) && !may_join
+				 ? ", and this binder joins no other process's listeners (it runs "
+				   "without --reuseport-overlap)" : "");
 		for (unsigned i = 0; i < *n; i++)
 			close(fds[i]);
 		*n = 0;
@@ -101,7 +115,7 @@ out:
 	return r;
 }
 
-static void serve_one(int fd, uid_t allowed)
+static void serve_one(int fd, uid_t allowed, bool may_join)
 {
 	char buf[1024], why[256];
 	int in[DP_HO_FDS_MAX], *fds, len, r = 0;
@@ -125,7 +139,7 @@ static void serve_one(int fd, uid_t allowed)
 		      NULL, 0, 0);
 		return;
 	}
-	if (bind_request(buf, len, &fds, &n, why, sizeof(why))) {
+	if (bind_request(buf, len, may_join, &fds, &n, why, sizeof(why))) {
 		log_warn("binder: pid %d: %s", (int)cred.pid, why);
 		reply(fd, why, NULL, 0, 0);
 		return;
@@ -175,9 +189,11 @@ int dp_binder_main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "uid", required_argument, NULL, 'u' },
 		{ "gid", required_argument, NULL, 'g' },
+		{ "reuseport-overlap", no_argument, NULL, 'O' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = NULL;
+	bool may_join = false;
 	long uid = -1, gid = -1;
 	int o, fd;
 
@@ -186,6 +202,10 @@ int dp_binder_main(int argc, char **argv)
 
 		if (o == 's') {
 			path = optarg;
+			continue;
+		}
+		if (o == 'O') {
+			may_join = true;
 			continue;
 		}
 		long *dst = o == 'u' ? &uid : o == 'g' ? &gid : NULL;
@@ -204,7 +224,8 @@ int dp_binder_main(int argc, char **argv)
 		log_err("binder: cannot serve %s: %s", path, strerror(-fd));
 		return 1;
 	}
-	log_info("binder: binding ports below 1024 for uid %ld at %s", uid, path);
+	log_info("binder: binding ports below 1024 for uid %ld at %s%s", uid, path,
+		 may_join ? ", joining root's listeners when asked (--reuseport-overlap)" : "");
 	for (;;) {
 		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
 
@@ -214,13 +235,16 @@ int dp_binder_main(int argc, char **argv)
 			log_err("binder: accept: %s", strerror(errno));
 			return 1;
 		}
-		serve_one(c, (uid_t)uid);
+		serve_one(c, (uid_t)uid, may_join);
 		close(c);
 	}
 usage:
 	fprintf(stderr, "usage: layer4-lb binder --socket PATH --uid UID [--gid GID]\n"
+			"                        [--reuseport-overlap]\n"
 			"Binds listening TCP sockets on ports below 1024 for the dataplane running\n"
-			"as UID, which asks over PATH (binder_socket in its configuration).\n");
+			"as UID, which asks over PATH (binder_socket in its configuration).\n"
+			"--reuseport-overlap: also into a port root's SO_REUSEPORT sockets listen on,\n"
+			"when the dataplane asks (it runs with --reuseport-overlap).\n");
 	return 2;
 }
 
@@ -262,8 +286,8 @@ static int recv_piece(int fd, unsigned n, int *fds, unsigned *got, char *err, si
 	return r;
 }
 
-int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, int *fds,
-		      char *err, size_t errlen)
+int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, bool join,
+		      int *fds, char *err, size_t errlen)
 {
 	char addr[LB_ADDR_STRLEN];
 	cJSON *req = cJSON_CreateObject();
@@ -278,7 +302,7 @@ int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, int
 	}
 	if (!req || !cJSON_AddStringToObject(req, "op", "bind") ||
 	    !cJSON_AddStringToObject(req, "listen", lb_addr_format(a, addr, sizeof(addr))) ||
-	    !lb_json_add_u64(req, "count", n)) {
+	    !lb_json_add_u64(req, "count", n) || (join && !cJSON_AddTrueToObject(req, "join"))) {
 		cJSON_Delete(req);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;

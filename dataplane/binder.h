@@ -9,16 +9,21 @@
  * the binder never touches traffic.
  *
  * Protocol (SOCK_SEQPACKET, one request per connection):
- *   -> {"op":"bind","listen":"ADDR:PORT","count":N}
+ *   -> {"op":"bind","listen":"ADDR:PORT","count":N[,"join":true]}
  *   <- {"ok":true,"left":K} with up to DP_HO_FDS_MAX listening sockets, repeated until K is
  *      0 and N sockets came; or {"ok":false,"error":"why"}
  * All N are bound at once (one group: a second request would find the address in use), for
  * N workers.  The binder serves only its --uid (and root), binds only TCP ports below 1024
- * (any other the dataplane binds itself), and N is at most DP_BINDER_SOCKETS_MAX.
+ * (any other the dataplane binds itself), and N is at most DP_BINDER_SOCKETS_MAX.  Without
+ * "join" an address something listens on is refused (EADDRINUSE); with it, a binder started
+ * with --reuseport-overlap binds into the SO_REUSEPORT group there, which only root's sockets
+ * can form with ours: the previous pod's binder's, during an upgrade whose two pods cannot pass
+ * sockets (plane.h: reuseport_overlap).
  */
 #ifndef DP_BINDER_H
 #define DP_BINDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/addr.h"
@@ -29,10 +34,11 @@
 int dp_binder_main(int argc, char **argv);
 
 /*
- * Ask the binder at path for n listening sockets on a (into fds): 0, or -errno with err set
+ * Ask the binder at path for n listening sockets on a (into fds), joining the group already
+ * listening there if join: 0, or -errno with err set
  * (-EACCES, -EADDRINUSE ... as the binder's bind said, -ECONNREFUSED when none serves).
  */
-int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, int *fds,
-		      char *err, size_t errlen);
+int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, bool join,
+		      int *fds, char *err, size_t errlen);
 
 #endif

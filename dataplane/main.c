@@ -26,7 +26,7 @@ static void usage(FILE *f)
 		"Usage: layer4-lb --config FILE [--check] [--control-socket PATH]\n"
 		"                 [--handover-socket PATH]\n"
 		"                 [--takeover PATH | --takeover-if-running PATH]\n"
-		"                 [--wait-after-handover]\n"
+		"                 [--wait-after-handover] [--reuseport-overlap]\n"
 		"       layer4-lb ctl [-s SOCKET | -c CONFIG] ping | status | apply FILE\n"
 		"       layer4-lb binder --socket PATH --uid UID [--gid GID]\n"
 		"       layer4-lb --version | --help\n"
@@ -49,6 +49,11 @@ static void usage(FILE *f)
 		"      --wait-after-handover\n"
 		"                     once handed over and drained, stay (serving ping and\n"
 		"                     status) until SIGTERM: a container that exits is restarted\n"
+		"      --reuseport-overlap\n"
+		"                     listen beside a running process of the same user on its\n"
+		"                     addresses (SO_REUSEPORT) instead of refusing them: an upgrade\n"
+		"                     without a handover socket; set net.ipv4.tcp_migrate_req=1 so\n"
+		"                     that the old process's queued connections move here as it stops\n"
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n"
 		"\n"
@@ -149,6 +154,7 @@ static int parse_args(int argc, char **argv, struct dp_plane *p, const char **ta
 		{ "takeover", required_argument, NULL, 'T' },
 		{ "takeover-if-running", required_argument, NULL, 'R' },
 		{ "wait-after-handover", no_argument, NULL, 'W' },
+		{ "reuseport-overlap", no_argument, NULL, 'O' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -185,6 +191,9 @@ static int parse_args(int argc, char **argv, struct dp_plane *p, const char **ta
 			break;
 		case 'W':
 			p->wait_after_handover = true;
+			break;
+		case 'O':
+			p->reuseport_overlap = true;
 			break;
 		case 'V':
 			printf("layer4-lb %s\n", LB_VERSION);
@@ -389,6 +398,34 @@ static int take_over(struct dp_plane *p, const char *path, bool if_running)
 	return 0;
 }
 
+/*
+ * --reuseport-overlap: with net.ipv4.tcp_migrate_req (Linux 5.14+) the kernel moves what
+ * waits in a closing listener's queue to another of its SO_REUSEPORT group, ours; without it
+ * those connections are reset when our predecessor stops.  Only the administrator can set
+ * it (it is the network namespace's), so we say what it is.
+ */
+static void log_overlap(void)
+{
+	char v[8] = "";
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "re");
+
+	if (f) {
+		if (!fgets(v, sizeof(v), f))
+			v[0] = '\0';
+		fclose(f);
+	}
+	if (v[0] == '1')
+		log_info("reuseport overlap: listening beside any process of our user on our "
+			 "addresses; net.ipv4.tcp_migrate_req=1 moves its queued connections to us "
+			 "when it stops");
+	else
+		log_warn("reuseport overlap: listening beside any process of our user on our "
+			 "addresses, but net.ipv4.tcp_migrate_req is %s: connections queued on a "
+			 "process we replace are reset when it stops (set it to 1)",
+			 f ? (v[0] ? (v[strcspn(v, "\n")] = '\0', v) : "unreadable")
+			   : "missing (Linux before 5.14)");
+}
+
 /* Our workers accept on the sockets: our predecessor may now stop and drain. */
 static void finish_takeover(struct dp_plane *p)
 {
@@ -474,6 +511,8 @@ int main(int argc, char **argv)
 		r = 1;
 		goto out_conf;
 	}
+	if (p.reuseport_overlap)
+		log_overlap();
 	r = open_plane(&p, conf, &set); /* conf is the plane's (or freed) from here */
 	if (r)
 		goto out_failed;

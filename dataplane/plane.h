@@ -91,6 +91,7 @@ struct dp_plane {
 	bool handed_over;            /* a successor serves our sockets (and owns their files) */
 	bool kept_control;           /* ... but not our control socket (its own is elsewhere) */
 	bool wait_after_handover;    /* handed over and drained, stay until SIGTERM (a pod) */
+	bool reuseport_overlap;      /* --reuseport-overlap: join a predecessor's listeners */
 	bool terminated;             /* SIGTERM or SIGINT came */
 	bool lingering;              /* ... and now it waits for it */
 	struct dp_evsrc *paused[4];  /* listeners out of the epoll set for want of fds */

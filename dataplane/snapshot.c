@@ -83,11 +83,11 @@ int dp_address_free(const struct lb_addr *a)
  * dataplane) is bound by the binder, if one is configured (binder.h).
  */
 static int lsocks_from_binder(const struct lb_addr *a, unsigned n, const char *binder,
-			      struct dp_lsocks **ret)
+			      bool overlap, struct dp_lsocks **ret)
 {
 	int *fds = calloc(n, sizeof(*fds));
 	char err[256];
-	int r = fds ? dp_binder_request(binder, a, n, fds, err, sizeof(err)) : -ENOMEM;
+	int r = fds ? dp_binder_request(binder, a, n, overlap, fds, err, sizeof(err)) : -ENOMEM;
 
 	if (r == -ENOMEM && !fds)
 		snprintf(err, sizeof(err), "out of memory");
@@ -99,14 +99,21 @@ static int lsocks_from_binder(const struct lb_addr *a, unsigned n, const char *b
 	return r;
 }
 
-static int lsocks_new(const struct lb_addr *a, unsigned n, const char *binder,
+/*
+ * With reuseport_overlap (--reuseport-overlap: an upgrade whose two processes cannot pass
+ * sockets) an address in use is joined rather than refused: the bind below succeeds only into
+ * a SO_REUSEPORT group of our own uid, the predecessor's, and fails with EADDRINUSE otherwise.
+ */
+static int lsocks_new(const struct lb_addr *a, unsigned n, const struct lb_config *conf,
 		      struct dp_lsocks **ret)
 {
 	struct dp_lsocks *ls;
 	int r = dp_address_free(a);
 
-	if (r == -EACCES && binder && binder[0] && lb_addr_port(a) < 1024)
-		return lsocks_from_binder(a, n, binder, ret);
+	if (r == -EACCES && conf->binder_socket[0] && lb_addr_port(a) < 1024)
+		return lsocks_from_binder(a, n, conf->binder_socket, conf->reuseport_overlap, ret);
+	if (r == -EADDRINUSE && conf->reuseport_overlap)
+		r = 0;
 	if (r)
 		return r;
 
@@ -297,7 +304,8 @@ out:
 
 static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf *lc,
 			  const struct old_index *old, struct dp_lsocks_pool *pool,
-			  unsigned n_workers, const char *binder, char *err, size_t errlen)
+			  unsigned n_workers, const struct lb_config *conf, char *err,
+			  size_t errlen)
 {
 	const struct dp_slistener *prev = find_by_name(old, lc->name);
 	struct dp_lsocks *socks = find_socks(old, &lc->listen);
@@ -309,7 +317,7 @@ static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf
 	} else if (pool_take(pool, &lc->listen, n_workers, &socks)) {
 		goto out_nomem;
 	} else if (!socks) {
-		r = lsocks_new(&lc->listen, n_workers, binder, &socks);
+		r = lsocks_new(&lc->listen, n_workers, conf, &socks);
 		if (r == -ENOMEM)
 			goto out_nomem;
 		if (r && !lc->managed) {
@@ -387,7 +395,7 @@ int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old,
 	}
 	for (size_t i = 0; i < conf->n_listeners; i++) {
 		r = build_listener(&s->listeners[i], &conf->listeners[i], &x,
-				   pool, n_workers, conf->binder_socket, err, errlen);
+				   pool, n_workers, conf, err, errlen);
 		s->n_listeners++;
 		if (r)
 			goto out_free;

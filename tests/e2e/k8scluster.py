@@ -34,6 +34,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "integration"))
+import lbtest  # noqa: E402  (run_in_netns)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 BUILD_SH = os.path.join(REPO, "tests", "k8s", "build.sh")
@@ -147,58 +151,19 @@ def reexec_in_netns(build=True):
     $LB_K8S_BIN. Not root, or no `ip netns`: prints a skip and exits SKIP_EXIT."""
     if in_netns():
         return
-    if os.geteuid() != 0:
-        skip("the end-to-end tests need root (they create a network namespace)")
-    if shutil.which("ip") is None:
-        skip("`ip` (iproute2) is not installed")
+    why = lbtest.netns_unavailable()
+    if why:
+        skip("the end-to-end tests " + why)
     if build:
         try:
             build_binaries()
         except ClusterError as e:
             sys.stderr.write("FAIL: %s\n" % e)
             sys.exit(1)
-    name = "l4lb-e2e-%d" % os.getpid()
-    r = _run_quiet(["ip", "netns", "add", name])
-    if r.returncode != 0:
-        skip("cannot create a network namespace (ip netns add: %s)" % r.stderr.strip())
-    child = None
     try:
-        r = _run_quiet(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"])
-        if r.returncode != 0:
-            raise ClusterError("ip link set lo up in %s: %s" % (name, r.stderr.strip()))
-        env = dict(os.environ)
-        env[NETNS_ENV] = name
-        argv = list(getattr(sys, "orig_argv", [sys.executable] + sys.argv))
-        argv[0] = sys.executable
-        child = subprocess.Popen(["ip", "netns", "exec", name] + argv, env=env)
-
-        def forward(signum, _frame):
-            if child.poll() is None:
-                child.send_signal(signum)
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(s, forward)
-        rc = child.wait()
-    finally:
-        _cleanup_netns(name)
-    sys.exit(rc if rc >= 0 else 128 - rc)
-
-
-def _cleanup_netns(name):
-    # Whatever the test left running in the namespace (it is ours alone: we created it).
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        r = _run_quiet(["ip", "netns", "pids", name])
-        pids = [int(p) for p in r.stdout.split() if p.isdigit()] if r.returncode == 0 else []
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _run_quiet(["ip", "netns", "pids", name]).stdout.strip():
-            time.sleep(0.1)
-    _run_quiet(["ip", "netns", "del", name])
+        lbtest.run_in_netns("l4lb-e2e", NETNS_ENV)
+    except RuntimeError as e:
+        skip("cannot create a network namespace (%s)" % e)
 
 
 def add_address(addr, prefix=32, dev="lo"):

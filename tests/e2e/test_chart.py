@@ -105,6 +105,7 @@ VARIANTS = {
     "drain": ["--set", "dataplane.drainTimeoutMs=120500", "--set", "dataplane.preStopSleepSeconds=0",
               "--set", "updateStrategy.type=OnDelete", "--set", "crds.keep=false",
               "--set", "serviceAccount.name=lb-sa", "--set", "controller.leaseName=lb-lease"],
+    "reuseport": ["--set", "dataplane.handover.method=reuseport", "--set", "sysctls.enabled=true"],
     "no-handover": ["--set", "dataplane.handover.enabled=false",
                     "--set", "dataplane.metrics.address=0.0.0.0:9101",
                     "--set", "monitoring.serviceMonitor.enabled=true",
@@ -575,6 +576,32 @@ class T3Variants(unittest.TestCase):
         self.assertEqual([c["name"] for c in ds["spec"]["template"]["spec"]["initContainers"]],
                          ["binder", "seccomp-profile"])
 
+    def test_3_reuseport_overlap(self):
+        """handover.method reuseport: the surge rollout with no node folder; the dataplane and
+        the binder join the old pod's listeners; the sysctl it needs is in the defaults."""
+        o = self.objs["reuseport"]
+        ds = self.ds("reuseport")
+        self.assertEqual(ds["spec"]["updateStrategy"]["rollingUpdate"],
+                         {"maxUnavailable": 0, "maxSurge": 1})
+        self.assertEqual(container(ds, "dataplane")["args"],
+                         ["--config", "/etc/layer4-lb/lb.yaml", "--reuseport-overlap"])
+        self.assertEqual(container(ds, "binder", init=True)["command"][-1], "--reuseport-overlap")
+        for c in ("dataplane", "controller"):
+            self.assertNotIn("ports", container(ds, c))
+        spec = ds["spec"]["template"]["spec"]
+        self.assertEqual([v["name"] for v in spec["volumes"] if "hostPath" in v],
+                         ["host-seccomp"])   # no handover folder
+        self.assertEqual([c["name"] for c in spec["initContainers"]],
+                         ["binder", "seccomp-profile", "sysctls"])
+        self.assertIn("net.ipv4.tcp_migrate_req=1",
+                      container(ds, "sysctls", init=True)["command"])
+        self.assertNotIn("handover", lb_yaml(o, "v-layer4-lb"))
+        # Without the sysctls container, NOTES tells the operator what the nodes need.
+        for extra, told in (([], True), (["--set", "sysctls.enabled=true"], False)):
+            out = helm.run("install", "--dry-run=client", "r", CHART, "--namespace", NS,
+                           "--set", "dataplane.handover.method=reuseport", *extra).stdout
+            self.assertEqual("set net.ipv4.tcp_migrate_req=1 on every node" in out, told, extra)
+
     def test_3_sysctls(self):
         init = container(self.ds("sysctls"), "sysctls", init=True)
         self.assertEqual(init["image"], "busybox:1.36")
@@ -583,7 +610,7 @@ class T3Variants(unittest.TestCase):
             "sysctl", "-w", "fs.nr_open=1048576", "net.core.netdev_max_backlog=65536",
             "net.core.somaxconn=65535", "net.ipv4.ip_local_port_range=32768 65535",
             "net.ipv4.ip_unprivileged_port_start=80", "net.ipv4.tcp_max_syn_backlog=65535",
-            "net.ipv4.tcp_tw_reuse=1"])
+            "net.ipv4.tcp_migrate_req=1", "net.ipv4.tcp_tw_reuse=1"])
         # Limits equal requests: the pod can stay in the Guaranteed QoS class.
         self.assertEqual(init["resources"]["requests"], init["resources"]["limits"])
         # The containers are not changed by it.

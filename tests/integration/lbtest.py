@@ -1155,3 +1155,68 @@ def status_listener(st, name):
         if l.get("name") == name:
             return l
     return None
+
+
+# ----------------------------------------------------------------------------------------
+# A network namespace of the test's own
+
+def _run_quiet(argv):
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def netns_unavailable():
+    """Why this process cannot make a network namespace (a skip reason), or None."""
+    if os.geteuid() != 0:
+        return "needs root (it creates a network namespace)"
+    if shutil.which("ip") is None:
+        return "`ip` (iproute2) is not installed"
+    return None
+
+
+def run_in_netns(prefix, env_name):
+    """Re-runs this Python command (sys.orig_argv) in a fresh network namespace with its
+    loopback up, $env_name set to the namespace's name, and exits with the command's status;
+    the namespace and whatever still runs in it go afterwards.  Check netns_unavailable()
+    first.  Raises RuntimeError when the namespace cannot be made."""
+    name = "%s-%d" % (prefix, os.getpid())
+    r = _run_quiet(["ip", "netns", "add", name])
+    if r.returncode != 0:
+        raise RuntimeError("ip netns add %s: %s" % (name, r.stderr.strip()))
+    child = None
+    try:
+        r = _run_quiet(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"])
+        if r.returncode != 0:
+            raise RuntimeError("ip link set lo up in %s: %s" % (name, r.stderr.strip()))
+        env = dict(os.environ)
+        env[env_name] = name
+        argv = list(getattr(sys, "orig_argv", [sys.executable] + sys.argv))
+        argv[0] = sys.executable
+        child = subprocess.Popen(["ip", "netns", "exec", name] + argv, env=env)
+
+        def forward(signum, _frame):
+            if child.poll() is None:
+                child.send_signal(signum)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, forward)
+        rc = child.wait()
+    finally:
+        _cleanup_netns(name)
+    sys.exit(rc if rc >= 0 else 128 - rc)
+
+
+def _cleanup_netns(name):
+    # Whatever the test left running in the namespace (it is ours alone: we created it).
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        r = _run_quiet(["ip", "netns", "pids", name])
+        pids = [int(p) for p in r.stdout.split() if p.isdigit()] if r.returncode == 0 else []
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _run_quiet(["ip", "netns", "pids", name]).stdout.strip():
+            time.sleep(0.1)
+    _run_quiet(["ip", "netns", "del", name])

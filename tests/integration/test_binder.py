@@ -60,16 +60,20 @@ class BinderTest(LBTestCase):
         os.chmod(self.dir, 0o755)   # the binder's socket file is reached through it
         self.sock = os.path.join(self.dir, "binder.sock")
         self.log = open(os.path.join(self.dir, "binder.log"), "w+")
-        self.binder = subprocess.Popen([lbtest.LB_BIN, "binder", "--socket", self.sock,
-                                        "--uid", str(NOBODY)], stderr=self.log,
-                                       env=dict(os.environ, LOG_LEVEL="info"))
-        self.addCleanup(self.stop_binder)
-        lbtest.wait_for(lambda: os.path.exists(self.sock), 10, "the binder's socket")
+        self.addCleanup(self.log.close)
+        self.binder = self.start_binder(self.sock)
 
-    def stop_binder(self):
-        self.binder.terminate()
-        self.binder.wait(10)
-        self.log.close()
+    def start_binder(self, path, *args):
+        binder = subprocess.Popen([lbtest.LB_BIN, "binder", "--socket", path,
+                                   "--uid", str(NOBODY)] + list(args), stderr=self.log,
+                                  env=dict(os.environ, LOG_LEVEL="info"))
+        self.addCleanup(self.stop_binder, binder)
+        lbtest.wait_for(lambda: os.path.exists(path), 10, "the binder's socket")
+        return binder
+
+    def stop_binder(self, binder):
+        binder.terminate()   # by pid: ours
+        binder.wait(10)
 
     def binder_log(self):
         self.log.flush()
@@ -153,6 +157,35 @@ class BinderTest(LBTestCase):
             {"op": "bind", "listen": "%s:%d" % (LOCAL, port), "count": 3}).encode())
         self.assertEqual((got, n), ({"ok": True, "left": 0}, 3))
         self.assertEqual(self.binder.poll(), None)
+
+    def test_reuseport_overlap_joins_only_where_the_binder_allows(self):
+        """An upgrade without a handover socket (--reuseport-overlap): the new pod's binder
+        binds into the old pod's group only when it runs with --reuseport-overlap too."""
+        a = self.backend("a")
+        port = free_low_port()
+        conf = render_config([listener(port, [a])], binder_socket=self.sock,
+                             drain_timeout_ms=5000)
+        old = self.start_lb(config=conf, ready=[(LOCAL, port)], log_level="info",
+                            prefix=UNPRIVILEGED, args=["--reuseport-overlap"])
+        refused = self.start_lb(config=conf, ready=[], log_level="info", prefix=UNPRIVILEGED,
+                                args=["--reuseport-overlap"], expect_rc=1)
+        self.assertEqual(refused.wait_exit(20), 1)
+        self.assertIn("Address already in use, and this binder joins no other process's "
+                      "listeners", refused.stderr_text())
+
+        joining = os.path.join(self.dir, "binder2.sock")
+        self.start_binder(joining, "--reuseport-overlap")
+        new = self.start_lb(config=conf.replace(self.sock, joining), ready=[],
+                            log_level="info", prefix=UNPRIVILEGED, args=["--reuseport-overlap"])
+        new.wait_stderr(r"layer4-lb \S+ running", timeout=20)
+        self.assertEqual(old.stop(timeout=20), 0)
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")   # the new process alone now
+        self.assertTrue(new.alive())
+        # Without the flag the binder still refuses an address something listens on.
+        got, n = binder_call(self.sock, json.dumps(
+            {"op": "bind", "listen": "%s:%d" % (LOCAL, port), "count": 1}).encode())
+        self.assertFalse(got["ok"])
+        self.assertIn("Address already in use", got["error"])
 
     def test_only_the_dataplanes_uid_may_connect(self):
         st = os.stat(self.sock)

@@ -99,6 +99,17 @@ class Load:
             t.join(OP_GUARD * 3)
         return self.snapshot()
 
+    def stop_and_check(self, tc, what):
+        """Stop, print the tally and assert that nothing failed; returns the tally."""
+        got = self.stop()
+        msg = (f"{what}: {got['conns']} connections, {got['requests']} requests ok; "
+               f"{got['conn_failures']} connections and {got['request_failures']} requests "
+               f"failed")
+        print("\n" + msg, flush=True)
+        tc.assertEqual((got["conn_failures"], got["request_failures"]), (0, 0),
+                       f"{msg}: {self.errors}")
+        return got
+
 
 class HandoverCase(LBTestCase):
     def setUp(self):
@@ -143,13 +154,7 @@ class HandoverLoadTest(HandoverCase):
         for i in range(rounds):
             lb = self.hand_over(lb, conf, workers[(i + 1) % len(workers)])
             load.wait_requests(50, f"load through the process of handover {i + 1}")
-        got = load.stop()
-        sys_msg = (f"{rounds} handovers: {got['conns']} connections, {got['requests']} "
-                   f"requests ok; {got['conn_failures']} connections and "
-                   f"{got['request_failures']} requests failed")
-        print("\n" + sys_msg, flush=True)
-        self.assertEqual((got["conn_failures"], got["request_failures"]), (0, 0),
-                         f"{sys_msg}: {load.errors}")
+        got = load.stop_and_check(self, f"{rounds} handovers")
         self.assertGreaterEqual(got["requests"], 50 * (rounds + 1))
         return lb
 
