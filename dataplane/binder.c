@@ -28,8 +28,11 @@ static void set_timeouts(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-/* An error, or a piece of the sockets with how many are left to come after it. */
-static int reply(int fd, const char *error, const int *fds, unsigned n, unsigned left)
+/*
+ * An error (with its errno, for the dataplane to act on: EADDRINUSE is a port conflict), or a
+ * piece of the sockets with how many are left to come after it.
+ */
+static int reply(int fd, const char *error, int err, const int *fds, unsigned n, unsigned left)
 {
 	cJSON *o = cJSON_CreateObject();
 	char *text;
@@ -37,6 +40,7 @@ static int reply(int fd, const char *error, const int *fds, unsigned n, unsigned
 
 	if (!o || !cJSON_AddBoolToObject(o, "ok", !error) ||
 	    (error && !cJSON_AddStringToObject(o, "error", error)) ||
+	    (error && !lb_json_add_u64(o, "errno", (uint64_t)(err < 0 ? -err : err))) ||
 	    (!error && !lb_json_add_u64(o, "left", left)))
 		goto out;
 	text = cJSON_PrintUnformatted(o);
@@ -50,11 +54,13 @@ out:
 
 /*
  * Checks a request and binds its sockets into *ret (malloc'd): 0, or -errno with why set.
- * A request to join (binder.h) is honoured only by a binder started with --reuseport-overlap.
+ * A request to join (binder.h) is honoured only by a binder started with --reuseport-overlap,
+ * and only in its first DP_OVERLAP_WINDOW_MS, as the dataplane asks.
  */
-static int bind_request(const char *buf, int len, bool may_join, int **ret, unsigned *n,
-			char *why, size_t wlen)
+static int bind_request(const char *buf, int len, uint64_t join_until_ms, int **ret,
+			unsigned *n, char *why, size_t wlen)
 {
+	bool may_join = dp_now_ms() < join_until_ms;
 	int *fds = NULL;
 	cJSON *m = cJSON_ParseWithLength(buf, (size_t)len);
 	const cJSON *op = cJSON_GetObjectItemCaseSensitive(m, "op");
@@ -101,8 +107,8 @@ static int bind_request(const char *buf, int len, bool may_join, int **ret, unsi
 	if (r) {
 		snprintf(why, wlen, "cannot listen on %s: %s%s", listen->valuestring, strerror(-r),
 			 r == -EADDRINUSE && cJSON_IsTrue(join) && !may_join
-				 ? ", and this binder joins no other process's listeners (it runs "
-				   "without --reuseport-overlap)" : "");
+				 ? ", and this binder joins no other process's listeners now (only "
+				   "with --reuseport-overlap, in its first 300 s)" : "");
 		for (unsigned i = 0; i < *n; i++)
 			close(fds[i]);
 		*n = 0;
@@ -115,7 +121,7 @@ out:
 	return r;
 }
 
-static void serve_one(int fd, uid_t allowed, bool may_join)
+static void serve_one(int fd, uid_t allowed, uint64_t join_until_ms)
 {
 	char buf[1024], why[256];
 	int in[DP_HO_FDS_MAX], *fds, len, r = 0;
@@ -128,7 +134,7 @@ static void serve_one(int fd, uid_t allowed, bool may_join)
 	    (cred.uid != 0 && cred.uid != allowed)) {
 		log_warn("binder: refused a request from uid %d: only uid %d is served",
 			 (int)cred.uid, (int)allowed);
-		reply(fd, "this binder serves another user", NULL, 0, 0);
+		reply(fd, "this binder serves another user", EACCES, NULL, 0, 0);
 		return;
 	}
 	len = dp_ho_recv(fd, buf, sizeof(buf), in, &n);
@@ -136,19 +142,20 @@ static void serve_one(int fd, uid_t allowed, bool may_join)
 		close(in[i]);
 	if (len <= 0 || n) {
 		reply(fd, len == -EMSGSIZE ? "request too long" : "a request with descriptors, or none",
-		      NULL, 0, 0);
+		      EINVAL, NULL, 0, 0);
 		return;
 	}
-	if (bind_request(buf, len, may_join, &fds, &n, why, sizeof(why))) {
+	r = bind_request(buf, len, join_until_ms, &fds, &n, why, sizeof(why));
+	if (r) {
 		log_warn("binder: pid %d: %s", (int)cred.pid, why);
-		reply(fd, why, NULL, 0, 0);
+		reply(fd, why, r, NULL, 0, 0);
 		return;
 	}
 	/* A message carries at most DP_HO_FDS_MAX descriptors: more workers, more pieces. */
 	for (unsigned off = 0; off < n && !r; off += DP_HO_FDS_MAX) {
 		unsigned k = n - off < DP_HO_FDS_MAX ? n - off : DP_HO_FDS_MAX;
 
-		r = reply(fd, NULL, fds + off, k, n - off - k);
+		r = reply(fd, NULL, 0, fds + off, k, n - off - k);
 	}
 	if (r)
 		log_warn("binder: pid %d: cannot send the sockets: %s", (int)cred.pid, strerror(-r));
@@ -193,7 +200,7 @@ int dp_binder_main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = NULL;
-	bool may_join = false;
+	uint64_t join_until_ms = 0;
 	long uid = -1, gid = -1;
 	int o, fd;
 
@@ -205,7 +212,7 @@ int dp_binder_main(int argc, char **argv)
 			continue;
 		}
 		if (o == 'O') {
-			may_join = true;
+			join_until_ms = dp_now_ms() + DP_OVERLAP_WINDOW_MS;
 			continue;
 		}
 		long *dst = o == 'u' ? &uid : o == 'g' ? &gid : NULL;
@@ -225,7 +232,8 @@ int dp_binder_main(int argc, char **argv)
 		return 1;
 	}
 	log_info("binder: binding ports below 1024 for uid %ld at %s%s", uid, path,
-		 may_join ? ", joining root's listeners when asked (--reuseport-overlap)" : "");
+		 join_until_ms ? ", joining root's listeners when asked for the first 300 s "
+				 "(--reuseport-overlap)" : "");
 	for (;;) {
 		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
 
@@ -235,7 +243,7 @@ int dp_binder_main(int argc, char **argv)
 			log_err("binder: accept: %s", strerror(errno));
 			return 1;
 		}
-		serve_one(c, (uid_t)uid, may_join);
+		serve_one(c, (uid_t)uid, join_until_ms);
 		close(c);
 	}
 usage:
@@ -243,8 +251,8 @@ usage:
 			"                        [--reuseport-overlap]\n"
 			"Binds listening TCP sockets on ports below 1024 for the dataplane running\n"
 			"as UID, which asks over PATH (binder_socket in its configuration).\n"
-			"--reuseport-overlap: also into a port root's SO_REUSEPORT sockets listen on,\n"
-			"when the dataplane asks (it runs with --reuseport-overlap).\n");
+			"--reuseport-overlap: for its first 300 s, also into a port root's SO_REUSEPORT\n"
+			"sockets listen on, when the dataplane asks (it runs with --reuseport-overlap).\n");
 	return 2;
 }
 
@@ -275,8 +283,10 @@ static int recv_piece(int fd, unsigned n, int *fds, unsigned *got, char *err, si
 		*got += k;
 		r = *got == n;
 	} else {
-		r = cJSON_IsString(why) && strstr(why->valuestring, "Address already in use")
-			    ? -EADDRINUSE : -EACCES;
+		const cJSON *no = cJSON_GetObjectItemCaseSensitive(m, "errno");
+
+		/* EADDRINUSE is a port conflict, as in our own bind; anything else a refusal. */
+		r = cJSON_IsNumber(no) && no->valuedouble == EADDRINUSE ? -EADDRINUSE : -EACCES;
 		snprintf(err, errlen, "the binder: %s",
 			 cJSON_IsString(why) ? why->valuestring : "a wrong answer");
 		for (unsigned i = 0; i < k; i++)

@@ -14,11 +14,13 @@
  *      0 and N sockets came; or {"ok":false,"error":"why"}
  * All N are bound at once (one group: a second request would find the address in use), for
  * N workers.  The binder serves only its --uid (and root), binds only TCP ports below 1024
- * (any other the dataplane binds itself), and N is at most DP_BINDER_SOCKETS_MAX.  Without
- * "join" an address something listens on is refused (EADDRINUSE); with it, a binder started
- * with --reuseport-overlap binds into the SO_REUSEPORT group there, which only root's sockets
- * can form with ours: the previous pod's binder's, during an upgrade whose two pods cannot pass
- * sockets (plane.h: reuseport_overlap).
+ * (any other the dataplane binds itself), and N is at most DP_BINDER_SOCKETS_MAX.  Errors
+ * carry "errno" too (EADDRINUSE: the port is taken).  Without "join" an address something
+ * listens on is refused (EADDRINUSE); with it, a binder started with --reuseport-overlap
+ * binds, in its first DP_OVERLAP_WINDOW_MS, into the SO_REUSEPORT group there.  Any root
+ * process's SO_REUSEPORT sockets on that port form such a group with ours, which is why both
+ * the flag and the window bound it: it is meant for the previous pod's binder's, during an
+ * upgrade whose two pods cannot pass sockets (plane.h: overlap_until_ms).
  */
 #ifndef DP_BINDER_H
 #define DP_BINDER_H

@@ -22,6 +22,8 @@ static void ctl_usage(FILE *f)
 		"Commands:\n"
 		"  ping                       check that the dataplane answers\n"
 		"  status [--json]            listeners, backends, health and counters\n"
+		"  applied                    succeed once something was applied since the start\n"
+		"                             (or carried over by a takeover): a readiness probe\n"
 		"  apply FILE [--version N]   make FILE's listeners the managed set (YAML or JSON,\n"
 		"                             a top-level \"listeners\" list as in lb.yaml); N is an\n"
 		"                             integer 0..2^53-1, by default the applied version + 1\n"
@@ -275,8 +277,8 @@ static int next_version(const char *sock, uint64_t *ret)
 	r = 0;
 	if (!reply_ok(reply)) {
 		r = -EPROTO;
-	} else if (!cJSON_IsNumber(v)) {
-		*ret = 1; /* nothing applied yet */
+	} else if (!cJSON_IsNumber(v) || v->valuedouble < 0) {
+		*ret = 1; /* nothing applied yet (never negative: our own reply) */
 	} else if (v->valuedouble >= LB_CTL_VERSION_MAX) {
 		fprintf(stderr, "layer4-lb ctl: the applied version is 2^53-1, the largest; give "
 				"--version N\n");
@@ -337,7 +339,8 @@ static int cmd_apply(const char *sock, const char *file, bool have_version, uint
 	return r ? 0 : 1;
 }
 
-static int cmd_simple(const char *sock, const char *op, bool json)
+/* ping, status, and applied (a status read for its applied_version alone). */
+static int cmd_simple(const char *sock, const char *op, bool json, bool applied)
 {
 	cJSON *req = lb_ctlc_request(op), *reply;
 	int r = ctl_call(sock, req, &reply);
@@ -353,6 +356,15 @@ static int cmd_simple(const char *sock, const char *op, bool json)
 
 		puts(s ? s : "");
 		free(s);
+	} else if (r && !strcmp(op, "status") && applied) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(reply, "applied_version");
+
+		r = cJSON_IsNumber(v);
+		if (r)
+			printf("applied version %.0f\n", v->valuedouble);
+		else
+			fprintf(stderr, "layer4-lb ctl: nothing applied since the dataplane started "
+					"(no controller has programmed it yet)\n");
 	} else if (r && !strcmp(op, "status")) {
 		print_status(reply);
 	} else if (r) {
@@ -426,9 +438,11 @@ int dp_ctl_main(int argc, char **argv)
 	if (!sock || !*sock)
 		sock = CTL_DEFAULT_SOCKET;
 	if (optind < argc && !strcmp(argv[optind], "ping") && optind + 1 == argc)
-		return cmd_simple(sock, "ping", json);
+		return cmd_simple(sock, "ping", json, false);
 	if (optind < argc && !strcmp(argv[optind], "status") && optind + 1 == argc)
-		return cmd_simple(sock, "status", json);
+		return cmd_simple(sock, "status", json, false);
+	if (optind < argc && !strcmp(argv[optind], "applied") && optind + 1 == argc)
+		return cmd_simple(sock, "status", false, true);
 	if (optind + 2 == argc && !strcmp(argv[optind], "apply"))
 		return cmd_apply(sock, argv[optind + 1], have_version, version);
 	ctl_usage(stderr);

@@ -54,6 +54,7 @@ static void usage(FILE *f)
 		"                     addresses (SO_REUSEPORT) instead of refusing them: an upgrade\n"
 		"                     without a handover socket; set net.ipv4.tcp_migrate_req=1 so\n"
 		"                     that the old process's queued connections move here as it stops\n"
+		"                     (for the first 300 s: later a port in use is refused again)\n"
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n"
 		"\n"
@@ -193,7 +194,7 @@ static int parse_args(int argc, char **argv, struct dp_plane *p, const char **ta
 			p->wait_after_handover = true;
 			break;
 		case 'O':
-			p->reuseport_overlap = true;
+			p->overlap_until_ms = dp_now_ms() + DP_OVERLAP_WINDOW_MS;
 			break;
 		case 'V':
 			printf("layer4-lb %s\n", LB_VERSION);
@@ -406,24 +407,28 @@ static int take_over(struct dp_plane *p, const char *path, bool if_running)
  */
 static void log_overlap(void)
 {
-	char v[8] = "";
+	char v[32] = "";
 	FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "re");
+	int err = f ? 0 : errno;
 
 	if (f) {
 		if (!fgets(v, sizeof(v), f))
-			v[0] = '\0';
+			snprintf(v, sizeof(v), "unreadable");
 		fclose(f);
+		v[strcspn(v, "\n")] = '\0';
+	} else {
+		snprintf(v, sizeof(v), "%s", err == ENOENT ? "missing (Linux before 5.14)"
+							   : strerror(err));
 	}
-	if (v[0] == '1')
-		log_info("reuseport overlap: listening beside any process of our user on our "
-			 "addresses; net.ipv4.tcp_migrate_req=1 moves its queued connections to us "
-			 "when it stops");
+	if (!strcmp(v, "1"))
+		log_info("reuseport overlap: for %u s, listening beside any process of our user on "
+			 "our addresses; net.ipv4.tcp_migrate_req=1 moves its queued connections to "
+			 "us when it stops", DP_OVERLAP_WINDOW_MS / 1000);
 	else
-		log_warn("reuseport overlap: listening beside any process of our user on our "
-			 "addresses, but net.ipv4.tcp_migrate_req is %s: connections queued on a "
+		log_warn("reuseport overlap: for %u s, listening beside any process of our user on "
+			 "our addresses, but net.ipv4.tcp_migrate_req is %s: connections queued on a "
 			 "process we replace are reset when it stops (set it to 1)",
-			 f ? (v[0] ? (v[strcspn(v, "\n")] = '\0', v) : "unreadable")
-			   : "missing (Linux before 5.14)");
+			 DP_OVERLAP_WINDOW_MS / 1000, v);
 }
 
 /* Our workers accept on the sockets: our predecessor may now stop and drain. */
@@ -511,7 +516,7 @@ int main(int argc, char **argv)
 		r = 1;
 		goto out_conf;
 	}
-	if (p.reuseport_overlap)
+	if (p.overlap_until_ms)
 		log_overlap();
 	r = open_plane(&p, conf, &set); /* conf is the plane's (or freed) from here */
 	if (r)

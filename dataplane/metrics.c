@@ -149,9 +149,12 @@ int dp_metrics_open(struct dp_plane *p, const char *addr, int fd, char *err, siz
 	fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		goto out_errno;
-	/* Two processes overlapping in an upgrade both serve metrics while they do. */
+	/*
+	 * Two processes overlapping in an upgrade both serve metrics while they do: ours must let
+	 * the next one join as much as we join our predecessor's.
+	 */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    (p->reuseport_overlap &&
+	    (p->overlap_until_ms &&
 	     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) ||
 	    bind(fd, (struct sockaddr *)&a.ss, a.len) == -1 || listen(fd, 64) == -1)
 		goto out_errno;

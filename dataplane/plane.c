@@ -121,7 +121,7 @@ int dp_plane_commit(struct dp_plane *p, struct lb_config *file, struct lb_config
 			    errlen);
 	if (r)
 		return r;
-	merged->reuseport_overlap = p->reuseport_overlap;
+	merged->reuseport_overlap = p->overlap_until_ms && dp_now_ms() < p->overlap_until_ms;
 	/* dp_snapshot_build owns merged from here, also on failure. */
 	r = dp_snapshot_build(merged, p->snap, p->takeover ? &p->takeover->pool : NULL,
 			      p->n_workers, p->generation + 1, &s, err, errlen);

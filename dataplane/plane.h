@@ -62,6 +62,9 @@ static inline bool dp_stream_backlogged(const struct dp_stream *s)
 	return dp_stream_unsent(s) > DP_STREAM_OUT_HIGH;
 }
 
+/* How long --reuseport-overlap joins: the old pod's stop comes well within it. */
+#define DP_OVERLAP_WINDOW_MS (300u * 1000)
+
 struct dp_plane {
 	const char *config_path;
 	const char *control_socket;  /* --control-socket, overrides the file's; NULL = none */
@@ -91,7 +94,12 @@ struct dp_plane {
 	bool handed_over;            /* a successor serves our sockets (and owns their files) */
 	bool kept_control;           /* ... but not our control socket (its own is elsewhere) */
 	bool wait_after_handover;    /* handed over and drained, stay until SIGTERM (a pod) */
-	bool reuseport_overlap;      /* --reuseport-overlap: join a predecessor's listeners */
+	/*
+	 * --reuseport-overlap: until then (0: never), an address in use is joined, not refused
+	 * (snapshot.c: lsocks_new).  Only for the overlap of an upgrade: afterwards a port another
+	 * process of our uid holds is a conflict again, reported as at any start.
+	 */
+	uint64_t overlap_until_ms;
 	bool terminated;             /* SIGTERM or SIGINT came */
 	bool lingering;              /* ... and now it waits for it */
 	struct dp_evsrc *paused[4];  /* listeners out of the epoll set for want of fds */

@@ -100,9 +100,10 @@ static int lsocks_from_binder(const struct lb_addr *a, unsigned n, const char *b
 }
 
 /*
- * With reuseport_overlap (--reuseport-overlap: an upgrade whose two processes cannot pass
- * sockets) an address in use is joined rather than refused: the bind below succeeds only into
- * a SO_REUSEPORT group of our own uid, the predecessor's, and fails with EADDRINUSE otherwise.
+ * With reuseport_overlap (--reuseport-overlap, in its window: an upgrade whose two processes
+ * cannot pass sockets) an address in use is joined rather than refused: the bind below succeeds
+ * only into a SO_REUSEPORT group whose sockets have our uid (meant: the predecessor's; any
+ * process of our uid qualifies, hence the window) and fails with EADDRINUSE otherwise.
  */
 static int lsocks_new(const struct lb_addr *a, unsigned n, const struct lb_config *conf,
 		      struct dp_lsocks **ret)

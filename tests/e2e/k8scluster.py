@@ -162,8 +162,10 @@ def reexec_in_netns(build=True):
             sys.exit(1)
     try:
         lbtest.run_in_netns("l4lb-e2e", NETNS_ENV)
-    except RuntimeError as e:
+    except lbtest.NetnsUnavailable as e:
         skip("cannot create a network namespace (%s)" % e)
+    except RuntimeError as e:
+        raise ClusterError(str(e))
 
 
 def add_address(addr, prefix=32, dev="lo"):

@@ -593,8 +593,13 @@ class T3Variants(unittest.TestCase):
                          ["host-seccomp"])   # no handover folder
         self.assertEqual([c["name"] for c in spec["initContainers"]],
                          ["binder", "seccomp-profile", "sysctls"])
-        self.assertIn("net.ipv4.tcp_migrate_req=1",
-                      container(ds, "sysctls", init=True)["command"])
+        self.assertEqual(container(ds, "sysctls", init=True)["command"][-1],
+                         "net.ipv4.tcp_migrate_req=1")
+        # Ready once its controller has applied (it starts empty).
+        self.assertEqual(container(ds, "dataplane")["readinessProbe"]["exec"]["command"][-1],
+                         "applied")
+        self.assertEqual(container(self.ds("default"), "dataplane")["readinessProbe"]["exec"]
+                         ["command"][-1], "ping")
         self.assertNotIn("handover", lb_yaml(o, "v-layer4-lb"))
         # Without the sysctls container, NOTES tells the operator what the nodes need.
         for extra, told in (([], True), (["--set", "sysctls.enabled=true"], False)):
@@ -610,7 +615,7 @@ class T3Variants(unittest.TestCase):
             "sysctl", "-w", "fs.nr_open=1048576", "net.core.netdev_max_backlog=65536",
             "net.core.somaxconn=65535", "net.ipv4.ip_local_port_range=32768 65535",
             "net.ipv4.ip_unprivileged_port_start=80", "net.ipv4.tcp_max_syn_backlog=65535",
-            "net.ipv4.tcp_migrate_req=1", "net.ipv4.tcp_tw_reuse=1"])
+            "net.ipv4.tcp_tw_reuse=1"])
         # Limits equal requests: the pod can stay in the Guaranteed QoS class.
         self.assertEqual(init["resources"]["requests"], init["resources"]["limits"])
         # The containers are not changed by it.

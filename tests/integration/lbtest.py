@@ -1173,15 +1173,20 @@ def netns_unavailable():
     return None
 
 
+class NetnsUnavailable(RuntimeError):
+    """`ip netns add` failed: root without CAP_SYS_ADMIN (a container), for example."""
+
+
 def run_in_netns(prefix, env_name):
     """Re-runs this Python command (sys.orig_argv) in a fresh network namespace with its
     loopback up, $env_name set to the namespace's name, and exits with the command's status;
     the namespace and whatever still runs in it go afterwards.  Check netns_unavailable()
-    first.  Raises RuntimeError when the namespace cannot be made."""
+    first.  Raises NetnsUnavailable when the namespace cannot be made (a reason to skip), and
+    RuntimeError when it is made but cannot be set up (a failure)."""
     name = "%s-%d" % (prefix, os.getpid())
     r = _run_quiet(["ip", "netns", "add", name])
     if r.returncode != 0:
-        raise RuntimeError("ip netns add %s: %s" % (name, r.stderr.strip()))
+        raise NetnsUnavailable("ip netns add %s: %s" % (name, r.stderr.strip()))
     child = None
     try:
         r = _run_quiet(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"])

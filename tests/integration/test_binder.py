@@ -1,5 +1,6 @@
 """Ports below 1024 for a dataplane that holds no capability: `layer4-lb binder` binds them."""
 
+import errno
 import json
 import os
 import shutil
@@ -175,17 +176,25 @@ class BinderTest(LBTestCase):
 
         joining = os.path.join(self.dir, "binder2.sock")
         self.start_binder(joining, "--reuseport-overlap")
+        # Even that binder joins only when asked to, and asked properly.
+        listen = "%s:%d" % (LOCAL, port)
+        got, n = binder_call(joining, json.dumps({"op": "bind", "listen": listen,
+                                                  "count": 1}).encode())
+        self.assertEqual((got["ok"], got["errno"], n), (False, errno.EADDRINUSE, 0), got)
+        got, n = binder_call(joining, json.dumps({"op": "bind", "listen": listen, "count": 1,
+                                                  "join": "yes"}).encode())
+        self.assertIn("join must be true or false", got["error"])
         new = self.start_lb(config=conf.replace(self.sock, joining), ready=[],
                             log_level="info", prefix=UNPRIVILEGED, args=["--reuseport-overlap"])
         new.wait_stderr(r"layer4-lb \S+ running", timeout=20)
         self.assertEqual(old.stop(timeout=20), 0)
         self.assertEqual(lbtest.who((LOCAL, port)), "a")   # the new process alone now
         self.assertTrue(new.alive())
-        # Without the flag the binder still refuses an address something listens on.
-        got, n = binder_call(self.sock, json.dumps(
-            {"op": "bind", "listen": "%s:%d" % (LOCAL, port), "count": 1}).encode())
-        self.assertFalse(got["ok"])
-        self.assertIn("Address already in use", got["error"])
+        # Without the flag the binder refuses to join, asked or not.
+        for join in (False, True):
+            got, n = binder_call(self.sock, json.dumps(
+                {"op": "bind", "listen": listen, "count": 1, "join": join}).encode())
+            self.assertEqual((got["ok"], got["errno"]), (False, errno.EADDRINUSE), got)
 
     def test_only_the_dataplanes_uid_may_connect(self):
         st = os.stat(self.sock)

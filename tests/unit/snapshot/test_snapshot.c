@@ -561,6 +561,47 @@ static void test_file_listener_bind_failure_still_fails(void **state)
 }
 
 /* A managed listener may have no backends: bound, no balancer input, and back again. */
+/*
+ * --reuseport-overlap (reuseport_overlap in the merged configuration): an address another
+ * process's SO_REUSEPORT listener holds (here the test's own socket, same uid) is joined; without
+ * it the build fails as at any start; a listener without SO_REUSEPORT is never joined.
+ */
+static void test_reuseport_overlap_joins(void **state)
+{
+	unsigned port = free_port();
+	struct lb_addr a;
+	struct dp_snapshot *s = NULL;
+	char err[512] = "";
+	struct lb_config *conf;
+	int theirs, plain;
+
+	(void)state;
+	assert_int_equal(lb_addr_parse("127.0.0.1:0", true, &a, err, sizeof(err)), 0);
+	((struct sockaddr_in *)&a.ss)->sin_port = htons(port);
+	assert_int_equal(dp_listen_socket(&a, &theirs), 0);
+
+	conf = conf_of("web", port, "10.0.0.1:80", NULL, 0, NULL);
+	assert_int_equal(dp_snapshot_build(conf, NULL, NULL, N_WORKERS, 1, &s, err, sizeof(err)),
+			 -EADDRINUSE);
+	assert_non_null(strstr(err, "Address already in use"));
+
+	conf = conf_of("web", port, "10.0.0.1:80", NULL, 0, NULL);
+	conf->reuseport_overlap = true;
+	s = build_ok(conf, NULL, 1);
+	assert_int_equal(s->listeners[0].socks->n, N_WORKERS);
+	dp_snapshot_put(s);
+	close(theirs);
+
+	port = free_port();
+	plain = plain_listen(port);
+	assert_true(plain >= 0);
+	conf = conf_of("web", port, "10.0.0.1:80", NULL, 0, NULL);
+	conf->reuseport_overlap = true;
+	assert_int_equal(dp_snapshot_build(conf, NULL, NULL, N_WORKERS, 1, &s, err, sizeof(err)),
+			 -EADDRINUSE);
+	close(plain);
+}
+
 static void test_listener_without_backends(void **state)
 {
 	unsigned port = free_port();
@@ -654,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_managed_moved_to_held_address),
 		cmocka_unit_test(test_file_listener_bind_failure_still_fails),
 		cmocka_unit_test(test_listener_without_backends),
+		cmocka_unit_test(test_reuseport_overlap_joins),
 		cmocka_unit_test(test_publish_generations),
 		cmocka_unit_test(test_get_put),
 	};
