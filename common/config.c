@@ -1135,25 +1135,18 @@ static int socket_event(struct parser *p, const yaml_event_t *ev, int *depth, bo
 	return *depth == 0; /* the end of the top-level mapping */
 }
 
-int lb_config_read_control_socket(const char *path, char *ret, size_t len, char *err,
-				  size_t errlen)
+int lb_config_control_socket(const char *text, size_t n, const char *name, char *ret, size_t len,
+			     char *err, size_t errlen)
 {
-	struct parser p = { .name = path, .err = err, .errlen = err ? errlen : 0 };
+	struct parser p = { .name = name, .err = err, .errlen = err ? errlen : 0 };
 	bool is_key = true, take = false, done = false;
 	yaml_parser_t yp;
 	yaml_event_t ev;
 	int depth = 0, r = 0;
-	size_t n;
-	char *text;
 
-	r = lb_config_read_file(path, &text, &n, err, errlen);
-	if (r < 0)
-		return r;
 	ret[0] = '\0';
-	if (!yaml_parser_initialize(&yp)) {
-		r = fail_nomem(&p);
-		goto out_text;
-	}
+	if (!yaml_parser_initialize(&yp))
+		return fail_nomem(&p);
 	yaml_parser_set_input_string(&yp, (const unsigned char *)text, n);
 	/* Events up to the key: a mistake further down (a file being edited) does not matter. */
 	while (!done && r == 0) {
@@ -1166,9 +1159,21 @@ int lb_config_read_control_socket(const char *path, char *ret, size_t len, char 
 		yaml_event_delete(&ev);
 	}
 	yaml_parser_delete(&yp);
-out_text:
-	free(text);
 	return r < 0 ? r : 0;
+}
+
+int lb_config_read_control_socket(const char *path, char *ret, size_t len, char *err,
+				  size_t errlen)
+{
+	size_t n;
+	char *text;
+	int r = lb_config_read_file(path, &text, &n, err, errlen);
+
+	if (r < 0)
+		return r;
+	r = lb_config_control_socket(text, n, path, ret, len, err, errlen);
+	free(text);
+	return r;
 }
 
 void lb_config_free(struct lb_config *c)

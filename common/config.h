@@ -109,6 +109,9 @@ int lb_config_read_file(const char *path, char **ret, size_t *ret_len, char *err
  */
 int lb_config_read_control_socket(const char *path, char *ret, size_t len, char *err,
 				  size_t errlen);
+/* The same from a file's text (name for messages). */
+int lb_config_control_socket(const char *text, size_t n, const char *name, char *ret, size_t len,
+			     char *err, size_t errlen);
 int lb_config_parse(const char *text, size_t len, const char *name, struct lb_config **ret,
 		    char *err, size_t errlen);
 void lb_config_free(struct lb_config *c);

@@ -75,7 +75,8 @@ static int read_status(struct ctrl_push *p)
 	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(st, "ok")))
 		goto out;
 	v = cJSON_GetObjectItemCaseSensitive(st, "applied_version");
-	if (cJSON_IsNumber(v) && v->valuedouble >= (double)p->version)
+	if (cJSON_IsNumber(v) && v->valuedouble >= (double)p->version &&
+	    v->valuedouble < (double)LB_CTL_VERSION_MAX)
 		p->version = (uint64_t)v->valuedouble + 1;
 	p->n_reserved = 0;
 	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(st, "listeners")) {

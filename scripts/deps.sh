@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config clang liburing-dev libcjson-dev libyaml-dev
-      libcurl4-openssl-dev libcmocka-dev libseccomp-dev python3 curl openssl iproute2)
+      libcurl4-openssl-dev libcmocka-dev libseccomp-dev python3 curl openssl iproute2
+      libclang-rt-14-dev)
 [ "${LB_DEPS_EXTRA:-}" ] && read -r -a extra <<<"$LB_DEPS_EXTRA" && PKGS+=("${extra[@]}")
 
 missing=()

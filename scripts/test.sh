@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - every test: unit, integration and end-to-end tests on the Release build, the same
-# again on the ASan+UBSan build, and a clang build to keep both compilers warning-clean.
+# again on the ASan+UBSan build, a clang build to keep both compilers warning-clean, and each
+# fuzz target for a bounded time (LB_FUZZ_SECONDS, 20 by default).
 #
 #   scripts/test.sh          everything (CI runs this)
 #   scripts/test.sh --quick  the Release build's unit and integration tests only, for iteration
@@ -45,4 +46,7 @@ echo "== clang build (warnings are errors) =="
 cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang \
 	-DLB_TESTS=ON >/dev/null
 cmake --build build-clang -j"$jobs"
+
+echo "== fuzzing (libFuzzer, ASan + UBSan): every parser of outside input =="
+scripts/fuzz.sh --seconds "${LB_FUZZ_SECONDS:-20}"
 echo "all tests passed"

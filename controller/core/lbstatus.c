@@ -217,7 +217,8 @@ static void programmed(const struct k8s_obj *lb, cJSON *addrs, bool *ok, char *r
 	cJSON_ArrayForEach(n, get(lb->lb.status, "nodes")) {
 		const cJSON *gen = get(n, "observedGeneration"), *name = get(n, "name");
 
-		if (!cJSON_IsNumber(gen) || (int64_t)gen->valuedouble != lb->meta.generation ||
+		/* Compared as doubles: a huge number cast to int64_t would be undefined. */
+		if (!cJSON_IsNumber(gen) || gen->valuedouble != (double)lb->meta.generation ||
 		    !cJSON_IsString(name))
 			continue;
 		if (cJSON_IsTrue(get(n, "programmed"))) {

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <stdarg.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,8 +45,10 @@ static int64_t get_int(const cJSON *o, const char *k, int64_t min, int64_t max, 
 {
 	const cJSON *v = get(o, k);
 
-	if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble ||
-	    v->valuedouble < (double)min || v->valuedouble > (double)max)
+	/* In range before the cast: converting a double beyond int64_t is undefined (fuzz_world). */
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= -0x1p63 && v->valuedouble < 0x1p63) ||
+	    v->valuedouble != (double)(int64_t)v->valuedouble || v->valuedouble < (double)min ||
+	    v->valuedouble > (double)max)
 		return def;
 	return (int64_t)v->valuedouble;
 }
@@ -65,6 +68,25 @@ static bool copy_str(char *dst, size_t len, const char *s)
 	if (!s || (n = strlen(s)) >= len)
 		return false;
 	memcpy(dst, s, n + 1);
+	return true;
+}
+
+/*
+ * A DNS-1123 name as the API server validates metadata (lowercase letters, digits, '-', and
+ * for subdomains '.'; alphanumeric at both ends).  Names end up in the dataplane's listener
+ * names, which refuse other characters: an object the API server could not have stored (a
+ * relay's corruption) must not make an apply that fails as a whole.
+ */
+static bool dns_name(const char *s, bool dots)
+{
+	size_t n = strlen(s);
+
+	if (!n || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-' ||
+		      (dots && s[i] == '.')))
+			return false;
 	return true;
 }
 
@@ -147,6 +169,10 @@ static int meta_parse(const cJSON *json, struct k8s_meta *m, char *err, size_t e
 	if (!copy_str(m->name, sizeof(m->name), name) ||
 	    (ns && !copy_str(m->ns, sizeof(m->ns), ns))) {
 		snprintf(err, errlen, "metadata: namespace or name too long");
+		return -EINVAL;
+	}
+	if (!dns_name(m->name, true) || (m->ns[0] && !dns_name(m->ns, false))) {
+		snprintf(err, errlen, "metadata: namespace or name is not a DNS name");
 		return -EINVAL;
 	}
 	copy_str(m->uid, sizeof(m->uid), get_str(md, "uid"));
@@ -359,8 +385,9 @@ static int lb_listener_parse(struct k8s_lb *lb, const cJSON *js, size_t i)
 	const cJSON *ref = get(get(js, "backend"), "serviceRef"), *port;
 	bool ok;
 
-	if (!copy_str(l->name, sizeof(l->name), get_str(js, "name")) || !l->name[0])
-		return lb_invalid(lb, "spec.listeners[%zu].name: missing or longer than 63", i);
+	if (!copy_str(l->name, sizeof(l->name), get_str(js, "name")) || !dns_name(l->name, false))
+		return lb_invalid(lb, "spec.listeners[%zu].name: missing, longer than 63, or not "
+				      "a DNS label", i);
 	l->protocol = proto_parse(get_str(js, "protocol"), &ok);
 	if (!ok || l->protocol != K8S_PROTO_TCP)
 		return lb_invalid(lb, "spec.listeners[%zu].protocol: only TCP is supported", i);

@@ -94,6 +94,23 @@ static void test_meta_errors(void **state)
 			 -EINVAL);
 	assert_non_null(strstr(err, "too long"));
 	assert_null(k8s_json_rv(NULL));
+	/*
+	 * Names the API server would never store (a relay's corruption): refused, since they
+	 * would become listener names the dataplane refuses, failing the whole apply.
+	 */
+	static const char *const bad[][2] = {
+		{ "web", "   r" }, { "Web", "shop" }, { "web", "a.b" }, { "-web", "shop" },
+		{ "web_1", "shop" }, { "web.", "shop" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(obj_parse(K8S_KIND_SERVICE, &o, err, sizeof(err),
+					   "{'metadata':{'name':'%s','namespace':'%s'}}", bad[i][0],
+					   bad[i][1]),
+				 -EINVAL);
+		assert_non_null(strstr(err, "not a DNS name"));
+	}
+	o = obj_json(K8S_KIND_NODE, "{'metadata':{'name':'node-a.example.com'}}");
+	k8s_obj_free(o);
 }
 
 static void test_lb_defaults(void **state)
@@ -151,6 +168,9 @@ static void test_lb_invalid(void **state)
 		{ "{'listeners':[]}", "spec.listeners" },
 		{ "{}", "spec.listeners" },
 		{ SPEC(LISTENER("web", 70000, "web", "80")), "spec.listeners[0].port" },
+		{ SPEC(LISTENER("a b", 8080, "web", "80")), "spec.listeners[0].name: missing, longer "
+		  "than 63, or not a DNS label" },
+		{ SPEC(LISTENER("Web", 8080, "web", "80")), "spec.listeners[0].name" },
 		{ SPEC(LISTENER("web", 8080, "web", "0")),
 		  "spec.listeners[0].backend.serviceRef.port" },
 		{ SPEC(LISTENER("web", 8080, "web", "''")),
