@@ -2,7 +2,7 @@
 # fuzz.sh - build the libFuzzer targets (tests/fuzz, clang with ASan + UBSan, in build-fuzz) and
 # run each for a while from its checked-in seeds.
 #
-#   scripts/fuzz.sh                      every target, 20 s each (what scripts/test.sh runs)
+#   scripts/fuzz.sh                      every target, 20 s each, as many at once as CPUs
 #   scripts/fuzz.sh --seconds 600 world  one target, longer
 #
 # A crash, leak or sanitizer report fails the run and prints the input (tests/fuzz/run.sh).
@@ -20,4 +20,4 @@ cmake --build build-fuzz -j"$(nproc)" --target fuzz
 filter=""
 [ $# -gt 0 ] && filter="^fuzz_($(IFS='|'; echo "$*"))$"
 # -V: each target's executions, peak memory and new inputs (run.sh keeps libFuzzer's own log).
-(cd build-fuzz && ctest -V -L fuzz ${filter:+-R "$filter"})
+(cd build-fuzz && ctest -V -j"$(nproc)" -L fuzz ${filter:+-R "$filter"})
