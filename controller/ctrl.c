@@ -383,6 +383,7 @@ static int sync_once(struct ctrl *c)
 		.lbs = &c->inf[CTRL_INF_LBS].store, .services = &c->inf[CTRL_INF_SERVICES].store,
 		.slices = &c->inf[CTRL_INF_SLICES].store, .listen_host = c->opt.listen_host,
 		.reserved_ports = c->push.reserved, .n_reserved = c->push.n_reserved,
+		.denied = c->opt.denied, .n_denied = c->opt.n_denied,
 	};
 	const struct k8s_obj *node = k8s_store_get(&c->inf[CTRL_INF_NODES].store, c->opt.node_name);
 	uint64_t t0 = k8s_now_ms();

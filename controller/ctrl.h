@@ -8,6 +8,7 @@
 #include "controller/core/debounce.h"
 #include "controller/core/kubeconfig.h"
 #include "controller/core/leader.h"
+#include "controller/core/reconcile.h"
 #include "controller/httpd.h"
 #include "controller/informer.h"
 #include "controller/push.h"
@@ -27,6 +28,8 @@ struct ctrl_options {
 	unsigned debounce_ms;         /* quiet spell before an apply */
 	unsigned debounce_max_ms;     /* the longest a change waits while others keep coming */
 	unsigned resync_s;
+	const struct ctrl_port_range *denied; /* --deny-ports */
+	size_t n_denied;
 };
 
 enum ctrl_inf {

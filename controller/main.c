@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "controller/core/reconcile.h"
 #include "controller/ctrl.h"
 
 static struct ctrl ctrl;
@@ -43,10 +44,15 @@ static void usage(FILE *f)
 		"                          not pause; at most one apply per N ms while a burst\n"
 		"                          lasts (default 2000)\n"
 		"  --resync-seconds N      full re-apply and status check every N s (default 300)\n"
+		"  --deny-ports LIST       ports no LoadBalancer may take, e.g. 22,2379-2380,10250\n"
+		"                          (their listeners are reported PortDenied; default none)\n"
 		"  --version, --help\n"
 		"\n"
 		"Environment: LOG_LEVEL = error | warn | info | debug (RUST_LOG as an alias).\n");
 }
+
+/* --deny-ports, for the process's life (a global: never a leak, whatever the exit). */
+static struct ctrl_port_range *deny_ports;
 
 static void on_signal(int sig)
 {
@@ -77,7 +83,7 @@ int main(int argc, char **argv)
 {
 	enum { O_KUBECONFIG = 256, O_CONTEXT, O_NODE, O_SOCKET, O_LISTEN, O_HTTP, O_LEASE,
 	       O_LEASE_NS, O_IDENTITY, O_NO_LEADER, O_ENDPOINTS, O_DEBOUNCE, O_DEBOUNCE_MAX,
-	       O_RESYNC,
+	       O_RESYNC, O_DENY,
 	       O_VERSION, O_HELP };
 	static const struct option longopts[] = {
 		{ "kubeconfig", required_argument, NULL, O_KUBECONFIG },
@@ -94,6 +100,7 @@ int main(int argc, char **argv)
 		{ "debounce-ms", required_argument, NULL, O_DEBOUNCE },
 		{ "debounce-max-ms", required_argument, NULL, O_DEBOUNCE_MAX },
 		{ "resync-seconds", required_argument, NULL, O_RESYNC },
+		{ "deny-ports", required_argument, NULL, O_DENY },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, O_HELP },
 		{ 0 },
@@ -148,6 +155,17 @@ int main(int argc, char **argv)
 				return 2;
 			if (o.resync_s == 0)
 				o.resync_s = 86400;
+			break;
+		case O_DENY:
+			free(deny_ports); /* the last --deny-ports counts */
+			deny_ports = NULL;
+			o.n_denied = 0;
+			if (ctrl_port_ranges_parse(optarg, &deny_ports, &o.n_denied, err,
+						   sizeof(err))) {
+				fprintf(stderr, "layer4-lb-controller: --deny-ports: %s\n", err);
+				return 2;
+			}
+			o.denied = deny_ports;
 			break;
 		case O_VERSION: printf("layer4-lb-controller %s\n", LB_VERSION); return 0;
 		case O_HELP: usage(stdout); return 0;

@@ -50,15 +50,22 @@ cJSON *ctrl_node_entry(const struct ctrl_lb_result *lr, const struct ctrl_node_r
 	for (size_t i = 0; i < lb->n_listeners; i++) {
 		const struct ctrl_listener_result *res = &lr->listeners[i];
 
-		if (res->state == CTRL_L_CONFLICT || res->state == CTRL_L_RESERVED) {
+		if (res->state == CTRL_L_CONFLICT || res->state == CTRL_L_RESERVED ||
+		    res->state == CTRL_L_DENIED) {
 			if (!strcmp(reason, "Programmed"))
-				reason = res->state == CTRL_L_CONFLICT ? "PortConflict" : "PortInUse";
+				reason = res->state == CTRL_L_CONFLICT ? "PortConflict"
+					 : res->state == CTRL_L_DENIED ? "PortDenied"
+								       : "PortInUse";
 			off += (size_t)snprintf(msg + off, off < sizeof(msg) ? sizeof(msg) - off : 0,
 						"%slistener %s: port %u/%s %s%s", off ? "; " : "",
 						lb->listeners[i].name, lb->listeners[i].port,
 						k8s_proto_name(lb->listeners[i].protocol),
 						res->state == CTRL_L_CONFLICT
 							? "is held by LoadBalancer "
+						: res->state == CTRL_L_DENIED
+							? "is one no LoadBalancer may take on "
+							  "this cluster's nodes (the controller's "
+							  "--deny-ports)"
 							: "is a listener of the dataplane's own "
 							  "configuration",
 						res->state == CTRL_L_CONFLICT ? res->conflict_with : "");
@@ -166,8 +173,8 @@ static bool str_eq(const cJSON *o, const char *k, const char *v)
 static bool event_worthy(const char *reason)
 {
 	static const char *const reasons[] = { "Invalid",     "PortConflict", "PortInUse",
-					       "ServiceNotFound", "PortNotFound", "BindFailed",
-					       "ApplyFailed" };
+					       "PortDenied",  "ServiceNotFound", "PortNotFound",
+					       "BindFailed",  "ApplyFailed" };
 
 	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
 		if (!strcmp(reason, reasons[i]))

@@ -278,6 +278,78 @@ static bool reserved(const struct ctrl_input *in, uint16_t port)
 	return false;
 }
 
+static bool denied(const struct ctrl_input *in, uint16_t port)
+{
+	for (size_t i = 0; i < in->n_denied; i++)
+		if (port >= in->denied[i].lo && port <= in->denied[i].hi)
+			return true;
+	return false;
+}
+
+static int port_parse(const char *s, size_t len, uint16_t *ret)
+{
+	char buf[8];
+	uint64_t v;
+
+	if (!len || len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	if (lb_parse_decimal(buf, 65535, &v) || !v)
+		return -EINVAL;
+	*ret = (uint16_t)v;
+	return 0;
+}
+
+/* "P" or "LO-HI", the len bytes at s. */
+static int range_parse(const char *s, size_t len, struct ctrl_port_range *ret)
+{
+	size_t dash = strcspn(s, "-");
+
+	if (dash >= len) {
+		if (port_parse(s, len, &ret->lo))
+			return -EINVAL;
+		ret->hi = ret->lo;
+		return 0;
+	}
+	if (port_parse(s, dash, &ret->lo) || port_parse(s + dash + 1, len - dash - 1, &ret->hi))
+		return -EINVAL;
+	return ret->lo <= ret->hi ? 0 : -EINVAL;
+}
+
+int ctrl_port_ranges_parse(const char *s, struct ctrl_port_range **ret, size_t *n, char *err,
+			   size_t errlen)
+{
+	struct ctrl_port_range *v = NULL;
+	size_t count = 0, cap = 0;
+
+	for (const char *p = s; *p;) {
+		size_t len = strcspn(p, ",");
+		struct ctrl_port_range r;
+
+		if (range_parse(p, len, &r)) {
+			snprintf(err, errlen, "\"%.*s\" is not a port 1..65535 or a range LO-HI of them",
+				 (int)(len < 32 ? len : 32), p);
+			free(v);
+			return -EINVAL;
+		}
+		if (count == cap) {
+			struct ctrl_port_range *nv = realloc(v, (cap = cap ? cap * 2 : 8) * sizeof(*v));
+
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[count++] = r;
+		p += len + (p[len] == ',');
+	}
+	*ret = v;
+	*n = count;
+	return 0;
+}
+
 static int listener_name_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct ctrl_listener *)a)->name,
@@ -331,6 +403,8 @@ static int lb_reconcile(const struct ctrl_input *in, const struct slice_index *i
 		}
 		if (!lr->selected) {
 			res->state = CTRL_L_NOT_SELECTED;
+		} else if (denied(in, l->port)) {
+			res->state = CTRL_L_DENIED;
 		} else if (reserved(in, l->port)) {
 			res->state = CTRL_L_RESERVED;
 		} else if ((owner = claim(claims, n_claims, lr, l))) {

@@ -16,6 +16,11 @@
 #define CTRL_KEY_MAX (K8S_LABEL_MAX + K8S_NAME_MAX + 1) /* "namespace/name" */
 #define CTRL_MSG_MAX 1024
 
+/* Ports lo..hi (a single port: lo == hi). */
+struct ctrl_port_range {
+	uint16_t lo, hi;
+};
+
 /* What reconcile reads.  Nothing here is changed, and nothing is kept after it returns. */
 struct ctrl_input {
 	const struct k8s_store *lbs;
@@ -26,6 +31,9 @@ struct ctrl_input {
 	 * listener there would be refused as a whole apply, so it is reported instead. */
 	const uint16_t *reserved_ports;
 	size_t n_reserved;
+	/* Ports no LoadBalancer may take on any node (--deny-ports: ssh, the kubelet, etcd ...). */
+	const struct ctrl_port_range *denied;
+	size_t n_denied;
 };
 
 struct ctrl_backend {
@@ -49,6 +57,7 @@ enum ctrl_listener_state {
 	CTRL_L_CONFLICT,                    /* an older LoadBalancer holds the port here */
 	CTRL_L_RESERVED,                    /* the dataplane's own file listens on the port */
 	CTRL_L_INVALID,                     /* the LoadBalancer's spec cannot be used */
+	CTRL_L_DENIED,                      /* the port is on the deny-list (--deny-ports) */
 };
 
 struct ctrl_listener_result {
@@ -84,6 +93,13 @@ struct ctrl_desired {
 int ctrl_reconcile(const struct ctrl_input *in, const struct k8s_obj *node, bool backends,
 		   struct ctrl_desired **ret);
 void ctrl_desired_free(struct ctrl_desired *d);
+
+/*
+ * "22,2379-2380,10248-10260" (ports 1..65535, ranges LO-HI with LO <= HI; "" for none) into a
+ * malloc'd array: 0, or -EINVAL with err naming the item, or -ENOMEM.
+ */
+int ctrl_port_ranges_parse(const char *s, struct ctrl_port_range **ret, size_t *n, char *err,
+			   size_t errlen);
 
 /* The "listeners" list of the apply that makes the dataplane serve d (NULL without memory). */
 cJSON *ctrl_desired_json(const struct ctrl_desired *d, const char *listen_host);

@@ -513,6 +513,8 @@ class T3Variants(unittest.TestCase):
         self.assertEqual(ct["args"][:4], ["--socket=" + SOCKET, "--http-address=$(HOST_IP):9102",
                                           "--lease-name=v-layer4-lb-controller",
                                           "--lease-namespace=" + VARIANTS_NS])
+        # The node's own ports and the chart's: no LoadBalancer may take them.
+        self.assertIn("--deny-ports=22,179,2379-2380,6443,10248-10260,9102,9101", ct["args"])
         env = env_of(ct)
         for var, path in (("NODE_NAME", "spec.nodeName"), ("POD_NAME", "metadata.name"),
                           ("POD_NAMESPACE", "metadata.namespace"), ("HOST_IP", "status.hostIP")):

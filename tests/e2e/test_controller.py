@@ -61,7 +61,7 @@ def setUpModule():
     with open(KUBECONFIG, "w") as f:
         f.write(text)
     C.create_node(NODE_A, ADDR_A)
-    start_node(NODE_A, ADDR_A, 19102)
+    start_node(NODE_A, ADDR_A, 19102, extra=["--deny-ports=18120-18121"])
 
 
 def tearDownModule():
@@ -338,6 +338,21 @@ class T2Conflicts(unittest.TestCase):
         wait_for("held serves once the port is free",
                  lambda: cond_is("t2c", "held", "Programmed", "True"))
         self.assertEqual(who(ADDR_A, 18100), "t2c-p")
+
+    def test_3_denied_port(self):
+        """A port on the controller's --deny-ports (the chart: ssh, the kubelet ...) is never
+        bound, however free it is; the LoadBalancer says why."""
+        service("t2d", "web", {"app": "web"})
+        C.run_pod("t2d", "p", {"app": "web"}, "198.18.0.24", NODE_A)
+        backend("t2d-p", "198.18.0.24")
+        loadbalancer("t2d", "denied", 18121)
+        wait_for("denied: Programmed=False PortDenied",
+                 lambda: cond_is("t2d", "denied", "Programmed", "False", "PortDenied"))
+        self.assertIn("port 18121/TCP is one no LoadBalancer may take",
+                      condition("t2d", "denied", "Programmed")["message"])
+        with self.assertRaises(OSError):
+            who(ADDR_A, 18121)
+        C.kubectl("delete", "l4lb", "denied", "-n", "t2d")   # node-b (T4) has no deny-list
 
 
 class T3Faults(unittest.TestCase):

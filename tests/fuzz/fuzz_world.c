@@ -93,11 +93,12 @@ static void statuses(const struct ctrl_desired *d, const struct k8s_obj *node)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const uint16_t reserved[] = { 22, 10250 };
+	static const uint16_t reserved[] = { 8443, 9000 };
+	static const struct ctrl_port_range denied[] = { { 22, 22 }, { 10248, 10260 } };
 	struct world w = { 0 };
 	struct ctrl_input in = { .lbs = &w.lbs, .services = &w.svcs, .slices = &w.slices,
 				 .listen_host = "0.0.0.0", .reserved_ports = reserved,
-				 .n_reserved = 2 };
+				 .n_reserved = 2, .denied = denied, .n_denied = 2 };
 	const char *p = (const char *)data, *end = p + size;
 	struct ctrl_desired *d = NULL;
 	const struct k8s_obj *node;

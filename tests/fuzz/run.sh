@@ -14,7 +14,8 @@ mkdir "$work/corpus"
 rc=0
 "$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
 	-print_final_stats=1 -artifact_prefix="$work/" "$work/corpus" "$@" 2>"$work/log" || rc=$?
-grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)' "$work/log" || true
+grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+[[:space:]]+DONE)' \
+	"$work/log" || true
 echo "new inputs: $(find "$work/corpus" -type f | wc -l), seeds: $(find "$@" -type f | wc -l)"
 if [ "$rc" -ne 0 ]; then
 	tail -n 60 "$work/log"

@@ -38,6 +38,8 @@ struct world {
 	struct k8s_store lbs, svcs, slices;
 	uint16_t reserved[4];
 	size_t n_reserved;
+	struct ctrl_port_range denied[2];
+	size_t n_denied;
 	struct k8s_obj *node;      /* this node, owned */
 	struct ctrl_desired *d;    /* the last reconcile */
 };
@@ -150,7 +152,8 @@ static const struct ctrl_lb_result *reconcile(const char *name)
 {
 	struct ctrl_input in = {
 		.lbs = &w.lbs, .services = &w.svcs, .slices = &w.slices, .listen_host = "0.0.0.0",
-		.reserved_ports = w.reserved, .n_reserved = w.n_reserved,
+		.reserved_ports = w.reserved, .n_reserved = w.n_reserved, .denied = w.denied,
+		.n_denied = w.n_denied,
 	};
 	char key[CTRL_KEY_MAX];
 
@@ -304,6 +307,15 @@ static void test_entry_conflict_and_reserved(void **state)
 	k8s_store_del(&w.lbs, "shop/old");
 	e = entry_for("web", &rep);
 	assert_string_equal(str(e, "reason"), "PortInUse");
+	cJSON_Delete(e);
+
+	/* On the controller's deny-list (--deny-ports): refused whatever else holds it. */
+	w.denied[0] = (struct ctrl_port_range){ 8443, 8443 };
+	w.n_denied = 1;
+	e = entry_for("web", &rep);
+	assert_string_equal(str(e, "reason"), "PortDenied");
+	assert_non_null(strstr(str(e, "message"), "listener admin: port 8443/TCP is one no "
+						  "LoadBalancer may take on this cluster's nodes"));
 	cJSON_Delete(e);
 }
 

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -504,6 +505,60 @@ static void test_reserved_ports(void **state)
 	ctrl_desired_free(d);
 }
 
+/* --deny-ports: a listener there is refused on every node, and claims no port either. */
+static void test_denied_ports(void **state)
+{
+	struct ctrl_desired *d;
+
+	w.denied[0] = (struct ctrl_port_range){ 8000, 8100 };
+	w.denied[1] = (struct ctrl_port_range){ 22, 22 };
+	w.n_denied = 2;
+	put_svc(&w, "shop", "web", WEB_PORTS);
+	put_lb(&w, "shop", "old", "2024-01-01T00:00:00Z",
+	       SPEC(LISTENER("a", 8080, "web", "'http'") "," LISTENER("b", 9090, "web", "'http'")));
+	put_lb(&w, "shop", "new", "2024-02-01T00:00:00Z",
+	       SPEC(LISTENER("a", 8100, "web", "'http'") "," LISTENER("ssh", 22, "web", "'http'")));
+	d = world_reconcile(&w, NULL, true);
+	assert_int_equal(lres(d, "shop/old", 0)->state, CTRL_L_DENIED);
+	assert_int_equal(lres(d, "shop/old", 1)->state, CTRL_L_SERVED);
+	assert_int_equal(lres(d, "shop/new", 0)->state, CTRL_L_DENIED);
+	assert_int_equal(lres(d, "shop/new", 1)->state, CTRL_L_DENIED);
+	assert_non_null(find_listener(d, "shop/old/b"));
+	assert_int_equal(d->n_listeners, 1);
+	ctrl_desired_free(d);
+	/* 8101 is outside the range: served. */
+	w.denied[0].hi = 8099;
+	d = world_reconcile(&w, NULL, true);
+	assert_int_equal(lres(d, "shop/new", 0)->state, CTRL_L_SERVED);
+	ctrl_desired_free(d);
+}
+
+static void test_port_ranges_parse(void **state)
+{
+	static const char *const bad[] = { "0", "65536", "5-3", "a", "22,,3", "1-", "-5", "1-2-3",
+					   " 22", "022" };
+	struct ctrl_port_range *v;
+	char err[256];
+	size_t n;
+
+	assert_int_equal(ctrl_port_ranges_parse("22,2379-2380,10250,", &v, &n, err, sizeof(err)),
+			 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(v[1].lo, 2379);
+	assert_int_equal(v[1].hi, 2380);
+	assert_int_equal(v[2].lo, 10250);
+	assert_int_equal(v[2].hi, 10250);
+	free(v);
+	assert_int_equal(ctrl_port_ranges_parse("", &v, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 0);
+	free(v);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(ctrl_port_ranges_parse(bad[i], &v, &n, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "is not a port 1..65535 or a range LO-HI of them"));
+	}
+}
+
 /* An invalid LoadBalancer serves nothing and holds no port. */
 static void test_invalid_serves_nothing(void **state)
 {
@@ -839,6 +894,8 @@ int run_reconcile_tests(void)
 		cmocka_unit_test(test_conflict_oldest_wins),
 		cmocka_unit_test(test_conflict_tie),
 		cmocka_unit_test_setup_teardown(test_reserved_ports, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_denied_ports, setup, teardown),
+		cmocka_unit_test(test_port_ranges_parse),
 		cmocka_unit_test_setup_teardown(test_invalid_serves_nothing, setup, teardown),
 		cmocka_unit_test(test_json_order_independent),
 		cmocka_unit_test(test_json_fields),

@@ -150,7 +150,7 @@ struct ctrl_desired *world_reconcile(const struct world *w, const struct k8s_obj
 	struct ctrl_input in = {
 		.lbs = &w->lbs, .services = &w->svcs, .slices = &w->slices,
 		.listen_host = w->listen_host, .reserved_ports = w->reserved,
-		.n_reserved = w->n_reserved,
+		.n_reserved = w->n_reserved, .denied = w->denied, .n_denied = w->n_denied,
 	};
 	struct ctrl_desired *d = NULL;
 
