@@ -9,10 +9,12 @@ once:
   - bulk transfers (iperf3, 10 s bursts),
   - an apply every second over the control socket (a managed listener added, its backends and
     weights changed, removed again).
-It samples the process's resident memory, open descriptors and open proxied connections at the
-start, at the end of the load and 15 s after it stopped, and prints them. Descriptors and
-connections must return to their start level (exit 1 otherwise); resident memory is reported as
-it is (the io_uring engine keeps the buffer pool's high-water mark: issue 19's memory budget).
+Every 5 s it samples the process's resident memory, open descriptors and open proxied
+connections (and scrapes /metrics), and prints them at the start, at their peak, at the end of
+the load (while it still runs) and 15 s after it stopped. It exits 1 unless descriptors and
+connections are back to their start level and nothing failed: no failed apply or bind, no wrk
+socket error or non-2xx answer, no failed iperf3 run. Resident memory is reported as it is
+(the buffer pool keeps its high-water mark: issue 19's memory budget).
 
     bench/soak.py [--minutes 3] [--engines io_uring,epoll] [--binary build/layer4-lb]
 
@@ -69,12 +71,30 @@ def ctl(sock, req):
         s.close()
 
 
-def sample(pid, sock):
+def scrape(port):
+    """GET /metrics (the metrics server is soaked too): its status code."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(1 << 16)
+            if not d:
+                break
+            data += d
+    finally:
+        s.close()
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else 0
+
+
+def sample(pid, sock, metrics_port):
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     st = ctl(sock, {"op": "status"})
     conns = sum(l.get("active", 0) for l in st.get("listeners", []))
+    if scrape(metrics_port) != 200:
+        raise RuntimeError("GET /metrics did not answer 200")
     return {"rss_kib": rss, "fds": fds, "connections": conns}
 
 
@@ -84,8 +104,9 @@ class Soak:
         self.tmp = tempfile.mkdtemp(prefix="l4lb-soak-")
         self.procs = []
         self.stop_ev = threading.Event()
-        self.applies = self.apply_failures = 0
+        self.applies = self.apply_failures = self.bulk_failures = 0
         self.wrk_out = []
+        self.wrk_procs = []
 
     def start(self, argv, name, env=None):
         log = open(os.path.join(self.tmp, name + ".log"), "wb")
@@ -174,48 +195,63 @@ listeners:
             try:
                 r = ctl(self.sock, {"op": "apply", "version": n, "listeners": listeners})
                 self.applies += 1
-                self.apply_failures += not r.get("ok")
-            except OSError:
+                self.apply_failures += not r.get("ok") or bool(r.get("bind_failures"))
+            except (OSError, ValueError):   # no answer, or not JSON: a failure, not a stop
                 self.apply_failures += 1
 
-    def bulk_loop(self, deadline):
-        while time.time() < deadline - 12 and not self.stop_ev.is_set():
-            subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(self.bulk), "-t", "10"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    def bulk_loop(self):
+        while not self.stop_ev.is_set():
+            r = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(self.bulk), "-t", "10"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            self.bulk_failures += r.returncode != 0
 
-    def wrk(self, conns, close, seconds):
-        argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+    def wrk_start(self, conns, close, seconds):
+        """wrk for longer than the soak: the end sample is taken while it still runs, then it
+        is stopped with SIGINT (by pid), on which it prints its tally."""
+        argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds + 60}s"]
         if close:
             argv += ["-H", "Connection: close"]
         argv.append(f"http://127.0.0.1:{self.http}/")
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
-        self.wrk_out.append(("churn" if close else "keep-alive", out))
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.wrk_procs.append(("churn" if close else "keep-alive", p))
+
+    def wrk_stop(self):
+        for kind, p in self.wrk_procs:
+            p.send_signal(signal.SIGINT)
+            out, _ = p.communicate(timeout=60)
+            self.wrk_out.append((kind, out))
+
+    def wrk_failed(self):
+        """Socket errors, non-2xx answers or no result at all, in any wrk."""
+        return any("requests in" not in out or "Socket errors" in out or "Non-2xx" in out
+                   for _, out in self.wrk_out)
 
     def run(self):
         self.setup()
         self.managed = free_port()
         time.sleep(2)
-        start = sample(self.lb.pid, self.sock)
+        start = sample(self.lb.pid, self.sock, self.metrics)
         seconds = int(self.args.minutes * 60)
         deadline = time.time() + seconds
-        threads = [threading.Thread(target=self.applier),
-                   threading.Thread(target=self.bulk_loop, args=(deadline,)),
-                   threading.Thread(target=self.wrk, args=(50, False, seconds)),
-                   threading.Thread(target=self.wrk, args=(20, True, seconds))]
+        threads = [threading.Thread(target=self.applier), threading.Thread(target=self.bulk_loop)]
         for t in threads:
             t.start()
+        self.wrk_start(50, False, seconds)
+        self.wrk_start(20, True, seconds)
         peak = start
         while time.time() < deadline:
-            time.sleep(5)
-            s = sample(self.lb.pid, self.sock)
+            time.sleep(min(5, max(0, deadline - time.time())))
+            s = sample(self.lb.pid, self.sock, self.metrics)
             peak = {k: max(peak[k], s[k]) for k in s}
-        end = sample(self.lb.pid, self.sock)
+        end = sample(self.lb.pid, self.sock, self.metrics)   # the load still runs
+        peak = {k: max(peak[k], end[k]) for k in peak}
         self.stop_ev.set()
+        self.wrk_stop()
         for t in threads:
             t.join(120)
         ctl(self.sock, {"op": "apply", "version": 1 << 40, "listeners": []})
         time.sleep(15)
-        after = sample(self.lb.pid, self.sock)
+        after = sample(self.lb.pid, self.sock, self.metrics)
         return start, peak, end, after
 
 
@@ -238,25 +274,28 @@ def main():
         finally:
             s.stop_all()
         back = after["fds"] <= start["fds"] and after["connections"] <= start["connections"]
-        ok &= back
+        clean = not (s.apply_failures or s.bulk_failures or s.wrk_failed()) and \
+            s.applies >= 0.8 * args.minutes * 60
+        ok &= back and clean
         rows.append((engine, start, peak, end, after, s.applies, s.apply_failures, back,
-                     s.wrk_out))
+                     s.wrk_out, s.bulk_failures))
     print(f"\nsoak: {args.minutes:g} min per engine, {args.acceptors} worker(s)\n")
     print("| engine | | RSS (KiB) | descriptors | open connections |")
     print("|---|---|---:|---:|---:|")
-    for engine, start, peak, end, after, applies, failures, back, _ in rows:
+    for engine, start, peak, end, after, applies, failures, back, _, _ in rows:
         for name, v in (("start", start), ("peak", peak), ("end of load", end),
                         ("15 s after", after)):
             print(f"| {engine} | {name} | {v['rss_kib']} | {v['fds']} | {v['connections']} |")
     print()
-    for engine, start, peak, end, after, applies, failures, back, wrk in rows:
+    for engine, start, peak, end, after, applies, failures, back, wrk, bulk_failures in rows:
         reqs = []
         for kind, out in wrk:
             line = next((l.strip() for l in out.splitlines() if "requests in" in l), "no result")
             errs = next((l.strip() for l in out.splitlines() if "Socket errors" in l or
                          "Non-2xx" in l), "no errors")
             reqs.append(f"{kind}: {line}; {errs}")
-        print(f"{engine}: {applies} applies ({failures} failed); " + "; ".join(reqs) +
+        print(f"{engine}: {applies} applies ({failures} failed or with bind failures); "
+              f"{bulk_failures} failed iperf3 runs; " + "; ".join(reqs) +
               f"; descriptors and connections back to the start: {'yes' if back else 'NO'}")
     sys.exit(0 if ok else 1)
 

@@ -45,7 +45,8 @@ static void usage(FILE *f)
 		"                          lasts (default 2000)\n"
 		"  --resync-seconds N      full re-apply and status check every N s (default 300)\n"
 		"  --deny-ports LIST       ports no LoadBalancer may take, e.g. 22,2379-2380,10250\n"
-		"                          (their listeners are reported PortDenied; default none)\n"
+		"                          (their listeners are reported PortDenied; default none;\n"
+		"                          given more than once, the lists add up)\n"
 		"  --version, --help\n"
 		"\n"
 		"Environment: LOG_LEVEL = error | warn | info | debug (RUST_LOG as an alias).\n");
@@ -53,6 +54,32 @@ static void usage(FILE *f)
 
 /* --deny-ports, for the process's life (a global: never a leak, whatever the exit). */
 static struct ctrl_port_range *deny_ports;
+
+/*
+ * Each --deny-ports adds to the list: one given in the chart's extraArgs must not replace the
+ * chart's own (a security control is not overridden by accident).
+ */
+static int deny_more(const char *arg, size_t *n, char *err, size_t errlen)
+{
+	struct ctrl_port_range *v, *all;
+	size_t k;
+	int r = ctrl_port_ranges_parse(arg, &v, &k, err, errlen);
+
+	if (r)
+		return r;
+	all = realloc(deny_ports, (*n + k + 1) * sizeof(*all));
+	if (!all) {
+		free(v);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (k)
+		memcpy(all + *n, v, k * sizeof(*v));
+	free(v);
+	deny_ports = all;
+	*n += k;
+	return 0;
+}
 
 static void on_signal(int sig)
 {
@@ -157,11 +184,7 @@ int main(int argc, char **argv)
 				o.resync_s = 86400;
 			break;
 		case O_DENY:
-			free(deny_ports); /* the last --deny-ports counts */
-			deny_ports = NULL;
-			o.n_denied = 0;
-			if (ctrl_port_ranges_parse(optarg, &deny_ports, &o.n_denied, err,
-						   sizeof(err))) {
+			if (deny_more(optarg, &o.n_denied, err, sizeof(err))) {
 				fprintf(stderr, "layer4-lb-controller: --deny-ports: %s\n", err);
 				return 2;
 			}

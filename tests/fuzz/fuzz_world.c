@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/config.h"
+#include "common/ctlproto.h"
 #include "controller/core/lbstatus.h"
 #include "controller/core/objects.h"
 #include "controller/core/reconcile.h"
@@ -91,6 +92,44 @@ static void statuses(const struct ctrl_desired *d, const struct k8s_obj *node)
 	free(agg);
 }
 
+/*
+ * The apply as the controller sends it (push.c: the request printed as one line) goes through
+ * the dataplane's whole path: the request parser and the merge with its file's listeners.
+ */
+static void accepted(cJSON *listeners, size_t n)
+{
+	static const char file_text[] = "control_socket: /run/x.sock\n";
+	struct lb_config *file = NULL, *merged = NULL;
+	struct lb_ctl_request req;
+	cJSON *r = cJSON_CreateObject();
+	char err[1024], *line;
+
+	if (!r || !cJSON_AddStringToObject(r, "op", "apply") || !lb_json_add_u64(r, "version", 1)) {
+		cJSON_Delete(r);
+		return;
+	}
+	cJSON_AddItemReferenceToObject(r, "listeners", listeners);
+	line = cJSON_PrintUnformatted(r);
+	cJSON_Delete(r);
+	if (!line)
+		return;
+	if (lb_ctl_request_parse(line, strlen(line), &req, err, sizeof(err))) {
+		fprintf(stderr, "the dataplane refuses the apply: %s\n", err);
+		__builtin_trap();
+	}
+	FUZZ_ASSERT(req.listeners->n_listeners == n);
+	FUZZ_ASSERT(!lb_config_parse(file_text, sizeof(file_text) - 1, "lb.yaml", &file, err,
+				     sizeof(err)));
+	if (lb_config_merge(file, req.listeners, &merged, err, sizeof(err))) {
+		fprintf(stderr, "the dataplane cannot merge the apply: %s\n", err);
+		__builtin_trap();
+	}
+	lb_config_free(merged);
+	lb_config_free(file);
+	lb_ctl_request_clear(&req);
+	free(line);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint16_t reserved[] = { 8443, 9000 };
@@ -102,8 +141,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *p = (const char *)data, *end = p + size;
 	struct ctrl_desired *d = NULL;
 	const struct k8s_obj *node;
-	struct lb_config *applied = NULL;
-	char err[1024];
 
 	if (k8s_store_init(&w.lbs) || k8s_store_init(&w.svcs) || k8s_store_init(&w.slices) ||
 	    k8s_store_init(&w.nodes))
@@ -125,13 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char ports[256];
 
 		if (listeners) {
-			if (lb_config_parse_listeners_json(listeners, "apply", &applied, err,
-							   sizeof(err))) {
-				fprintf(stderr, "the dataplane refuses the apply: %s\n", err);
-				__builtin_trap();
-			}
-			FUZZ_ASSERT(applied->n_listeners == d->n_listeners);
-			lb_config_free(applied);
+			accepted(listeners, d->n_listeners);
 			cJSON_Delete(listeners);
 		}
 		for (size_t i = 0; i < d->n_lbs; i++)
