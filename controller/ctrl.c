@@ -35,7 +35,8 @@
 #define CTRL_WRITE_TIMEOUT_MS 15000
 #define CTRL_LOOP_MAX_WAIT_MS 1000
 #define CTRL_BIND_RETRY_MS 5000
-#define CTRL_STATUS_RETRY_MS 2000
+#define CTRL_STATUS_RETRY_MS 2000     /* doubling while writes keep failing, up to: */
+#define CTRL_STATUS_RETRY_MAX_MS 30000
 #define CTRL_STATUS_WRITES_MAX 32   /* status writes and Events in flight */
 
 static void now_rfc3339(char *buf, size_t len, bool micro)
@@ -102,12 +103,40 @@ static void status_request_done(struct ctrl *c)
 	}
 }
 
+/*
+ * A status write or an Event reached the API server, or failed to.  Writes fail together
+ * (an API server away, a permission missing): one warning per episode, not one per object.
+ */
+static void write_result(struct ctrl *c, const struct k8s_resp *resp, const char *what)
+{
+	uint64_t now = k8s_now_ms(), lasted, n;
+
+	if (resp->status == 200 || resp->status == 201) {
+		c->status_backoff_ms = 0;
+		n = lb_episode_end(&c->write_episode, now, &lasted);
+		if (n)
+			log_info("writes to the API server succeed again, after %llu failures in "
+				 "%.1f s", (unsigned long long)n, (double)lasted / 1000);
+		return;
+	}
+	if (resp->status == 404)
+		return; /* the object was deleted meanwhile: nothing to say */
+	if (lb_episode_fail(&c->write_episode, now))
+		log_warn("%s failed: %s%ld %.200s (retrying with backoff; the recovery is logged)",
+			 what, resp->status ? "HTTP " : "", resp->status,
+			 resp->status ? resp->body : resp->error);
+	else
+		log_debug("%s failed again: %s%ld %.200s", what, resp->status ? "HTTP " : "",
+			  resp->status, resp->status ? resp->body : resp->error);
+}
+
 static void write_done(struct ctrl *c, const struct k8s_resp *resp, uint64_t *ok)
 {
 	struct k8s_obj *o;
 	char err[128];
 	cJSON *obj;
 
+	write_result(c, resp, "status write");
 	if (resp->status == 200 || resp->status == 201) {
 		(*ok)++;
 		/* The reply is the object as now stored: take it into the cache at once, so the
@@ -127,11 +156,19 @@ static void write_done(struct ctrl *c, const struct k8s_resp *resp, uint64_t *ok
 		cJSON_Delete(obj);
 	} else if (resp->status != 404) { /* deleted meanwhile: nothing to say */
 		c->status_write_errors++;
-		/* Try again after a pause (a conflict, 429, an API server restarting). */
-		if (!c->status_retry_ms)
-			c->status_retry_ms = k8s_now_ms() + CTRL_STATUS_RETRY_MS;
-		log_warn("status write failed: %s%ld %.200s", resp->status ? "HTTP " : "",
-			 resp->status, resp->status ? resp->body : resp->error);
+		/* Try again after a pause (a conflict, 429, an API server restarting), longer
+		 * each round that fails, as for lists and watches; a Retry-After if longer. */
+		if (!c->status_retry_ms) {
+			uint64_t d = c->status_backoff_ms ? c->status_backoff_ms * 2
+							  : CTRL_STATUS_RETRY_MS;
+
+			c->status_backoff_ms = d < CTRL_STATUS_RETRY_MAX_MS ? d
+									 : CTRL_STATUS_RETRY_MAX_MS;
+			d = c->status_backoff_ms;
+			if ((uint64_t)resp->retry_after_s * 1000 > d)
+				d = (uint64_t)resp->retry_after_s * 1000;
+			c->status_retry_ms = k8s_now_ms() + d;
+		}
 	}
 	status_request_done(c);
 }
@@ -154,11 +191,9 @@ static void event_done(void *arg, const struct k8s_resp *resp)
 {
 	struct ctrl *c = arg;
 
+	write_result(c, resp, "recording an Event");
 	if (resp->status == 201 || resp->status == 200)
 		c->events_sent++;
-	else
-		log_warn("event not recorded: %s%ld %.200s", resp->status ? "HTTP " : "",
-			 resp->status, resp->status ? resp->body : resp->error);
 	status_request_done(c);
 }
 
@@ -629,6 +664,8 @@ static const struct {
 	{ "watches_total", "counter", "Watches started, restarts included." },
 	{ "watch_errors_total", "counter", "Watches that failed." },
 	{ "watch_events_total", "counter", "Watch events received." },
+	{ "api_failures", "gauge",
+	  "Lists and watches failed in a row, since the last success (0: healthy)." },
 };
 
 static uint64_t inf_value(const struct k8s_informer *inf, size_t k)
@@ -640,7 +677,8 @@ static uint64_t inf_value(const struct k8s_informer *inf, size_t k)
 	case 3: return inf->relists_expired;
 	case 4: return inf->watches;
 	case 5: return inf->watch_errors;
-	default: return inf->events;
+	case 6: return inf->events;
+	default: return inf->episode.failures;
 	}
 }
 

@@ -52,6 +52,8 @@ struct ctrl {
 	bool status_dirty;            /* status needs another look once writes in flight end */
 	unsigned status_inflight;
 	uint64_t status_retry_ms;     /* a status write failed: look again then (0 = none) */
+	uint64_t status_backoff_ms;   /* the pause before that look: doubles while rounds fail */
+	struct lb_episode write_episode; /* status writes and Events failing, logged once */
 	/* leader election */
 	struct ctrl_leader leader;
 	bool lease_busy;

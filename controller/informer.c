@@ -33,6 +33,30 @@ uint64_t k8s_now_ms(void)
 static void start_list(struct k8s_informer *inf);
 static void start_watch(struct k8s_informer *inf);
 
+/*
+ * A list or watch failed.  An API server that is down or broken fails every retry the same
+ * way: the first failure of the episode is a warning, the rest debug lines, and the recovery
+ * says how many there were (report_success).
+ */
+static void report_failure(struct k8s_informer *inf, const char *what, const char *why)
+{
+	if (lb_episode_fail(&inf->episode, k8s_now_ms()))
+		log_warn("%s: %s: %s (retrying with backoff; the recovery is logged)", inf->name, what,
+			 why);
+	else
+		log_debug("%s: %s again: %s", inf->name, what, why);
+}
+
+/* A list completed, a watch stayed open K8S_WATCH_HEALTHY_MS, or one ended as servers end them. */
+static void report_success(struct k8s_informer *inf)
+{
+	uint64_t lasted, n = lb_episode_end(&inf->episode, k8s_now_ms(), &lasted);
+
+	if (n)
+		log_info("%s: the API server answers again, after %llu failed attempts in %.1f s",
+			 inf->name, (unsigned long long)n, (double)lasted / 1000);
+}
+
 static void backoff(struct k8s_informer *inf, bool relist, long retry_after_s)
 {
 	uint64_t d = inf->backoff_ms ? inf->backoff_ms * 2 : K8S_BACKOFF_INITIAL_MS;
@@ -124,7 +148,7 @@ static void list_done(void *arg, const struct k8s_resp *resp)
 	if (resp->status == 200) {
 		r = list_page(inf, resp->body, resp->body_len, &more);
 		if (r) {
-			log_warn("%s: unusable list response: %s", inf->name, strerror(-r));
+			report_failure(inf, "unusable list response", strerror(-r));
 			k8s_store_clear(&inf->next);
 			backoff(inf, true, 0);
 			return;
@@ -137,6 +161,7 @@ static void list_done(void *arg, const struct k8s_resp *resp)
 		k8s_store_clear(&inf->next);
 		inf->fresh = false;
 		inf->backoff_ms = 0;
+		report_success(inf);
 		if (!inf->synced)
 			log_info("%s: synced, %zu objects at resourceVersion %s", inf->name,
 				 inf->store.count, inf->rv);
@@ -156,8 +181,14 @@ static void list_done(void *arg, const struct k8s_resp *resp)
 		start_list(inf);
 		return;
 	}
-	log_warn("%s: list failed: %s%s", inf->name,
-		 resp->status ? "HTTP " : "", resp->status ? msg : resp->error);
+	if (resp->status) {
+		char why[300];
+
+		snprintf(why, sizeof(why), "HTTP %ld %s", resp->status, msg);
+		report_failure(inf, "list failed", why);
+	} else {
+		report_failure(inf, "list failed", resp->error);
+	}
 	backoff(inf, true, resp->retry_after_s);
 }
 
@@ -182,7 +213,7 @@ static void start_list(struct k8s_informer *inf)
 	inf->state = K8S_INF_LISTING;
 	r = k8s_req_start(inf->kc, &o, &inf->req);
 	if (r) {
-		log_warn("%s: cannot start a list: %s", inf->name, strerror(-r));
+		report_failure(inf, "cannot start a list", strerror(-r));
 		backoff(inf, true, 0);
 	}
 }
@@ -252,6 +283,18 @@ static int watch_data(void *arg, const char *data, size_t len)
 	return r;
 }
 
+/*
+ * The API server took the watch.  That alone does not end an episode: a server that answers
+ * 200 and then breaks the stream would log a recovery and a failure for every try.  A watch
+ * open for K8S_WATCH_HEALTHY_MS does (k8s_informer_tick).
+ */
+static void watch_open(void *arg)
+{
+	struct k8s_informer *inf = arg;
+
+	inf->open_ms = k8s_now_ms();
+}
+
 static void watch_done(void *arg, const struct k8s_resp *resp)
 {
 	struct k8s_informer *inf = arg;
@@ -259,6 +302,7 @@ static void watch_done(void *arg, const struct k8s_resp *resp)
 	char msg[256];
 
 	inf->req = NULL;
+	inf->open_ms = 0;
 	if (inf->dec_err == -ESTALE || resp->status == 410) {
 		log_info("%s: watch expired at resourceVersion %s (%s); listing again", inf->name,
 			 inf->rv, resp->status == 410 ? "410 Gone" : inf->dec_msg);
@@ -272,13 +316,14 @@ static void watch_done(void *arg, const struct k8s_resp *resp)
 			inf->backoff_ms = 0;
 		inf->decode_errors += inf->dec_err != -EPROTO;
 		inf->watch_errors++;
-		log_warn("%s: watch stopped: %s", inf->name, inf->dec_msg);
+		report_failure(inf, "watch stopped", inf->dec_msg);
 		backoff(inf, false, 0);
 		return;
 	}
 	if (resp->status == 200 && (inf->dec.events > 0 || lasted >= 1000)) {
 		/* The server ended it (timeoutSeconds): carry on from where it was. */
 		inf->backoff_ms = 0;
+		report_success(inf);
 		start_watch(inf);
 		return;
 	}
@@ -287,10 +332,17 @@ static void watch_done(void *arg, const struct k8s_resp *resp)
 	 * (client-go resets it after a quiet spell too). */
 	if (lasted >= 60000)
 		inf->backoff_ms = 0;
-	status_text(resp->body, resp->body_len, msg, sizeof(msg));
-	log_warn("%s: watch failed: %s%s%s", inf->name, resp->status ? "HTTP " : "",
-		 resp->status ? msg : resp->error ? resp->error : "",
-		 resp->status == 200 ? "a very short watch with no events" : "");
+	if (resp->status == 200) {
+		snprintf(msg, sizeof(msg), "a very short watch with no events");
+	} else if (resp->status) {
+		char text[200];
+
+		status_text(resp->body, resp->body_len, text, sizeof(text));
+		snprintf(msg, sizeof(msg), "HTTP %ld %s", resp->status, text);
+	} else {
+		snprintf(msg, sizeof(msg), "%s", resp->error ? resp->error : "no response");
+	}
+	report_failure(inf, "watch failed", msg);
 	backoff(inf, false, resp->retry_after_s);
 }
 
@@ -299,7 +351,8 @@ static void start_watch(struct k8s_informer *inf)
 	char path[4096];
 	unsigned timeout_s = WATCH_MIN_TIMEOUT_S + (unsigned)(random() % WATCH_MIN_TIMEOUT_S);
 	struct k8s_req_opts o = {
-		.path = path, .on_data = watch_data, .on_done = watch_done, .arg = inf,
+		.path = path, .on_data = watch_data, .on_open = watch_open, .on_done = watch_done,
+		.arg = inf,
 		/* A little past the server's own end: a dead connection cannot hang it. */
 		.timeout_ms = (long)(timeout_s + 30) * 1000,
 	};
@@ -309,6 +362,7 @@ static void start_watch(struct k8s_informer *inf)
 		 "%s?watch=1&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%u%s%s",
 		 inf->path, inf->rv, timeout_s, inf->query[0] ? "&" : "", inf->query);
 	k8s_watchdec_reset(&inf->dec);
+	inf->open_ms = 0;
 	inf->dec_err = 0;
 	inf->dec_msg[0] = 0;
 	inf->watches++;
@@ -316,7 +370,7 @@ static void start_watch(struct k8s_informer *inf)
 	inf->state = K8S_INF_WATCHING;
 	r = k8s_req_start(inf->kc, &o, &inf->req);
 	if (r) {
-		log_warn("%s: cannot start a watch: %s", inf->name, strerror(-r));
+		report_failure(inf, "cannot start a watch", strerror(-r));
 		backoff(inf, false, 0);
 	}
 }
@@ -345,6 +399,11 @@ void k8s_informer_start(struct k8s_informer *inf)
 
 uint64_t k8s_informer_tick(struct k8s_informer *inf, uint64_t now_ms)
 {
+	if (inf->state == K8S_INF_WATCHING && inf->open_ms && inf->episode.failures) {
+		if (now_ms < inf->open_ms + K8S_WATCH_HEALTHY_MS)
+			return inf->open_ms + K8S_WATCH_HEALTHY_MS;
+		report_success(inf);
+	}
 	if (inf->state != K8S_INF_BACKOFF)
 		return UINT64_MAX;
 	if (now_ms < inf->retry_at_ms)

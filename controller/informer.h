@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/episode.h"
 #include "controller/core/objects.h"
 #include "controller/core/store.h"
 #include "controller/core/watchdec.h"
@@ -13,6 +14,7 @@
 #define K8S_LIST_LIMIT 500
 #define K8S_BACKOFF_INITIAL_MS 800u   /* client-go's reflector: 800 ms doubling to 30 s */
 #define K8S_BACKOFF_MAX_MS 30000u
+#define K8S_WATCH_HEALTHY_MS 5000u    /* a watch open this long ends a run of failures */
 
 enum k8s_informer_state {
 	K8S_INF_IDLE = 0,
@@ -49,7 +51,9 @@ struct k8s_informer {
 	uint64_t backoff_ms;
 	uint64_t retry_at_ms;
 	uint64_t watch_start_ms;
+	uint64_t open_ms;             /* when the API server took the current watch (0: not yet) */
 	bool retry_relist;            /* what the backoff ends in: a list, or a watch */
+	struct lb_episode episode;    /* failures since the last success, logged once */
 	k8s_informer_cb on_change;
 	void *arg;
 	/* counters, for metrics */

@@ -32,6 +32,7 @@ struct k8s_req {
 	size_t resp_len, resp_cap;
 	bool overflow;
 	k8s_data_cb on_data;
+	k8s_open_cb on_open;
 	k8s_done_cb on_done;
 	void *arg;
 	char errbuf[CURL_ERROR_SIZE];
@@ -182,6 +183,24 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
+/* Headers of a request with on_open: the blank line ending a 2xx response's headers opens it. */
+/* cppcheck-suppress constParameter ; libcurl's CURLOPT_HEADERFUNCTION prototype */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct k8s_req *r = userp;
+	size_t n = size * nmemb;
+	long status = 0;
+
+	if ((n == 2 && data[0] == '\r' && data[1] == '\n') || (n == 1 && data[0] == '\n')) {
+		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status >= 200 && status < 300 && r->on_open) {
+			r->on_open(r->arg);
+			r->on_open = NULL; /* once, whatever follows */
+		}
+	}
+	return n;
+}
+
 static int add_header(struct k8s_req *r, const char *h)
 {
 	struct curl_slist *l = curl_slist_append(r->headers, h);
@@ -238,6 +257,10 @@ static int req_setup(struct k8s_client *c, struct k8s_req *r, const struct k8s_r
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+	if (o->on_open) {
+		curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+		curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+	}
 	set_tls(c->cfg, e);
 	if (add_header(r, "Accept: application/json"))
 		return -ENOMEM;
@@ -272,6 +295,7 @@ int k8s_req_start(struct k8s_client *c, const struct k8s_req_opts *o, struct k8s
 	if (!r)
 		return -ENOMEM;
 	r->on_data = o->on_data;
+	r->on_open = o->on_open;
 	r->on_done = o->on_done;
 	r->arg = o->arg;
 	r->next = c->reqs;

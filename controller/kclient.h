@@ -33,6 +33,8 @@ typedef void (*k8s_done_cb)(void *arg, const struct k8s_resp *resp);
  * request (the done callback then sees status 0 and error "aborted").
  */
 typedef int (*k8s_data_cb)(void *arg, const char *data, size_t len);
+/* For streamed requests: the response's headers ended with a 2xx status (once at most). */
+typedef void (*k8s_open_cb)(void *arg);
 
 struct k8s_req_opts {
 	const char *method;      /* "GET" (default), "POST", "PUT", "PATCH", "DELETE" */
@@ -41,6 +43,7 @@ struct k8s_req_opts {
 	const char *content_type; /* default application/json */
 	long timeout_ms;         /* whole request, 0 = none (a watch sets its own) */
 	k8s_data_cb on_data;     /* non-NULL: stream the body to it */
+	k8s_open_cb on_open;     /* optional, with on_data */
 	k8s_done_cb on_done;
 	void *arg;
 };

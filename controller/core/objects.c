@@ -46,7 +46,9 @@ static int64_t get_int(const cJSON *o, const char *k, int64_t min, int64_t max, 
 	const cJSON *v = get(o, k);
 
 	/* In range before the cast: converting a double beyond int64_t is undefined (fuzz_world). */
-	if (!cJSON_IsNumber(v) || !(v->valuedouble >= -0x1p63 && v->valuedouble < 0x1p63) ||
+	static const double two63 = 9223372036854775808.0;
+
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= -two63 && v->valuedouble < two63) ||
 	    v->valuedouble != (double)(int64_t)v->valuedouble || v->valuedouble < (double)min ||
 	    v->valuedouble > (double)max)
 		return def;
@@ -569,7 +571,7 @@ static int endpoints_parse(const cJSON *json, const struct k8s_meta *m, struct k
 {
 	const cJSON *subsets = get(json, "subsets"), *ss, *a;
 	size_t cap = 0;
-	int r = 0;
+	int r;
 
 	copy_str(s->service, sizeof(s->service), m->name);
 	s->family = AF_INET; /* replaced per address below */

@@ -436,7 +436,7 @@ int ctrl_reconcile(const struct ctrl_input *in, const struct k8s_obj *node, bool
 	struct slice_index ix = { 0 };
 	struct claim *claims = NULL;
 	size_t n_claims, used = 0;
-	int r = -ENOMEM;
+	int r;
 
 	if (!d)
 		return -ENOMEM;
