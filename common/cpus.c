@@ -90,7 +90,7 @@ static int parse_acceptors(const char *s, unsigned *ret, char *err, size_t errle
 	size_t i;
 
 	/* Quote at most a short, printable prefix: the message ends up in a log line. */
-	for (i = 0; s[i] && i < sizeof(shown) - 4; i++)
+	for (i = 0; i < sizeof(shown) - 4 && s[i]; i++)
 		shown[i] = isprint((unsigned char)s[i]) ? s[i] : '?';
 	strcpy(shown + i, s[i] ? "..." : "");
 
@@ -377,6 +377,7 @@ static void probe_v1(struct cg_probe *pr, const char *controllers, const char *c
 	size_t i;
 
 	if (path_join(listed, sizeof(listed), CG_MOUNT "/", controllers, "") < 0)
+		/* cppcheck-suppress unreadVariable ; read through mounts[0] below */
 		listed[0] = '\0';
 	for (i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++) {
 		if (mounts[i][0] && is_dir(pr->root, mounts[i])) {

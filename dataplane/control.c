@@ -145,7 +145,7 @@ static char *handle_line(struct dp_plane *p, const char *line, size_t len)
 	return reply;
 }
 
-static int reply(struct dp_stream *s, char *line)
+static int send_reply(struct dp_stream *s, char *line)
 {
 	int r;
 
@@ -173,7 +173,7 @@ static int serve_lines(struct dp_plane *p, struct dp_stream *s)
 			len--;
 		s->in_off = nl + 1 - s->in;
 		if (len) {
-			r = reply(s, handle_line(p, s->in + start, len));
+			r = send_reply(s, handle_line(p, s->in + start, len));
 			dp_stream_touch(s); /* a request is progress: the idle time starts again */
 		}
 	}
@@ -196,7 +196,7 @@ static int serve(struct dp_plane *p, struct dp_stream *s)
 			/* No resync inside an unbounded line: say why, then hang up. */
 			s->in_done = true;
 			s->in_off = s->in_len = 0;
-			return reply(s, lb_ctl_reply_error(NULL, "message longer than the 8 MiB "
+			return send_reply(s, lb_ctl_reply_error(NULL, "message longer than the 8 MiB "
 							      "limit; closing the connection"));
 		}
 		rd = dp_stream_read(s, LB_CTL_LINE_MAX);

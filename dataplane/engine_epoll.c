@@ -534,11 +534,11 @@ static int ep_init(struct dp_worker *w, char *err, size_t errlen)
 	e->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (e->bufs == MAP_FAILED || !e->free || e->epfd == -1 ||
 	    epoll_ctl(e->epfd, EPOLL_CTL_ADD, w->efd, &ev) == -1) {
-		int r = -errno;
+		int r = errno ? -errno : -ENOMEM; /* before ep_fini's calls change it */
 
-		snprintf(err, errlen, "epoll engine setup failed: %s", strerror(errno));
+		snprintf(err, errlen, "epoll engine setup failed: %s", strerror(-r));
 		ep_fini(w);
-		return r ? r : -ENOMEM;
+		return r;
 	}
 	/* Lowest ids on top: the same few buffers serve a light load. */
 	for (unsigned i = w->buffer_count; i-- > 0;)

@@ -485,6 +485,13 @@ static const char *msg_op(cJSON *m)
 	return cJSON_IsObject(m) && cJSON_IsString(op) ? op->valuestring : NULL;
 }
 
+/* The sockets are queued: send what the socket takes now, the rest as it drains. */
+static int start_sending(struct dp_plane *p, struct ho_peer *s)
+{
+	s->state = HO_SENDING;
+	return peer_flush(p, s);
+}
+
 static void peer_message(struct dp_plane *p, struct ho_peer *s, const char *buf, int len)
 {
 	cJSON *m = cJSON_ParseWithLength(buf, (size_t)len), *proto;
@@ -502,9 +509,7 @@ static void peer_message(struct dp_plane *p, struct ho_peer *s, const char *buf,
 			snprintf(why, sizeof(why), "draining already: nothing to hand over");
 		else if (p->takeover)
 			snprintf(why, sizeof(why), "still taking over from our own predecessor");
-		else if ((r = queue_all(p, s)))
-			snprintf(why, sizeof(why), "cannot send our sockets: %s", strerror(-r));
-		else if ((s->state = HO_SENDING) && (r = peer_flush(p, s)))
+		else if ((r = queue_all(p, s)) || (r = start_sending(p, s)))
 			snprintf(why, sizeof(why), "cannot send our sockets: %s", strerror(-r));
 		else
 			goto out;

@@ -179,10 +179,11 @@ static int pool_take(struct dp_lsocks_pool *pool, const struct lb_addr *a, unsig
 		if (!lb_addr_equal(&ls->addr, a))
 			continue;
 		if (ls->n < n_workers && atomic_load(&ls->refs) == 1) {
-			ls = realloc(ls, sizeof(*ls) + n_workers * sizeof(int));
-			if (!ls)
-				return -ENOMEM;
-			pool->v[i] = ls;
+			struct dp_lsocks *grown = realloc(ls, sizeof(*ls) + n_workers * sizeof(int));
+
+			if (!grown)
+				return -ENOMEM; /* the pool still holds (and frees) the old one */
+			pool->v[i] = ls = grown;
 			while (ls->n < n_workers && !dp_listen_socket(a, &ls->fds[ls->n]))
 				ls->n++;
 		}
