@@ -235,6 +235,8 @@ struct dp_engine {
 	int (*send)(struct dp_worker *w, struct dp_conn *c, int h);
 	int (*cancel)(struct dp_worker *w, struct dp_conn *c);
 	void (*buf_put)(struct dp_worker *w, unsigned bid);
+	/* Give back the memory of receive buffers unused since the last call (bufstack.h). */
+	void (*trim)(struct dp_worker *w);
 	/* Submit what is queued, wait up to timeout_ms, dispatch completions. */
 	int (*run)(struct dp_worker *w, unsigned timeout_ms);
 };
@@ -293,6 +295,7 @@ struct dp_worker {
 	unsigned n_nobuf;                  /* ... how many */
 	uint64_t starved_since_ms;         /* the pool ran dry then and has not recovered (0: no) */
 	uint64_t evict_next_ms;            /* earliest next scan for stalled connections */
+	uint64_t trim_next_ms;             /* next engine trim of idle buffers' memory */
 	uint64_t evict_logged_ms;          /* last time evictions were logged */
 	unsigned evict_unlogged;           /* evictions since */
 	struct dp_list checks;             /* health probes in flight (their idle links) */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dataplane/bufstack.h"
 #include "dataplane/engine.h"
 
 /*
@@ -71,8 +72,7 @@ struct dp_epoll {
 	int epfd;
 	char *bufs;
 	size_t bufs_len;
-	uint16_t *free;           /* free buffer ids, LIFO */
-	unsigned n_free;
+	struct dp_bufstack free;  /* free buffer ids, LIFO */
 	struct ep_completion *q;  /* completion ring */
 	unsigned q_head, q_len, q_cap;
 	struct ep_timer *heap;    /* connect deadlines */
@@ -116,7 +116,15 @@ static void *ep_buf(struct dp_worker *w, unsigned bid)
 
 static void ep_buf_put(struct dp_worker *w, unsigned bid)
 {
-	E(w)->free[E(w)->n_free++] = bid;
+	dp_bufstack_push(&E(w)->free, bid);
+}
+
+static void ep_trim(struct dp_worker *w)
+{
+	struct dp_epoll *e = E(w);
+
+	/* recv() fills a buffer only inside try_recv: every free one is ours to give back. */
+	dp_bufstack_trim(&e->free, e->bufs, w->buffer_size);
 }
 
 /* --- connect deadlines (binary min-heap) -------------------------------------------- */
@@ -194,14 +202,14 @@ static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
 	int bid;
 	ssize_t n;
 
-	if (!e->n_free) {
+	if (!e->free.n) {
 		c->eng[side] &= ~EP_RECV;
 		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), -ENOBUFS, -1, 0);
 	}
-	bid = e->free[--e->n_free];
+	bid = (int)dp_bufstack_pop(&e->free);
 	n = recv(c->fd[side], ep_buf(w, bid), w->buffer_size, MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-		e->free[e->n_free++] = bid;
+		dp_bufstack_push(&e->free, (unsigned)bid);
 		c->eng[side] &= ~EP_RD;
 		return;
 	}
@@ -215,7 +223,7 @@ static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
 	if (n > 0 && (size_t)n < w->buffer_size && !(c->eng[side] & EP_EOF))
 		c->eng[side] &= ~EP_RD;
 	if (n <= 0) {
-		e->free[e->n_free++] = bid;
+		dp_bufstack_push(&e->free, (unsigned)bid);
 		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), n ? -errno : 0, -1, 0);
 	}
 	/*
@@ -512,7 +520,7 @@ static void ep_fini(struct dp_worker *w)
 		close(e->epfd);
 	if (e->bufs && e->bufs != MAP_FAILED)
 		munmap(e->bufs, e->bufs_len);
-	free(e->free);
+	free(e->free.v);
 	free(e->q);
 	free(e->heap);
 	free(e);
@@ -530,9 +538,9 @@ static int ep_init(struct dp_worker *w, char *err, size_t errlen)
 	e->bufs_len = (size_t)w->buffer_count * w->buffer_size;
 	e->bufs = mmap(NULL, e->bufs_len, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	e->free = calloc(w->buffer_count, sizeof(*e->free));
+	e->free.v = calloc(w->buffer_count, sizeof(*e->free.v));
 	e->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (e->bufs == MAP_FAILED || !e->free || e->epfd == -1 ||
+	if (e->bufs == MAP_FAILED || !e->free.v || e->epfd == -1 ||
 	    epoll_ctl(e->epfd, EPOLL_CTL_ADD, w->efd, &ev) == -1) {
 		int r = errno ? -errno : -ENOMEM; /* before ep_fini's calls change it */
 
@@ -542,7 +550,8 @@ static int ep_init(struct dp_worker *w, char *err, size_t errlen)
 	}
 	/* Lowest ids on top: the same few buffers serve a light load. */
 	for (unsigned i = w->buffer_count; i-- > 0;)
-		e->free[e->n_free++] = i;
+		dp_bufstack_push(&e->free, i);
+	e->free.low = e->free.released = e->free.n; /* fresh pages: nothing resident yet */
 	return 0;
 }
 
@@ -557,5 +566,6 @@ const struct dp_engine dp_engine_epoll = {
 	.send = ep_send,
 	.cancel = ep_cancel,
 	.buf_put = ep_buf_put,
+	.trim = ep_trim,
 	.run = ep_run,
 };

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dataplane/bufstack.h"
 #include "dataplane/dp.h"
 #include "dataplane/engine.h"
 
@@ -39,8 +40,14 @@ struct dp_uring {
 	unsigned in_ring; /* buffers the kernel may pick now */
 	unsigned target;  /* how many to keep there: grows when receives find it empty */
 	bool starved;     /* a receive found the ring empty since the last refill */
-	uint16_t *spare;  /* returned buffers not in the ring, most recently used on top */
-	unsigned n_spare;
+	bool starved_trim; /* ... since the last trim */
+	unsigned ring_low; /* the fewest in the ring since the last trim */
+	struct dp_bufstack spare; /* returned buffers not in the ring, most recently used on top */
+	/* What the ring holds, in order: the kernel takes from the head, we add at the tail. */
+	unsigned *ring_bids;
+	unsigned ring_head, ring_tail; /* free-running counts of buffers taken and added */
+	unsigned ring_mark;            /* ring_tail at the last trim */
+	unsigned ring_released;        /* positions before it have had their pages given back */
 };
 
 static inline struct dp_uring *U(struct dp_worker *w)
@@ -66,11 +73,12 @@ static void ring_refill(struct dp_worker *w)
 	if (u->starved && u->target < w->buffer_count)
 		u->target *= 2;
 	u->starved = false;
-	while (u->in_ring < u->target && u->n_spare) {
-		unsigned bid = u->spare[--u->n_spare];
+	while (u->in_ring < u->target && u->spare.n) {
+		unsigned bid = dp_bufstack_pop(&u->spare);
 
 		io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * w->buffer_size,
 				      w->buffer_size, bid, u->mask, u->added++);
+		u->ring_bids[u->ring_tail++ & u->mask] = bid;
 		u->in_ring++;
 	}
 	if (u->added) {
@@ -227,13 +235,17 @@ static int bufring_setup(struct dp_worker *w, char *err, size_t errlen)
 	}
 	io_uring_buf_ring_init(u->br);
 	u->mask = io_uring_buf_ring_mask(n);
-	u->spare = calloc(n, sizeof(*u->spare));
-	if (!u->spare)
+	u->spare.v = calloc(n, sizeof(*u->spare.v));
+	u->ring_bids = calloc(n, sizeof(*u->ring_bids));
+	if (!u->spare.v || !u->ring_bids)
 		return -ENOMEM;
 	for (unsigned i = n; i-- > 0;)
-		u->spare[u->n_spare++] = i;
+		dp_bufstack_push(&u->spare, i);
+	u->spare.low = u->spare.released = u->spare.n; /* fresh pages: nothing resident yet */
 	u->target = n < DP_RING_TARGET_MIN ? n : DP_RING_TARGET_MIN;
 	ring_refill(w);
+	u->ring_mark = u->ring_released = u->ring_tail;
+	u->ring_low = u->in_ring;
 	return 0;
 out_errno:
 	r = -errno;
@@ -262,7 +274,8 @@ static void uring_fini(struct dp_worker *w)
 		munmap(u->bufs, u->bufs_len);
 	if (u->br && u->br != MAP_FAILED)
 		munmap(u->br, u->br_len);
-	free(u->spare);
+	free(u->spare.v);
+	free(u->ring_bids);
 	free(u);
 	w->engine = NULL;
 }
@@ -411,9 +424,42 @@ static int uring_cancel(struct dp_worker *w, struct dp_conn *c)
 
 static void uring_buf_put(struct dp_worker *w, unsigned bid)
 {
+	dp_bufstack_push(&U(w)->spare, bid);
+}
+
+/*
+ * Give back the pages of the buffers unused since the last trim: those that stayed at the
+ * bottom of the spare stack, and those still in the ring that were there at the last trim
+ * (the kernel takes ring buffers in order, so they were never picked).  Then let the ring
+ * shrink back towards its minimum, one halving per quiet period.
+ *
+ * A buffer in the ring is the kernel's to fill at any moment it runs our requests.  With
+ * DEFER_TASKRUN it runs them only inside our io_uring_enter, and with the CQ drained every
+ * buffer it took has been dispatched: what the ring still holds is empty.  Without it (older
+ * kernels), requests complete in task work whenever our thread enters the kernel, madvise
+ * included: only the spare stack is trimmed there.
+ */
+static void uring_trim(struct dp_worker *w)
+{
 	struct dp_uring *u = U(w);
 
-	u->spare[u->n_spare++] = bid;
+	dp_bufstack_trim(&u->spare, u->bufs, w->buffer_size);
+	if ((u->ring.flags & IORING_SETUP_DEFER_TASKRUN) && !io_uring_cq_ready(&u->ring)) {
+		unsigned from = u->ring_head;
+
+		if ((int)(u->ring_released - from) > 0)
+			from = u->ring_released;
+		for (unsigned pos = from; (int)(u->ring_mark - pos) > 0; pos++)
+			dp_buf_release(u->bufs, w->buffer_size, u->ring_bids[pos & u->mask]);
+		if ((int)(u->ring_mark - u->ring_released) > 0)
+			u->ring_released = u->ring_mark;
+	}
+	u->ring_mark = u->ring_tail;
+	/* Half the ring sat unused all period long: it may shrink, down to its minimum. */
+	if (!u->starved_trim && u->ring_low >= u->target / 2 && u->target / 2 >= DP_RING_TARGET_MIN)
+		u->target /= 2;
+	u->starved_trim = false;
+	u->ring_low = u->in_ring;
 }
 
 /* A completion copied out of the CQ. */
@@ -440,9 +486,11 @@ static void dispatch(struct dp_worker *w, const struct dp_cqe *cqe)
 		flags |= DP_CF_NONEMPTY;
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		U(w)->in_ring--;
+		if (--U(w)->in_ring < U(w)->ring_low)
+			U(w)->ring_low = U(w)->in_ring;
+		U(w)->ring_head++;
 	} else if (cqe->res == -ENOBUFS) {
-		U(w)->starved = true;
+		U(w)->starved = U(w)->starved_trim = true;
 	}
 	dp_engine_complete(w, cqe->user_data, cqe->res, flags, bid);
 }
@@ -495,6 +543,7 @@ const struct dp_engine dp_engine_uring = {
 	.send = uring_send,
 	.cancel = uring_cancel,
 	.buf_put = uring_buf_put,
+	.trim = uring_trim,
 	.run = uring_run,
 };
 

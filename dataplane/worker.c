@@ -31,6 +31,13 @@
 #define DP_EVICT_EVERY_MS 250
 #define DP_EVICT_LOG_EVERY_MS 10000
 
+/*
+ * Every DP_TRIM_EVERY_MS the engine gives back the memory of the receive buffers nobody used
+ * since the last time (bufstack.h): after a burst, resident memory falls back within two
+ * periods of the load ending.
+ */
+#define DP_TRIM_EVERY_MS 5000
+
 uint64_t dp_now_ms(void)
 {
 	struct timespec ts;
@@ -472,6 +479,12 @@ static uint64_t run_timers(struct dp_worker *w)
 		dp_lset_put(w, set);
 	}
 	resume_paused(w, &next);
+	if (w->now_ms >= w->trim_next_ms) {
+		w->eng->trim(w);
+		w->trim_next_ms = w->now_ms + DP_TRIM_EVERY_MS;
+	}
+	if (w->trim_next_ms < next)
+		next = w->trim_next_ms;
 	if (w->starved_since_ms)
 		dp_conn_relieved(w);
 	if (w->starved_since_ms)
