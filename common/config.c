@@ -220,6 +220,11 @@ __attribute__((format(printf, 3, 4))) static int fail(struct parser *p, int line
 	return -EINVAL;
 }
 
+#ifdef __clang_analyzer__
+/* The analyzer does not enter variadic functions: show it that fail() always fails. */
+#define fail(...) ((void)fail(__VA_ARGS__), -EINVAL)
+#endif
+
 static int fail_nomem(struct parser *p)
 {
 	if (p->errlen)
@@ -1165,8 +1170,8 @@ int lb_config_control_socket(const char *text, size_t n, const char *name, char 
 int lb_config_read_control_socket(const char *path, char *ret, size_t len, char *err,
 				  size_t errlen)
 {
-	size_t n;
-	char *text;
+	size_t n = 0;
+	char *text = NULL; /* set on success; the analyzer cannot know -errno is negative */
 	int r = lb_config_read_file(path, &text, &n, err, errlen);
 
 	if (r < 0)
@@ -1343,7 +1348,7 @@ static const struct lb_listener_conf *listener_indexed(const struct lb_config *c
 {
 	long i;
 
-	if (!x->slots)
+	if (!c || !x->slots) /* index_names builds no index for no config */
 		return listener_named(c, name);
 	i = lb_index_find(x, name);
 	return i >= 0 ? &c->listeners[i] : NULL;

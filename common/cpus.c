@@ -265,7 +265,8 @@ static void probe_offer(struct cg_probe *pr, enum lb_cpus_source src, unsigned l
 static void probe_v2_dir(struct cg_probe *pr, const char *dir)
 {
 	unsigned long long quota = 0, period = 0;
-	char path[PATH_MAX], buf[64];
+	/* "": read_small's -errno is negative, but the analyzer cannot know errno is not 0. */
+	char path[PATH_MAX], buf[64] = "";
 
 	if (path_join(path, sizeof(path), pr->root, dir, "/cpu.max") < 0 ||
 	    read_small(path, buf, sizeof(buf)) < 0)

@@ -155,8 +155,8 @@ static int request_line(const cJSON *req, char **ret, size_t *ret_len)
 
 static int call_line(int fd, const char *line, size_t len, cJSON **ret)
 {
-	char *buf;
-	size_t n;
+	char *buf = NULL; /* recv_line's -errno is negative; the analyzer cannot know errno > 0 */
+	size_t n = 0;
 	int r, rs;
 
 	rs = send_all(fd, line, len);

@@ -10,6 +10,7 @@
  */
 #include "controller/kclient.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,8 +140,10 @@ void k8s_client_free(struct k8s_client *c)
 {
 	if (!c)
 		return;
-	while (c->reqs)
+	while (c->reqs) {
+		assert(!c->reqs->prev); /* the head: req_free moves c->reqs on to the next */
 		req_free(c, c->reqs);
+	}
 	curl_multi_cleanup(c->multi);
 	free(c);
 }

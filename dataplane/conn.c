@@ -698,7 +698,7 @@ static int bytes_acked(int fd, uint32_t *ret)
 static bool half_stalled(struct dp_worker *w, struct dp_conn *c, struct dp_half *hf,
 			 unsigned stalled_ms)
 {
-	uint32_t now = (uint32_t)w->now_ms, acked;
+	uint32_t now = (uint32_t)w->now_ms, acked = 0; /* the analyzer can't see -errno is < 0 */
 	unsigned wait = hf->flags & DP_H_SAMPLED ? stalled_ms : stalled_ms / 2;
 
 	if (!(hf->flags & DP_H_SEND) || !hf->count || now - hf->moved_ms < wait)

@@ -1,4 +1,5 @@
 /* hcheck.c - active TCP health checks, driven from worker 0's ring like any other connect. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +94,7 @@ int dp_hcheck_sync(struct dp_worker *w)
 		for (unsigned j = 0; j < sl->n_backends; j++) {
 			struct dp_hc_target *t = &hc->t[hc->n++], *prev = find(old, sl->backends[j].st);
 
+			assert(hc->n <= n); /* count_targets counted these backends: t has room */
 			t->st = sl->backends[j].st;
 			atomic_fetch_add(&t->st->refs, 1);
 			t->addr = sl->backends[j].addr;

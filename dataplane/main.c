@@ -1,4 +1,5 @@
 /* main.c - layer4-lb: arguments, configuration, workers, signals (drain and reload). */
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -237,6 +238,7 @@ static int setup_logging(struct dp_plane *p)
 	if (r < 0) {
 		if (!v || !*v) /* the one lb_log_level_from_env read */
 			v = getenv(name = "RUST_LOG");
+		assert(v); /* it fails only on a value that is set, and one thread reads it again */
 		fprintf(stderr, "layer4-lb: %s=\"%s\" names no log level: use error, warn, info or "
 				"debug\n",
 			name, shown(v, buf, sizeof(buf)));

@@ -257,7 +257,7 @@ static struct dp_lsocks *find_socks(const struct old_index *x, const struct lb_a
 static struct dp_bstate *find_bstate(const struct dp_slistener *old,
 				     const struct lb_index *x, const struct lb_addr *a)
 {
-	long i = lb_index_find(x, a);
+	long i = old ? lb_index_find(x, a) : -1; /* no old listener: x is empty */
 
 	return i >= 0 ? old->backends[i].st : NULL;
 }

@@ -85,7 +85,8 @@ static bool is_tcp_listener(int fd, const struct lb_addr *a, bool reuseport)
 
 static bool is_unix_listener(int fd, int type, const char *path)
 {
-	struct sockaddr_un sa;
+	/* Zeroed: the analyzer misses getsockname() filling it through glibc's transparent union */
+	struct sockaddr_un sa = { 0 };
 	socklen_t len = sizeof(sa);
 
 	if (sockopt(fd, SO_ACCEPTCONN) != 1 || sockopt(fd, SO_TYPE) != type ||
@@ -218,6 +219,7 @@ static int recv_msg(struct rx *x, char *buf, bool raw, int *fds, unsigned *n, cJ
 	int len = dp_ho_recv(x->t->sock, buf, DP_HO_MSG_MAX, fds, n);
 
 	*ret = NULL;
+	*ret_len = 0; /* the analyzer does not enter fail() (variadic) to see that it fails */
 	if (len == 0)
 		return fail(x, -ECONNRESET, "the running process hung up in the middle");
 	if (len == -EAGAIN)

@@ -1,4 +1,5 @@
 /* worker.c - one worker thread: its listeners, balancers, timers and drain, around its engine. */
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -339,6 +340,8 @@ static void apply_listener(struct dp_worker *w, struct dp_snapshot *s,
 			continue;
 		}
 		if (wl) {
+			/* Each k comes once: wl holds an older set, whose put cannot free ours. */
+			assert(wl->set != set);
 			lset_retire(w, wl->set, s->conf->drain_timeout_ms);
 			dp_lset_put(w, wl->set);
 			wl->set = set;

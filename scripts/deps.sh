@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config clang liburing-dev libcjson-dev libyaml-dev
       libcurl4-openssl-dev libcmocka-dev libseccomp-dev python3 curl openssl iproute2
-      libclang-rt-14-dev)
+      libclang-rt-14-dev cppcheck clang-tools-14)
 [ "${LB_DEPS_EXTRA:-}" ] && read -r -a extra <<<"$LB_DEPS_EXTRA" && PKGS+=("${extra[@]}")
 
 missing=()

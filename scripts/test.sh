@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - every test: unit, integration and end-to-end tests on the Release build, the same
-# again on the ASan+UBSan build, a clang build to keep both compilers warning-clean, and each
-# fuzz target for a bounded time (LB_FUZZ_SECONDS, 15 by default).
+# again on the ASan+UBSan build, a clang build to keep both compilers warning-clean, cppcheck and
+# clang's static analyzer (scripts/static-analysis.sh), and each fuzz target for a bounded time
+# (LB_FUZZ_SECONDS, 15 by default).
 #
 #   scripts/test.sh          everything (CI runs this)
 #   scripts/test.sh --quick  the Release build's unit and integration tests only, for iteration
@@ -53,6 +54,9 @@ echo "== clang build (warnings are errors) =="
 cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang \
 	-DLB_TESTS=ON >/dev/null
 cmake --build build-clang -j"$jobs"
+
+echo "== static analysis (cppcheck, clang's analyzer) =="
+scripts/static-analysis.sh
 
 echo "== fuzzing (libFuzzer, ASan + UBSan): every parser of outside input =="
 scripts/fuzz.sh --seconds "${LB_FUZZ_SECONDS:-15}"

@@ -633,7 +633,7 @@ static int load_pem(struct kc_parser *p, const yaml_node_t *map, const char *pat
 		    const char *key, char **ret, size_t *ret_len, const char **ret_name)
 {
 	char dkey[48], field[KC_KEYPATH_MAX + 48];
-	const char *file, *data;
+	const char *file = NULL, *data = NULL; /* the analyzer does not enter fail() (variadic) */
 	int fline, dline, r;
 
 	snprintf(dkey, sizeof(dkey), "%s-data", key);
@@ -718,7 +718,7 @@ static int refuse_unsupported(struct kc_parser *p, const struct kc_named *n)
 /* token, or tokenFile read now and remembered for re-reading (it wins, as in client-go). */
 static int parse_token(struct kc_parser *p, const struct kc_named *n, struct k8s_config *c)
 {
-	const char *token, *file;
+	const char *token = NULL, *file = NULL; /* the analyzer does not enter fail() (variadic) */
 	int tline, fline, r;
 	size_t len;
 
@@ -912,8 +912,8 @@ int k8s_kubeconfig_parse(const char *text, size_t len, const char *name, const c
 int k8s_kubeconfig_load(const char *path, const char *context_name, struct k8s_config *ret,
 			char *err, size_t errlen)
 {
-	char *text, *dir;
-	size_t len;
+	char *text = NULL, *dir; /* read_bounded's -errno is negative: the analyzer cannot know */
+	size_t len = 0;
 	int r;
 
 	r = read_bounded(path, KC_FILE_MAX, &text, &len);
@@ -959,7 +959,7 @@ static int incluster_server(const char *host, const char *port, char **ret, char
 /* dir/token, trimmed; its path is kept so the rotated token can be read again. */
 static int incluster_token(const char *dir, struct k8s_config *c, char *err, size_t errlen)
 {
-	size_t len;
+	size_t len = 0; /* read_bounded's -errno is negative: the analyzer cannot know */
 	int r;
 
 	if (asprintf(&c->token_file, "%s/token", dir) < 0) {
@@ -1000,8 +1000,8 @@ static int incluster_ca(const char *dir, struct k8s_config *c, char *err, size_t
 /* The pod's namespace, when the file is there: it is optional. */
 static int incluster_namespace(const char *dir, struct k8s_config *c, char *err, size_t errlen)
 {
-	char *path, *ns;
-	size_t len;
+	char *path, *ns = NULL; /* read_bounded's -errno is negative: the analyzer cannot know */
+	size_t len = 0;
 	int r;
 
 	if (asprintf(&path, "%s/namespace", dir) < 0)
@@ -1013,7 +1013,7 @@ static int incluster_namespace(const char *dir, struct k8s_config *c, char *err,
 	if (r < 0)
 		return seterr(err, errlen, r, "in-cluster: cannot read %s/namespace: %s", dir,
 			      read_error(r));
-	if (trim(ns, len) == 0) {
+	if (!len || trim(ns, len) == 0) { /* empty or blank; !len spares the analyzer trim(NULL) */
 		free(ns);
 		return 0;
 	}

@@ -23,6 +23,7 @@
 #include "controller/core/reconcile.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,9 +113,11 @@ static int slice_index_build(const struct k8s_store *s, struct slice_index *ix)
 	ix->v = s->count ? malloc(s->count * sizeof(*ix->v)) : NULL;
 	if (s->count && !ix->v)
 		return -ENOMEM;
-	k8s_store_for_each(s, e, i)
+	k8s_store_for_each(s, e, i) {
+		assert(ix->n < s->count); /* the store holds count objects: v has room */
 		if (e->obj->slice.service[0] && e->obj->slice.family)
 			ix->v[ix->n++] = e->obj;
+	}
 	if (ix->n) /* qsort wants a valid pointer even for 0 items, and v may be NULL */
 		qsort(ix->v, ix->n, sizeof(*ix->v), slice_cmp);
 	return 0;
@@ -368,6 +371,7 @@ static int results_init(const struct k8s_store *lbs, struct ctrl_desired *d, siz
 	k8s_store_for_each(lbs, e, i) {
 		struct ctrl_lb_result *lr = &d->lbs[n++];
 
+		assert(n <= lbs->count); /* the store holds count objects: d->lbs has room */
 		d->n_lbs = n; /* so ctrl_desired_free finds what was allocated, on failure too */
 		lr->lb = e->obj;
 		k8s_obj_key(&e->obj->meta, lr->key, sizeof(lr->key));
