@@ -17,6 +17,8 @@
 #include "common/log.h"
 #include "dataplane/handover.h"
 #include "dataplane/plane.h"
+#include "dataplane/listen.h"
+#include "dataplane/worker.h"
 
 #define BINDER_TIMEOUT_S 5 /* one request, either side: a hang guard */
 

@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dataplane/conn.h"
 #include "dataplane/dp.h"
+#include "dataplane/lset.h"
+#include "dataplane/snapshot.h"
 
 /*
  * A connection is two halves: C2B reads the client and writes the backend, B2C the reverse.
@@ -180,7 +183,7 @@ static void conn_free(struct dp_worker *w, struct dp_conn *c)
 	} else {
 		backend_release(w, c);
 		atomic_fetch_sub(&c->set->sl->st->active, 1);
-		dp_lset_put(w, c->set);
+		dp_lset_put(c->set);
 		w->n_conns--;
 		DP_STAT_INC(w->stats.closed);
 		DP_STAT_ADD(w->stats.active, -1);
@@ -317,8 +320,6 @@ void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res)
 {
 	struct dp_backend *b;
 
-	if (c->kind == DP_CONN_CHECK)
-		return dp_hcheck_done(w, c, res);
 	if (c->state != DP_CS_CONNECTING)
 		return;
 	b = &c->set->sl->backends[c->bidx];
@@ -381,32 +382,12 @@ static int conn_origin(struct dp_worker *w, struct dp_conn *c, const struct lb_l
 	return 0;
 }
 
-void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd)
+void dp_conn_accepted(struct dp_worker *w, struct dp_lset *set, int fd)
 {
-	/* A stopping listener's accept may still hand us clients it took: see dp_wlistener.late. */
-	struct dp_lset *set = wl->set ? wl->set : wl->late;
-	const struct dp_slistener *sl;
+	const struct dp_slistener *sl = set->sl;
 	struct dp_conn *c;
-	unsigned active;
 	int r;
 
-	if (!set) {
-		close(fd);
-		return;
-	}
-	sl = set->sl;
-	active = (unsigned)atomic_fetch_add(&sl->st->active, 1);
-	if (active >= sl->conf->max_connections) {
-		/* Only when workers race for the last places: see wl_arm(). */
-		atomic_fetch_sub(&sl->st->active, 1);
-		atomic_fetch_add(&sl->st->refused, 1);
-		DP_STAT_INC(w->stats.over_limit);
-		close(fd);
-		dp_worker_pause_accept(w, wl);
-		return;
-	}
-	if (wl->set)
-		dp_worker_accepted(w, wl, active + 1);
 	c = dp_conn_alloc(w);
 	if (!c) {
 		atomic_fetch_sub(&sl->st->active, 1);
@@ -745,7 +726,7 @@ unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms)
 			n++;
 		}
 		stmp = set->link.next;
-		dp_lset_put(w, set);
+		dp_lset_put(set);
 	}
 	DP_STAT_ADD(w->stats.evicted, n);
 	return n;

@@ -108,9 +108,6 @@ struct dp_lset {
 	uint64_t sweep_ms;                 /* retired: when to close those on removed backends */
 };
 
-/* The listen(2) backlog of every listener socket. */
-#define DP_LISTEN_BACKLOG 4096
-
 /* A worker's accept on one listening socket. */
 enum {
 	DP_WL_ARMED = 1 << 0,              /* accept in flight (multishot, or one near the limit) */
@@ -333,57 +330,5 @@ static inline char *dp_chunk(const struct dp_worker *w, const struct dp_conn *c,
 		return dp_conn_header(w, c);
 	return bufs + (size_t)bid * w->buffer_size;
 }
-
-/* conn.c: the connection state machine. */
-void dp_conn_accepted(struct dp_worker *w, struct dp_wlistener *wl, int fd);
-void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res);
-void dp_conn_received(struct dp_worker *w, struct dp_conn *c, int h, int res, int bid, bool more);
-void dp_conn_sent(struct dp_worker *w, struct dp_conn *c, int h, int res);
-void dp_conn_put(struct dp_worker *w, struct dp_conn *c);
-void dp_conn_close(struct dp_worker *w, struct dp_conn *c);
-void dp_conn_abort(struct dp_worker *w, struct dp_conn *c);
-struct dp_conn *dp_conn_get(struct dp_worker *w, uint32_t slot, uint32_t gen);
-struct dp_conn *dp_conn_alloc(struct dp_worker *w);
-void dp_conn_expire_idle(struct dp_worker *w, struct dp_lset *set, uint64_t *next_ms);
-void dp_conn_retry_nobuf(struct dp_worker *w);
-void dp_conn_release_held(struct dp_worker *w);
-unsigned dp_conn_evict_stalled(struct dp_worker *w, unsigned stalled_ms);
-void dp_conn_relieved(struct dp_worker *w);
-void dp_conn_slab_free(struct dp_worker *w);
-
-/* worker.c */
-int dp_worker_start(struct dp_worker *w);
-void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err);
-void dp_worker_pause_accept(struct dp_worker *w, struct dp_wlistener *wl);
-void dp_worker_accepted(struct dp_worker *w, struct dp_wlistener *wl, unsigned active);
-void dp_worker_wake(struct dp_worker *w);
-void dp_worker_woken(struct dp_worker *w);
-void dp_lset_put(struct dp_worker *w, struct dp_lset *set);
-
-/* snapshot.c */
-int dp_snapshot_build(struct lb_config *conf, const struct dp_snapshot *old,
-		      struct dp_lsocks_pool *pool, unsigned n_workers, uint64_t generation,
-		      struct dp_snapshot **ret, char *err, size_t errlen);
-/* A listening TCP socket on a as the workers use it (SO_REUSEPORT, non-blocking): 0 or -errno. */
-int dp_listen_socket(const struct lb_addr *a, int *ret_fd);
-/* 0 when no socket listens on a (a plain bind succeeds), else -errno (-EADDRINUSE, -EACCES). */
-int dp_address_free(const struct lb_addr *a);
-/* An lsocks over n listening sockets taken over (owned by it from now on, also on failure). */
-int dp_lsocks_adopt(const struct lb_addr *a, const int *fds, unsigned n, struct dp_lsocks **ret);
-void dp_lsocks_pool_clear(struct dp_lsocks_pool *pool);
-void dp_snapshot_get(struct dp_snapshot *s);
-void dp_snapshot_publish(struct dp_snapshot *s);
-extern atomic_uint_fast64_t dp_generation_published;
-void dp_snapshot_put(struct dp_snapshot *s);
-void dp_lsocks_put(struct dp_lsocks *ls);
-void dp_bstate_put(struct dp_bstate *b);
-
-/* hcheck.c: active health checks, run by worker 0 from its own ring. */
-int dp_hcheck_sync(struct dp_worker *w);
-void dp_hcheck_run(struct dp_worker *w, uint64_t *next_ms);
-void dp_hcheck_done(struct dp_worker *w, struct dp_conn *c, int res);
-void dp_hcheck_free(struct dp_worker *w);
-
-uint64_t dp_now_ms(void);
 
 #endif

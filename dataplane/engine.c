@@ -1,7 +1,10 @@
 /* engine.c - completion dispatch shared by the io_uring and epoll engines. */
 #include <unistd.h>
 
+#include "dataplane/conn.h"
 #include "dataplane/engine.h"
+#include "dataplane/hcheck.h"
+#include "dataplane/worker.h"
 
 static void complete_accept(struct dp_worker *w, uint64_t tag, int res, unsigned flags)
 {
@@ -19,7 +22,7 @@ static void complete_accept(struct dp_worker *w, uint64_t tag, int res, unsigned
 	if (!(flags & DP_CF_MORE))
 		wl->flags &= ~DP_WL_ARMED;
 	if (res >= 0)
-		dp_conn_accepted(w, wl, res);
+		dp_worker_accept(w, wl, res);
 	if (!(flags & DP_CF_MORE))
 		dp_worker_accept_ended(w, wl, res < 0 ? res : 0);
 }
@@ -44,7 +47,11 @@ void dp_engine_complete(struct dp_worker *w, uint64_t tag, int res, unsigned fla
 	c->inflight--;
 	switch (op) {
 	case DP_OP_CONNECT:
-		dp_conn_connected(w, c, res);
+		/* Probes end in hcheck.c: the connection code does not call back into it. */
+		if (c->kind == DP_CONN_CHECK)
+			dp_hcheck_done(w, c, res);
+		else
+			dp_conn_connected(w, c, res);
 		break;
 	case DP_OP_RECV0:
 	case DP_OP_RECV1:

@@ -10,7 +10,9 @@
 
 #include "common/log.h"
 #include "dataplane/bufstack.h"
+#include "dataplane/conn.h"
 #include "dataplane/engine.h"
+#include "dataplane/worker.h"
 
 /*
  * The connection state machine speaks in completions ("this receive finished with n bytes"),

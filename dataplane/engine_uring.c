@@ -12,6 +12,7 @@
 #include "dataplane/bufstack.h"
 #include "dataplane/dp.h"
 #include "dataplane/engine.h"
+#include "dataplane/worker.h"
 
 /*
  * Design (see docs/architecture.md):

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "dataplane/handover.h"
 #include "dataplane/plane.h"
+#include "dataplane/worker.h"
 
 /*
  * Runs in the main thread.  One successor at a time: it says hello, we send it a duplicate of

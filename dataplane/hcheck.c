@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dataplane/conn.h"
 #include "dataplane/dp.h"
+#include "dataplane/hcheck.h"
+#include "dataplane/snapshot.h"
 
 /*
  * A probe is a connection slot of kind DP_CONN_CHECK: a non-blocking connect with a linked

@@ -18,6 +18,8 @@
 #include "dataplane/engine.h"
 #include "dataplane/handover.h"
 #include "dataplane/plane.h"
+#include "dataplane/snapshot.h"
+#include "dataplane/worker.h"
 
 #define NOFILE_WANTED 100000
 

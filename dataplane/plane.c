@@ -11,6 +11,8 @@
 #include "common/log.h"
 #include "dataplane/handover.h"
 #include "dataplane/plane.h"
+#include "dataplane/snapshot.h"
+#include "dataplane/worker.h"
 
 /*
  * Design: the workers never wait for the main thread and the main thread never touches a

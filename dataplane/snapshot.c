@@ -10,6 +10,7 @@
 #include "dataplane/binder.h"
 #include "dataplane/dp.h"
 #include "dataplane/handover.h"
+#include "dataplane/snapshot.h"
 
 /*
  * Every socket of a listener is created here, in the main thread, before the snapshot is
@@ -20,33 +21,6 @@
  * serving), the rest goes ahead, and the next build tries its address again.  One Service
  * whose port another process holds must not hold back every other Service of the node.
  */
-int dp_listen_socket(const struct lb_addr *a, int *ret_fd)
-{
-	int fd, one = 1;
-
-	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return -errno;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1 ||
-	    /* Accepted sockets inherit it: no setsockopt per connection. */
-	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
-		goto out_close;
-	if (a->ss.ss_family == AF_INET6 &&
-	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)
-		goto out_close;
-	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 ||
-	    listen(fd, DP_LISTEN_BACKLOG) == -1)
-		goto out_close;
-	*ret_fd = fd;
-	return 0;
-out_close: {
-	int r = -errno;
-	close(fd);
-	return r;
-}
-}
-
 void dp_lsocks_put(struct dp_lsocks *ls)
 {
 	if (!ls || atomic_fetch_sub(&ls->refs, 1) != 1)
@@ -55,27 +29,6 @@ void dp_lsocks_put(struct dp_lsocks *ls)
 		if (ls->fds[i] >= 0)
 			close(ls->fds[i]);
 	free(ls);
-}
-
-/*
- * SO_REUSEPORT would let us join a group some other process of our uid already listens in,
- * and the two would silently split the traffic.  A plain bind (no SO_REUSEPORT) first finds
- * out: it fails while any socket listens on the address.
- */
-int dp_address_free(const struct lb_addr *a)
-{
-	int fd, one = 1, r = 0;
-
-	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (a->ss.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1)
-		r = -errno;
-	close(fd);
-	return r;
 }
 
 /*

@@ -7,6 +7,7 @@
 #include "common/ctlproto.h"
 #include "common/log.h"
 #include "dataplane/plane.h"
+#include "dataplane/worker.h"
 
 static const char *const cerr_names[DP_CERR_N] = { "refused", "timeout", "unreachable", "other" };
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "dataplane/plane.h"
+#include "dataplane/worker.h"
 
 /*
  * Read what is there.  Returns 1 when the peer closed, 0 otherwise, -E2BIG when more than

@@ -15,6 +15,7 @@
 
 #include "common/ctlproto.h"
 #include "dataplane/handover.h"
+#include "dataplane/snapshot.h"
 
 /*
  * Blocking, from main, before anything is bound: connect, say hello, take every message the

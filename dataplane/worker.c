@@ -9,7 +9,12 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dataplane/conn.h"
 #include "dataplane/dp.h"
+#include "dataplane/hcheck.h"
+#include "dataplane/lset.h"
+#include "dataplane/snapshot.h"
+#include "dataplane/worker.h"
 
 /*
  * The loop: take the time once, run the timers (idle connections, paused listeners, health
@@ -94,16 +99,6 @@ out_free:
 	return NULL;
 }
 
-void dp_lset_put(struct dp_worker *w, struct dp_lset *set)
-{
-	if (!set || --set->refs)
-		return;
-	dp_list_del(&set->link);
-	dp_lb_fini(&set->lb);
-	dp_snapshot_put(set->snap);
-	free(set);
-}
-
 /*
  * A set replaced by a reload or apply takes no new connections.  Its connections to backends
  * that are still configured live on; those to removed backends (or of a removed listener) get
@@ -149,8 +144,8 @@ static void wl_free(struct dp_worker *w, struct dp_wlistener *wl)
 	close(wl->fd);
 	wl->socks->fds[wl->sock] = -1;
 	dp_lsocks_put(wl->socks);
-	dp_lset_put(w, wl->set);
-	dp_lset_put(w, wl->late);
+	dp_lset_put(wl->set);
+	dp_lset_put(wl->late);
 	w->wls[wl->idx] = NULL;
 	free(wl);
 }
@@ -223,7 +218,7 @@ static struct dp_wlistener *wl_add(struct dp_worker *w, const struct dp_slistene
 	return wl;
 }
 
-void dp_worker_pause_accept(struct dp_worker *w, struct dp_wlistener *wl)
+static void pause_accept(struct dp_worker *w, struct dp_wlistener *wl)
 {
 	if (wl->flags & (DP_WL_PAUSED | DP_WL_STOPPING))
 		return;
@@ -239,15 +234,46 @@ void dp_worker_pause_accept(struct dp_worker *w, struct dp_wlistener *wl)
  * wait in the backlog.  Near the limit with a multishot still armed (ARMED is cleared before
  * a request's last completion is handled): cancel it once, and the re-arm goes single-shot.
  */
-void dp_worker_accepted(struct dp_worker *w, struct dp_wlistener *wl, unsigned active)
+static void accepted(struct dp_worker *w, struct dp_wlistener *wl, unsigned active)
 {
 	if (active >= wl->set->sl->conf->max_connections)
-		return dp_worker_pause_accept(w, wl);
+		return pause_accept(w, wl);
 	if ((wl->flags & (DP_WL_ARMED | DP_WL_RESHOT | DP_WL_STOPPING)) == DP_WL_ARMED &&
 	    near_limit(wl, active)) {
 		wl->flags |= DP_WL_RESHOT;
 		w->eng->accept_cancel(w, wl);
 	}
+}
+
+/*
+ * A client accepted on wl.  Admission is decided here, where the accept completes, so that
+ * the connection (conn.c) gets only clients already counted and never calls back here.
+ */
+void dp_worker_accept(struct dp_worker *w, struct dp_wlistener *wl, int fd)
+{
+	/* A stopping listener's accept may still hand us clients it took: see dp_wlistener.late. */
+	struct dp_lset *set = wl->set ? wl->set : wl->late;
+	const struct dp_slistener *sl;
+	unsigned active;
+
+	if (!set) {
+		close(fd);
+		return;
+	}
+	sl = set->sl;
+	active = (unsigned)atomic_fetch_add(&sl->st->active, 1);
+	if (active >= sl->conf->max_connections) {
+		/* Only when workers race for the last places: see wl_arm(). */
+		atomic_fetch_sub(&sl->st->active, 1);
+		atomic_fetch_add(&sl->st->refused, 1);
+		DP_STAT_INC(w->stats.over_limit);
+		close(fd);
+		pause_accept(w, wl);
+		return;
+	}
+	if (wl->set)
+		accepted(w, wl, active + 1);
+	dp_conn_accepted(w, set, fd);
 }
 
 /* The multishot accept stopped: decide whether to re-arm, pause or give up. */
@@ -268,7 +294,7 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
 				 "the file descriptor limit)",
 				 w->id, strerror(-err), DP_ACCEPT_RETRY_MS);
 		w->fd_exhausted_logged = true;
-		dp_worker_pause_accept(w, wl);
+		pause_accept(w, wl);
 		return;
 	case 0:
 	case -EAGAIN: /* an accept sent to io-wq on the non-blocking socket: nothing was there */
@@ -281,7 +307,7 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
 	default:
 		log_err("worker %u: listener %s: accept failed: %s; retrying in 1 s", w->id,
 			wl->set->sl->conf->name, strerror(-err));
-		dp_worker_pause_accept(w, wl);
+		pause_accept(w, wl);
 		wl->resume_ms = w->now_ms + 1000;
 	}
 }
@@ -343,7 +369,7 @@ static void apply_listener(struct dp_worker *w, struct dp_snapshot *s,
 			/* Each k comes once: wl holds an older set, whose put cannot free ours. */
 			assert(wl->set != set);
 			lset_retire(w, wl->set, s->conf->drain_timeout_ms);
-			dp_lset_put(w, wl->set);
+			dp_lset_put(wl->set);
 			wl->set = set;
 			set->refs++;
 		} else if ((wl = wl_add(w, sl, k, set))) {
@@ -353,7 +379,7 @@ static void apply_listener(struct dp_worker *w, struct dp_snapshot *s,
 		}
 		wl->flags |= DP_WL_KEEP;
 	}
-	dp_lset_put(w, set); /* lset_new's: the listeners hold theirs */
+	dp_lset_put(set); /* lset_new's: the listeners hold theirs */
 }
 
 /*
@@ -434,7 +460,7 @@ static void close_all(struct dp_worker *w)
 			dp_conn_put(w, c);
 		}
 		tmp = set->link.next;
-		dp_lset_put(w, set);
+		dp_lset_put(set);
 	}
 }
 
@@ -479,7 +505,7 @@ static uint64_t run_timers(struct dp_worker *w)
 		if (set->retired && !dp_list_empty(&set->idle))
 			lset_sweep(w, set, &next);
 		tmp = set->link.next;
-		dp_lset_put(w, set);
+		dp_lset_put(set);
 	}
 	resume_paused(w, &next);
 	if (w->now_ms >= w->trim_next_ms) {

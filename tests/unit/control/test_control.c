@@ -18,6 +18,7 @@
 
 #include "common/ctlproto.h"
 #include "dataplane/plane.h"
+#include "dataplane/worker.h"
 #include "tests/unit/plane_pump.h"
 
 /*

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dataplane/plane.h"
+#include "dataplane/worker.h"
 #include "tests/unit/plane_pump.h"
 
 /* The server is driven by a loop of our own, as in tests/unit/control: no waiting. */

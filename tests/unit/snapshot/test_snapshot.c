@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "dataplane/dp.h"
+#include "dataplane/snapshot.h"
 
 #define N_WORKERS 2
 #define A "10.0.0.1:80"

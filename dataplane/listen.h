@@ -1,0 +1,18 @@
+/*
+ * listen.h - listening sockets (listen.c), made in the dataplane's main thread for a snapshot
+ * or by the binder for a port below 1024.
+ */
+#ifndef DP_LISTEN_H
+#define DP_LISTEN_H
+
+#include "common/addr.h"
+
+/* The listen(2) backlog of every listener socket. */
+#define DP_LISTEN_BACKLOG 4096
+
+/* A listening TCP socket on a as the workers use it (SO_REUSEPORT, non-blocking): 0 or -errno. */
+int dp_listen_socket(const struct lb_addr *a, int *ret_fd);
+/* 0 when no socket listens on a (a plain bind succeeds), else -errno (-EADDRINUSE, -EACCES). */
+int dp_address_free(const struct lb_addr *a);
+
+#endif

@@ -1,0 +1,15 @@
+/* worker.h - one worker thread (worker.c): its listeners, balancer sets, timers and drain. */
+#ifndef DP_WORKER_H
+#define DP_WORKER_H
+
+#include "dataplane/dp.h"
+
+int dp_worker_start(struct dp_worker *w);
+/* A client accepted on wl: admitted (max_connections) and handed to conn.c, or closed. */
+void dp_worker_accept(struct dp_worker *w, struct dp_wlistener *wl, int fd);
+void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err);
+void dp_worker_wake(struct dp_worker *w);
+void dp_worker_woken(struct dp_worker *w);
+uint64_t dp_now_ms(void);
+
+#endif
