@@ -84,7 +84,9 @@ int dp_lb_init(struct dp_lb *lb, enum lb_algo algo, const struct dp_lb_spec *spe
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.algo = algo;
 	tmp.n = n;
-	tmp.rng = dp_hash64(seed) ?: 1; /* xorshift never leaves 0 */
+	tmp.rng = dp_hash64(seed);
+	if (!tmp.rng)
+		tmp.rng = 1; /* xorshift never leaves 0 */
 	/* A listener with no backends: every pick says so, with no table or turn to keep. */
 	if (n == 0) {
 		*lb = tmp;

@@ -326,7 +326,8 @@ void dp_conn_connected(struct dp_worker *w, struct dp_conn *c, int res)
 	if (!res) {
 		atomic_fetch_add_explicit(&b->st->conns_total, 1, memory_order_relaxed);
 		dp_bstate_report(b->st, true, 0, 0, w->now_ms);
-		return start_relay(w, c);
+		start_relay(w, c);
+		return;
 	}
 	/* The link timeout cancels a connect that runs out of time. */
 	if (res == -ECANCELED || res == -EINTR)
@@ -461,8 +462,10 @@ static void half_maybe_shut(struct dp_worker *w, struct dp_conn *c, int h)
 	 * The last FIN to pass on: close(2) sends it, no shutdown(2) needed (that peer has sent
 	 * its FIN and everything before it was read, so close sends FIN, not RST).
 	 */
-	if (c->half[!h].flags & DP_H_SHUT)
-		return dp_conn_close(w, c);
+	if (c->half[!h].flags & DP_H_SHUT) {
+		dp_conn_close(w, c);
+		return;
+	}
 	shutdown(dst_fd(c, h), SHUT_WR);
 }
 
@@ -579,13 +582,15 @@ void dp_conn_sent(struct dp_worker *w, struct dp_conn *c, int h, int res)
 		 * again once the socket says it is writable.
 		 */
 		hf->flags |= DP_H_SENDPOLL;
-		return half_send(w, c, h);
+		half_send(w, c, h);
+		return;
 	}
 	if (res < 0) {
 		if (c->state == DP_CS_RELAY)
 			log_debug("conn %u: send to %s: %s", c->slot,
 				  h == DP_C2B ? "backend" : "client", strerror(-res));
-		return dp_conn_abort(w, c);
+		dp_conn_abort(w, c);
+		return;
 	}
 	half_consume(w, hf, res);
 	if (c->state != DP_CS_RELAY)

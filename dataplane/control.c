@@ -253,7 +253,9 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd == -1) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			int e = errno;
+
+			if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
 				dp_plane_pause(p, src);
 			return;
 		}
@@ -347,7 +349,7 @@ static int bind_socket(const char *path, const char *group, int *ret_fd, char *e
 	return 0;
 out_errno:
 	r = -errno;
-	snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+	snprintf(err, errlen, "control socket %s: %s", path, strerror(-r));
 	if (fd >= 0)
 		close(fd);
 	return r;

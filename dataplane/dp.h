@@ -11,6 +11,7 @@
 #include <linux/time_types.h>
 
 #include "common/config.h"
+#include "common/episode.h"
 #include "common/proxyproto.h"
 #include "dataplane/balancer.h"
 #include "dataplane/health.h"
@@ -224,13 +225,13 @@ struct dp_engine {
 	int (*init)(struct dp_worker *w, char *err, size_t errlen);
 	void (*fini)(struct dp_worker *w);
 	/* multishot: keep accepting; else one connection, then the request ends. */
-	int (*accept)(struct dp_worker *w, struct dp_wlistener *wl, bool multishot);
-	int (*accept_cancel)(struct dp_worker *w, struct dp_wlistener *wl);
-	int (*connect)(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
-		       unsigned timeout_ms);
-	int (*recv)(struct dp_worker *w, struct dp_conn *c, int h);
-	int (*send)(struct dp_worker *w, struct dp_conn *c, int h);
-	int (*cancel)(struct dp_worker *w, struct dp_conn *c);
+	void (*accept)(struct dp_worker *w, struct dp_wlistener *wl, bool multishot);
+	void (*accept_cancel)(struct dp_worker *w, struct dp_wlistener *wl);
+	void (*connect)(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
+			unsigned timeout_ms);
+	void (*recv)(struct dp_worker *w, struct dp_conn *c, int h);
+	void (*send)(struct dp_worker *w, struct dp_conn *c, int h);
+	void (*cancel)(struct dp_worker *w, struct dp_conn *c);
 	void (*buf_put)(struct dp_worker *w, unsigned bid);
 	/* Give back the memory of receive buffers unused since the last call (bufstack.h). */
 	void (*trim)(struct dp_worker *w);
@@ -310,7 +311,7 @@ struct dp_worker {
 	uint64_t rng;
 	unsigned bufs_held;                /* provided buffers taken by receives, not yet returned */
 	atomic_int init_result;            /* 1 running, < 0 engine setup failed, 0 not yet */
-	bool fd_exhausted_logged;
+	struct lb_episode fd_episode;      /* accepts failing for want of descriptors */
 };
 
 #define DP_SLAB_CHUNK 1024u

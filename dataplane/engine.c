@@ -32,8 +32,10 @@ void dp_engine_complete(struct dp_worker *w, uint64_t tag, int res, unsigned fla
 	enum dp_op op = dp_tag_op(tag);
 	struct dp_conn *c;
 
-	if (op == DP_OP_ACCEPT)
-		return complete_accept(w, tag, res, flags);
+	if (op == DP_OP_ACCEPT) {
+		complete_accept(w, tag, res, flags);
+		return;
+	}
 	if (op == DP_OP_CANCEL && dp_tag_slot(tag) == UINT32_MAX)
 		return; /* a listener's cancel: its accept's own end says everything */
 	c = dp_conn_get(w, dp_tag_slot(tag), dp_tag_gen(tag));

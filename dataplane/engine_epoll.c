@@ -206,7 +206,8 @@ static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
 
 	if (!e->free.n) {
 		c->eng[side] &= ~EP_RECV;
-		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), -ENOBUFS, -1, 0);
+		push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), -ENOBUFS, -1, 0);
+		return;
 	}
 	bid = (int)dp_bufstack_pop(&e->free);
 	n = recv(c->fd[side], ep_buf(w, bid), w->buffer_size, MSG_DONTWAIT);
@@ -226,7 +227,8 @@ static void try_recv(struct dp_worker *w, struct dp_conn *c, int side)
 		c->eng[side] &= ~EP_RD;
 	if (n <= 0) {
 		dp_bufstack_push(&e->free, (unsigned)bid);
-		return push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), n ? -errno : 0, -1, 0);
+		push(w, dp_tag(DP_OP_RECV0 + side, c->gen, c->slot), n ? -errno : 0, -1, 0);
+		return;
 	}
 	/*
 	 * "More to read": a full buffer, or the peer's FIN behind this data (as io_uring's
@@ -328,55 +330,62 @@ static void conn_event(struct dp_worker *w, uint64_t tag, uint32_t events)
 
 /* --- requests ----------------------------------------------------------------------- */
 
-static int ep_recv(struct dp_worker *w, struct dp_conn *c, int h)
+static void ep_recv(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	int side = h; /* C2B reads fd[0], B2C reads fd[1] */
 
 	c->inflight++;
-	if (reg(w, c, side))
-		return push(w, dp_tag(DP_OP_RECV0 + h, c->gen, c->slot), -EBADF, -1, 0), 0;
+	if (reg(w, c, side)) {
+		push(w, dp_tag(DP_OP_RECV0 + h, c->gen, c->slot), -EBADF, -1, 0);
+		return;
+	}
 	c->eng[side] |= EP_RECV;
 	if (c->eng[side] & EP_RD)
 		try_recv(w, c, side);
-	return 0;
 }
 
-static int ep_send(struct dp_worker *w, struct dp_conn *c, int h)
+static void ep_send(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	int side = !h;
 
 	c->inflight++;
 	c->half[h].nsend = c->half[h].count;
 	c->half[h].eng_done = 0;
-	if (reg(w, c, side))
-		return push(w, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot), -EBADF, -1, 0), 0;
+	if (reg(w, c, side)) {
+		push(w, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot), -EBADF, -1, 0);
+		return;
+	}
 	c->eng[side] |= EP_SEND;
 	if (c->eng[side] & EP_WR)
 		try_send(w, c, side);
-	return 0;
 }
 
-static int ep_connect(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
-		      unsigned timeout_ms)
+static void ep_connect(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
+		       unsigned timeout_ms)
 {
 	struct ep_timer t = { w->now_ms + timeout_ms, c->slot, c->gen, c->tries };
 	uint64_t tag = dp_tag(DP_OP_CONNECT, c->gen, c->slot);
 
 	c->inflight++;
 	c->eng[1] = 0; /* a new socket for each attempt */
-	if (connect(c->fd[1], (const struct sockaddr *)&to->ss, to->len) == 0)
-		return push(w, tag, 0, -1, 0), 0;
-	if (errno != EINPROGRESS)
-		return push(w, tag, -errno, -1, 0), 0;
-	if (reg(w, c, 1) || heap_push(E(w), t))
-		return push(w, tag, -ENOMEM, -1, 0), 0;
+	if (connect(c->fd[1], (const struct sockaddr *)&to->ss, to->len) == 0) {
+		push(w, tag, 0, -1, 0);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		push(w, tag, -errno, -1, 0);
+		return;
+	}
+	if (reg(w, c, 1) || heap_push(E(w), t)) {
+		push(w, tag, -ENOMEM, -1, 0);
+		return;
+	}
 	c->eng[1] &= ~(EP_RD | EP_WR); /* writable means connected: wait for the event */
 	c->eng[1] |= EP_CONN;
-	return 0;
 }
 
 /* Everything pending completes now with -ECANCELED; the sockets are closed after that. */
-static int ep_cancel(struct dp_worker *w, struct dp_conn *c)
+static void ep_cancel(struct dp_worker *w, struct dp_conn *c)
 {
 	for (int side = 0; side < 2; side++) {
 		uint8_t st = c->eng[side];
@@ -389,20 +398,18 @@ static int ep_cancel(struct dp_worker *w, struct dp_conn *c)
 			push(w, dp_tag(DP_OP_CONNECT, c->gen, c->slot), -ECANCELED, -1, 0);
 		c->eng[side] &= ~(EP_RECV | EP_SEND | EP_CONN);
 	}
-	return 0;
 }
 
-static int ep_accept(struct dp_worker *w, struct dp_wlistener *wl, bool multishot)
+static void ep_accept(struct dp_worker *w, struct dp_wlistener *wl, bool multishot)
 {
 	struct epoll_event ev = { .events = EPOLLIN,
 				  .data.u64 = dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx) };
 
 	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, wl->fd, &ev) == -1) {
 		push(w, ev.data.u64, -errno, -1, 0);
-		return 0;
+		return;
 	}
 	wl->eng = EPL_REG | (multishot ? 0 : EPL_SINGLE);
-	return 0;
 }
 
 /* Out of the epoll set, with the request's last completion. */
@@ -413,12 +420,11 @@ static void accept_end(struct dp_worker *w, struct dp_wlistener *wl, uint64_t ta
 	push(w, tag, res, -1, 0);
 }
 
-static int ep_accept_cancel(struct dp_worker *w, struct dp_wlistener *wl)
+static void ep_accept_cancel(struct dp_worker *w, struct dp_wlistener *wl)
 {
 	/* As io_uring's: cancelling an accept that already ended does nothing. */
 	if (wl->eng & EPL_REG)
 		accept_end(w, wl, dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx), -ECANCELED);
-	return 0;
 }
 
 static void accept_event(struct dp_worker *w, uint64_t tag)
@@ -432,8 +438,10 @@ static void accept_event(struct dp_worker *w, uint64_t tag)
 	for (int i = 0; i < DP_EP_ACCEPT_BATCH; i++) {
 		int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-		if (fd >= 0 && (wl->eng & EPL_SINGLE))
-			return accept_end(w, wl, tag, fd); /* one connection ends it, as under io_uring */
+		if (fd >= 0 && (wl->eng & EPL_SINGLE)) {
+			accept_end(w, wl, tag, fd); /* one connection ends it, as under io_uring */
+			return;
+		}
 		if (fd >= 0) {
 			push(w, tag, fd, -1, DP_CF_MORE);
 			continue;
@@ -441,7 +449,8 @@ static void accept_event(struct dp_worker *w, uint64_t tag)
 		if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 			return;
 		/* Like a multishot accept that stops: out of the set, the worker decides. */
-		return accept_end(w, wl, tag, -errno);
+		accept_end(w, wl, tag, -errno);
+		return;
 	}
 }
 

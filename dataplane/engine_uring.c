@@ -311,7 +311,7 @@ out_fini:
 	return r;
 }
 
-static int uring_accept(struct dp_worker *w, struct dp_wlistener *wl, bool multishot)
+static void uring_accept(struct dp_worker *w, struct dp_wlistener *wl, bool multishot)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
@@ -322,21 +322,19 @@ static int uring_accept(struct dp_worker *w, struct dp_wlistener *wl, bool multi
 	else
 		io_uring_prep_accept(sqe, wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx));
-	return 0;
 }
 
-static int uring_accept_cancel(struct dp_worker *w, struct dp_wlistener *wl)
+static void uring_accept_cancel(struct dp_worker *w, struct dp_wlistener *wl)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	io_uring_prep_cancel64(sqe, dp_tag(DP_OP_ACCEPT, wl->gen, wl->idx), 0);
 	/* Its own completion tells nothing the accept's final CQE does not. */
 	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_CANCEL, 0, UINT32_MAX));
-	return 0;
 }
 
-static int uring_connect(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
-			 unsigned timeout_ms)
+static void uring_connect(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
+			  unsigned timeout_ms)
 {
 	struct io_uring_sqe *sqe, *tsqe;
 
@@ -352,10 +350,9 @@ static int uring_connect(struct dp_worker *w, struct dp_conn *c, const struct lb
 	io_uring_prep_link_timeout(tsqe, &c->cts, 0);
 	io_uring_sqe_set_data64(tsqe, dp_tag(DP_OP_LTIMEOUT, c->gen, c->slot));
 	c->inflight += 2;
-	return 0;
 }
 
-static int uring_recv(struct dp_worker *w, struct dp_conn *c, int h)
+static void uring_recv(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 	struct dp_half *hf = &c->half[h];
@@ -368,7 +365,6 @@ static int uring_recv(struct dp_worker *w, struct dp_conn *c, int h)
 		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_RECV0 + h, c->gen, c->slot));
 	c->inflight++;
-	return 0;
 }
 
 /*
@@ -377,7 +373,7 @@ static int uring_recv(struct dp_worker *w, struct dp_conn *c, int h)
  * before a FIN is corked (MSG_MORE): the shutdown or close that follows its completion tacks
  * the FIN onto the held segment instead of sending one of its own.
  */
-static int uring_send(struct dp_worker *w, struct dp_conn *c, int h)
+static void uring_send(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 	struct dp_half *hf = &c->half[h];
@@ -405,10 +401,9 @@ static int uring_send(struct dp_worker *w, struct dp_conn *c, int h)
 	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot));
 	hf->nsend = n;
 	c->inflight++;
-	return 0;
 }
 
-static int uring_cancel(struct dp_worker *w, struct dp_conn *c)
+static void uring_cancel(struct dp_worker *w, struct dp_conn *c)
 {
 	for (int i = 0; i < 2; i++) {
 		struct io_uring_sqe *sqe;
@@ -420,7 +415,6 @@ static int uring_cancel(struct dp_worker *w, struct dp_conn *c)
 		io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_CANCEL, c->gen, c->slot));
 		c->inflight++;
 	}
-	return 0;
 }
 
 static void uring_buf_put(struct dp_worker *w, unsigned bid)
@@ -479,7 +473,8 @@ static void dispatch(struct dp_worker *w, const struct dp_cqe *cqe)
 
 	if (dp_tag_op(cqe->user_data) == DP_OP_WAKE) {
 		dp_worker_woken(w);
-		return arm_wake(w);
+		arm_wake(w);
+		return;
 	}
 	if (cqe->flags & IORING_CQE_F_MORE)
 		flags |= DP_CF_MORE;

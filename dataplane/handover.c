@@ -536,7 +536,8 @@ static void peer_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events
 
 	if ((events & EPOLLOUT) && s->state == HO_SENDING && (r = peer_flush(p, s))) {
 		log_warn("handover: pid %d: %s; still serving", s->pid, strerror(-r));
-		return peer_drop(p, s);
+		peer_drop(p, s);
+		return;
 	}
 	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return;
@@ -545,18 +546,25 @@ static void peer_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t events
 		return;
 	for (unsigned i = 0; i < n; i++)
 		close(fds[i]);
-	if (len == -EMSGSIZE)
-		return peer_refuse(p, s, "message too long");
-	if (len == -ETOOMANYREFS)
-		return peer_refuse(p, s, "sent us descriptors: a successor never does");
+	if (len == -EMSGSIZE) {
+		peer_refuse(p, s, "message too long");
+		return;
+	}
+	if (len == -ETOOMANYREFS) {
+		peer_refuse(p, s, "sent us descriptors: a successor never does");
+		return;
+	}
 	if (len <= 0) {
 		if (s->state != HO_HELLO)
 			log_warn("handover: pid %d hung up before telling us to drain; still "
 				 "serving", s->pid);
-		return peer_drop(p, s);
+		peer_drop(p, s);
+		return;
 	}
-	if (n)
-		return peer_refuse(p, s, "sent us descriptors: a successor never does");
+	if (n) {
+		peer_refuse(p, s, "sent us descriptors: a successor never does");
+		return;
+	}
 	peer_message(p, s, buf, len);
 }
 

@@ -147,8 +147,10 @@ static void launch(struct dp_worker *w, struct dp_hc_target *t)
 
 	t->due_ms = w->now_ms + t->conf.interval_ms;
 	fd = socket(t->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return report(t, false, -errno);
+	if (fd == -1) {
+		report(t, false, -errno);
+		return;
+	}
 	c = dp_conn_alloc(w);
 	if (!c) {
 		close(fd);

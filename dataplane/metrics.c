@@ -125,7 +125,9 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd == -1) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			int e = errno;
+
+			if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
 				dp_plane_pause(p, src);
 			return;
 		}
@@ -137,7 +139,7 @@ int dp_metrics_open(struct dp_plane *p, const char *addr, int fd, char *err, siz
 {
 	struct dp_metrics *m;
 	struct lb_addr a;
-	int one = 1;
+	int one = 1, r;
 
 	if (fd >= 0) {
 		/* Our predecessor's listener, still ours to serve; the flag is shared with it. */
@@ -173,10 +175,11 @@ out_serve:
 	p->metrics = m;
 	return dp_plane_watch(p, &m->ev, EPOLLIN);
 out_errno:
-	snprintf(err, errlen, "metrics %s: %s", addr, strerror(errno));
+	r = -errno; /* before snprintf and close can change it */
+	snprintf(err, errlen, "metrics %s: %s", addr, strerror(-r));
 	if (fd >= 0)
 		close(fd);
-	return -errno;
+	return r;
 }
 
 void dp_metrics_expire(struct dp_plane *p, uint64_t now_ms)

@@ -69,10 +69,25 @@ void dp_plane_pause(struct dp_plane *p, struct dp_evsrc *src)
 
 static void resume_paused(struct dp_plane *p)
 {
+	struct dp_evsrc *again[sizeof(p->paused) / sizeof(p->paused[0])];
+	unsigned n = 0;
+	int r;
+
 	if (!p->n_paused || dp_now_ms() < p->resume_ms)
 		return;
-	while (p->n_paused)
-		dp_plane_watch(p, p->paused[--p->n_paused], EPOLLIN);
+	while (p->n_paused) {
+		struct dp_evsrc *src = p->paused[--p->n_paused];
+
+		/* Not added back (ENOMEM): it would never be heard from again; next tick. */
+		if ((r = dp_plane_watch(p, src, EPOLLIN))) {
+			log_warn("cannot watch a paused listener again: %s; retrying", strerror(-r));
+			again[n++] = src;
+		}
+	}
+	while (n)
+		p->paused[p->n_paused++] = again[--n];
+	if (p->n_paused)
+		p->resume_ms = dp_now_ms() + DP_PLANE_TICK_MS;
 }
 
 /* Control and metrics clients past their deadline, checked once a tick. */

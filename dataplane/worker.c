@@ -178,8 +178,10 @@ static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
 	lset_retire(w, wl->set, w->snap->conf->drain_timeout_ms);
 	wl->late = wl->set; /* our reference, until the accept's last completion */
 	wl->set = NULL;
-	if (!(wl->flags & DP_WL_ARMED))
-		return wl_free(w, wl);
+	if (!(wl->flags & DP_WL_ARMED)) {
+		wl_free(w, wl);
+		return;
+	}
 	if (!(wl->flags & DP_WL_STOPPING)) {
 		wl->flags |= DP_WL_STOPPING;
 		w->eng->accept_cancel(w, wl);
@@ -236,8 +238,10 @@ static void pause_accept(struct dp_worker *w, struct dp_wlistener *wl)
  */
 static void accepted(struct dp_worker *w, struct dp_wlistener *wl, unsigned active)
 {
-	if (active >= wl->set->sl->conf->max_connections)
-		return pause_accept(w, wl);
+	if (active >= wl->set->sl->conf->max_connections) {
+		pause_accept(w, wl);
+		return;
+	}
 	if ((wl->flags & (DP_WL_ARMED | DP_WL_RESHOT | DP_WL_STOPPING)) == DP_WL_ARMED &&
 	    near_limit(wl, active)) {
 		wl->flags |= DP_WL_RESHOT;
@@ -271,6 +275,12 @@ void dp_worker_accept(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 		pause_accept(w, wl);
 		return;
 	}
+	if (w->fd_episode.failures) {
+		uint64_t lasted, n = lb_episode_end(&w->fd_episode, w->now_ms, &lasted);
+
+		log_info("worker %u: accepting again after %llu failed accepts in %.1f s", w->id,
+			 (unsigned long long)n, (double)lasted / 1000);
+	}
 	if (wl->set)
 		accepted(w, wl, active + 1);
 	dp_conn_accepted(w, set, fd);
@@ -280,8 +290,10 @@ void dp_worker_accept(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err)
 {
 	wl->flags &= ~DP_WL_ARMED;
-	if ((wl->flags & DP_WL_STOPPING) || !wl->set)
-		return wl_free(w, wl);
+	if ((wl->flags & DP_WL_STOPPING) || !wl->set) {
+		wl_free(w, wl);
+		return;
+	}
 	if (wl->flags & DP_WL_PAUSED)
 		return;
 	switch (err) {
@@ -289,11 +301,11 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
 	case -ENFILE:
 	case -ENOMEM:
 	case -ENOBUFS:
-		if (!w->fd_exhausted_logged)
+		/* Once per episode, not per retry: it lasts until an accept succeeds again. */
+		if (lb_episode_fail(&w->fd_episode, w->now_ms))
 			log_warn("worker %u: accept failed: %s; pausing accepts for %d ms (raise "
 				 "the file descriptor limit)",
 				 w->id, strerror(-err), DP_ACCEPT_RETRY_MS);
-		w->fd_exhausted_logged = true;
 		pause_accept(w, wl);
 		return;
 	case 0:
@@ -303,7 +315,8 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
 	case -EPROTO:
 	case -EPERM:
 	case -ECANCELED: /* the CQ was full, not our cancel: that sets STOPPING or PAUSED */
-		return wl_arm(w, wl);
+		wl_arm(w, wl);
+		return;
 	default:
 		log_err("worker %u: listener %s: accept failed: %s; retrying in 1 s", w->id,
 			wl->set->sl->conf->name, strerror(-err));

@@ -6,6 +6,7 @@
 - a drain does not wait for a health probe to a backend that never answers.
 """
 
+import re
 import signal
 import socket
 import time
@@ -84,6 +85,32 @@ class OverloadTest(LBTestCase):
         ends = [end_state(s) for s in stalled]
         self.assertNotIn("eof", ends)
         self.assertIn("reset", ends)
+        self.assertTrue(lb.alive(), lb.tail())
+
+    def test_running_out_of_descriptors_is_logged_once_per_episode(self):
+        # 40 descriptors: about 15 proxied connections.  Twice, more clients than that come,
+        # then leave: each time accepts fail (EMFILE) and pause, and resume once they can.
+        # Each episode is one warning, and its end one line with the count of failures; the
+        # retries every 100 ms in between are not logged.
+        a = self.backend("a")
+        port = free_port()
+        lb = self.start_lb([listener(port, [a])], prefix=["prlimit", "--nofile=40:40", "--"])
+        for _ in range(2):
+            mark = len(lb.stderr_text())
+            clients = [socket.create_connection((LOCAL, port), timeout=lbtest.HANG)
+                       for _ in range(40)]
+            lb.wait_stderr(r"accept failed: Too many open files", since=mark)
+            time.sleep(1.5)  # the episode's length: accepts are retried every 100 ms
+            for s in clients:
+                s.close()
+            # Served again: the episode is over.
+            self.assertEqual(who((LOCAL, port), timeout=30), "a")
+        text = lb.stderr_text()
+        warns = re.findall(r"accept failed: Too many open files", text)
+        ends = [int(n) for n in re.findall(r"accepting again after (\d+) failed accepts", text)]
+        self.assertGreaterEqual(len(warns), 2, "the second episode was not logged")
+        self.assertLessEqual(len(warns), len(ends) + 1, "more than one warning per episode")
+        self.assertGreater(sum(ends), len(warns), "every failed accept was logged")
         self.assertTrue(lb.alive(), lb.tail())
 
     def test_clients_past_max_connections_wait_in_the_backlog(self):

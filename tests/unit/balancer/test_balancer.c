@@ -458,10 +458,13 @@ static void test_maglev_failover(void **state)
 		assert_int_equal(r, walk_expect(&lb.maglev, key, &a));
 		/* Another worker with its own table sends the key to the same place. */
 		assert_int_equal(r, dp_lb_pick(&lb2, key, avail_usable, &a));
-		if (r != (int)dp_maglev_lookup(&lb.maglev, key))
+		/* A key moves only when its own backend is the dead one. */
+		if (r != (int)dp_maglev_lookup(&lb.maglev, key)) {
+			assert_true(a.down[dp_maglev_lookup(&lb.maglev, key)]);
 			moved++;
-		else
+		} else {
 			assert_false(a.down[r]);
+		}
 	}
 	/* Only the keys of the two down backends moved: about 2/6 of them. */
 	assert_in_range(moved, 20000 * 2 / 6 - 600, 20000 * 2 / 6 + 600);

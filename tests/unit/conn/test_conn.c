@@ -76,8 +76,8 @@ static struct fake_op *record(enum fake_kind kind, uint64_t tag)
 	return op;
 }
 
-static int fake_connect(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
-			unsigned timeout_ms)
+static void fake_connect(struct dp_worker *w, struct dp_conn *c, const struct lb_addr *to,
+			 unsigned timeout_ms)
 {
 	struct fake_op *op = record(F_CONNECT, dp_tag(DP_OP_CONNECT, c->gen, c->slot));
 
@@ -87,18 +87,16 @@ static int fake_connect(struct dp_worker *w, struct dp_conn *c, const struct lb_
 		if (lb_addr_equal(to, &FX->backends[i].addr))
 			op->backend = i;
 	c->inflight++;
-	return 0;
 }
 
-static int fake_recv(struct dp_worker *w, struct dp_conn *c, int h)
+static void fake_recv(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	(void)w;
 	record(F_RECV, dp_tag(DP_OP_RECV0 + h, c->gen, c->slot))->h = h;
 	c->inflight++;
-	return 0;
 }
 
-static int fake_send(struct dp_worker *w, struct dp_conn *c, int h)
+static void fake_send(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	const struct dp_half *hf = &c->half[h];
 	struct fake_op *op = record(F_SEND, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot));
@@ -109,15 +107,13 @@ static int fake_send(struct dp_worker *w, struct dp_conn *c, int h)
 		op->bytes += hf->len[(hf->head + i) % DP_HALF_QMAX];
 	op->bytes -= hf->off;
 	c->inflight++;
-	return 0;
 }
 
-static int fake_cancel(struct dp_worker *w, struct dp_conn *c)
+static void fake_cancel(struct dp_worker *w, struct dp_conn *c)
 {
 	(void)w;
 	record(F_CANCEL, dp_tag(DP_OP_CANCEL, c->gen, c->slot));
 	c->inflight++;
-	return 0;
 }
 
 static void fake_buf_put(struct dp_worker *w, unsigned bid)
