@@ -14,6 +14,7 @@
 
 #include "common/ctlproto.h"
 #include "common/log.h"
+#include "dataplane/evloop.h"
 #include "dataplane/handover.h"
 #include "dataplane/plane.h"
 
@@ -64,7 +65,7 @@ static char *do_apply(struct dp_plane *p, struct lb_ctl_request *req, const char
 							      : "draining for shutdown: applies are "
 								"refused");
 	}
-	if (dp_handover_busy(p)) {
+	if (dp_plane_busy(p)) {
 		/* What it was sent must stay what we serve until it tells us to drain. */
 		p->applies_failed++;
 		return lb_ctl_reply_error(req, "a successor process is taking over our sockets: "
@@ -355,12 +356,23 @@ out_errno:
 	return r;
 }
 
+static void control_expire(struct dp_plane *p, uint64_t now_ms);
+static void control_close(struct dp_plane *p);
+
+/* What the main loop asks of the control socket (evloop.h). */
+static const struct dp_service control_service = {
+	.expire = control_expire, .close = control_close,
+};
+
 int dp_control_open(struct dp_plane *p, const char *path, const char *group, int fd, char *err,
 		    size_t errlen)
 {
 	struct dp_control *ctl;
 	char dir[LB_PATH_MAX];
 	int r;
+
+	/* First: the loop closes it at exit whatever becomes of this open. */
+	dp_plane_serve(p, &control_service);
 
 	ctl = calloc(1, sizeof(*ctl));
 	if (!ctl) {
@@ -415,7 +427,7 @@ void dp_control_stop(struct dp_plane *p)
 		dp_plane_unwatch_close(p, &p->control->ev);
 }
 
-void dp_control_expire(struct dp_plane *p, uint64_t now_ms)
+static void control_expire(struct dp_plane *p, uint64_t now_ms)
 {
 	unsigned n;
 
@@ -427,7 +439,7 @@ void dp_control_expire(struct dp_plane *p, uint64_t now_ms)
 			  n == 1 ? "" : "s", DP_CONTROL_IDLE_MS / 1000);
 }
 
-void dp_control_close(struct dp_plane *p)
+static void control_close(struct dp_plane *p)
 {
 	struct dp_control *ctl = p->control;
 

@@ -117,9 +117,5 @@ struct dp_plane;
  * predecessor), else bind it (mode 0600, a stale file replaced).
  */
 int dp_handover_open(struct dp_plane *p, const char *path, int fd, char *err, size_t errlen);
-/* A successor holds our sockets and has not yet told us to drain: no apply or reload now. */
-bool dp_handover_busy(const struct dp_plane *p);
-void dp_handover_expire(struct dp_plane *p, uint64_t now_ms);
-void dp_handover_close(struct dp_plane *p);
 
 #endif

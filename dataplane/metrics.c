@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dataplane/evloop.h"
 #include "dataplane/plane.h"
 
 /*
@@ -135,11 +136,22 @@ static void listener_event(struct dp_plane *p, struct dp_evsrc *src, uint32_t ev
 	}
 }
 
+static void metrics_expire(struct dp_plane *p, uint64_t now_ms);
+static void metrics_close(struct dp_plane *p);
+
+/* What the main loop asks of the metrics listener (evloop.h). */
+static const struct dp_service metrics_service = {
+	.expire = metrics_expire, .close = metrics_close,
+};
+
 int dp_metrics_open(struct dp_plane *p, const char *addr, int fd, char *err, size_t errlen)
 {
 	struct dp_metrics *m;
 	struct lb_addr a;
 	int one = 1, r;
+
+	/* First: the loop closes it at exit whatever becomes of this open. */
+	dp_plane_serve(p, &metrics_service);
 
 	if (fd >= 0) {
 		/* Our predecessor's listener, still ours to serve; the flag is shared with it. */
@@ -182,7 +194,7 @@ out_errno:
 	return r;
 }
 
-void dp_metrics_expire(struct dp_plane *p, uint64_t now_ms)
+static void metrics_expire(struct dp_plane *p, uint64_t now_ms)
 {
 	unsigned n;
 
@@ -205,7 +217,7 @@ void dp_metrics_stop(struct dp_plane *p)
 		dp_plane_unwatch_close(p, &p->metrics->ev);
 }
 
-void dp_metrics_close(struct dp_plane *p)
+static void metrics_close(struct dp_plane *p)
 {
 	struct dp_metrics *m = p->metrics;
 

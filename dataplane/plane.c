@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "dataplane/evloop.h"
 #include "dataplane/handover.h"
 #include "dataplane/plane.h"
 #include "dataplane/snapshot.h"
@@ -24,72 +25,6 @@
  * listener goes in without sockets and every later change tries it again (snapshot.c).
  */
 
-#define DP_PLANE_TICK_MS 200
-
-int dp_plane_watch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
-{
-	struct epoll_event ev = { .events = events, .data.ptr = src };
-
-	return epoll_ctl(p->epfd, EPOLL_CTL_ADD, src->fd, &ev) == -1 ? -errno : 0;
-}
-
-int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events)
-{
-	struct epoll_event ev = { .events = events, .data.ptr = src };
-
-	return epoll_ctl(p->epfd, EPOLL_CTL_MOD, src->fd, &ev) == -1 ? -errno : 0;
-}
-
-/*
- * Stop listening on a main-thread server socket (control, metrics) at a handover: out of the
- * epoll set and closed, but not freed: an event for it may still be in this turn's batch, and
- * its clients are served to the end.
- */
-void dp_plane_unwatch_close(struct dp_plane *p, struct dp_evsrc *src)
-{
-	if (src->fd < 0)
-		return;
-	epoll_ctl(p->epfd, EPOLL_CTL_DEL, src->fd, NULL);
-	close(src->fd);
-	src->fd = -1;
-}
-
-/*
- * A level-triggered listener whose accept fails with EMFILE would wake the loop at once, for
- * ever: leave it out of the epoll set for one tick instead (the pending connection waits).
- */
-void dp_plane_pause(struct dp_plane *p, struct dp_evsrc *src)
-{
-	if (p->n_paused == sizeof(p->paused) / sizeof(p->paused[0]))
-		return;
-	epoll_ctl(p->epfd, EPOLL_CTL_DEL, src->fd, NULL);
-	p->paused[p->n_paused++] = src;
-	p->resume_ms = dp_now_ms() + DP_PLANE_TICK_MS;
-}
-
-static void resume_paused(struct dp_plane *p)
-{
-	struct dp_evsrc *again[sizeof(p->paused) / sizeof(p->paused[0])];
-	unsigned n = 0;
-	int r;
-
-	if (!p->n_paused || dp_now_ms() < p->resume_ms)
-		return;
-	while (p->n_paused) {
-		struct dp_evsrc *src = p->paused[--p->n_paused];
-
-		/* Not added back (ENOMEM): it would never be heard from again; next tick. */
-		if ((r = dp_plane_watch(p, src, EPOLLIN))) {
-			log_warn("cannot watch a paused listener again: %s; retrying", strerror(-r));
-			again[n++] = src;
-		}
-	}
-	while (n)
-		p->paused[p->n_paused++] = again[--n];
-	if (p->n_paused)
-		p->resume_ms = dp_now_ms() + DP_PLANE_TICK_MS;
-}
-
 /* Control and metrics clients past their deadline, checked once a tick. */
 static void expire_clients(struct dp_plane *p)
 {
@@ -98,9 +33,7 @@ static void expire_clients(struct dp_plane *p)
 	if (now < p->expire_ms)
 		return;
 	p->expire_ms = now + DP_PLANE_TICK_MS;
-	dp_control_expire(p, now);
-	dp_metrics_expire(p, now);
-	dp_handover_expire(p, now);
+	dp_plane_expire_clients(p, now);
 }
 
 static int any_stopped(const struct dp_plane *p)
@@ -221,7 +154,7 @@ static void reload(struct dp_plane *p)
 	struct lb_config *conf;
 	char err[1024], changed[160];
 
-	if (dp_handover_busy(p)) {
+	if (dp_plane_busy(p)) {
 		snprintf(err, sizeof(err), "a successor process is taking over our sockets");
 		goto out_refused;
 	}
@@ -336,7 +269,7 @@ int dp_plane_run(struct dp_plane *p)
 
 			src->handle(p, src, evs[i].events);
 		}
-		resume_paused(p);
+		dp_plane_resume_paused(p);
 		expire_clients(p);
 		/*
 		 * A worker that died outside a drain leaves its share of the listeners' traffic
@@ -372,9 +305,7 @@ void dp_plane_stop_workers(struct dp_plane *p)
 
 void dp_plane_close(struct dp_plane *p)
 {
-	dp_control_close(p);
-	dp_metrics_close(p);
-	dp_handover_close(p);
+	dp_plane_close_services(p);
 	dp_takeover_free(p->takeover);
 	p->takeover = NULL;
 	free(p->applied_doc);

@@ -65,6 +65,20 @@ static inline bool dp_stream_backlogged(const struct dp_stream *s)
 /* How long --reuseport-overlap joins: the old pod's stop comes well within it. */
 #define DP_OVERLAP_WINDOW_MS (300u * 1000)
 
+/* The main loop's tick: paused listeners come back and client deadlines are checked. */
+#define DP_PLANE_TICK_MS 200
+
+/*
+ * A server of the main thread (control socket, metrics, handover socket), as the loop sees
+ * it: registered with dp_plane_serve() when opened, asked through these and never called by
+ * name, so that plane.c does not call into the files that call it (evloop.h).
+ */
+struct dp_service {
+	void (*expire)(struct dp_plane *p, uint64_t now_ms); /* drop clients past deadline */
+	bool (*busy)(const struct dp_plane *p);               /* a change must wait now */
+	void (*close)(struct dp_plane *p);                    /* at exit */
+};
+
 struct dp_plane {
 	const char *config_path;
 	const char *control_socket;  /* --control-socket, overrides the file's; NULL = none */
@@ -106,6 +120,8 @@ struct dp_plane {
 	unsigned n_paused;
 	uint64_t resume_ms;
 	uint64_t expire_ms;          /* next check of the clients' deadlines */
+	const struct dp_service *services[4]; /* control, metrics, handover (evloop.c) */
+	unsigned n_services;
 };
 
 /*
@@ -131,11 +147,6 @@ int dp_plane_run(struct dp_plane *p);
 void dp_plane_stop_workers(struct dp_plane *p);
 /* Frees everything; every started worker must have been joined. */
 void dp_plane_close(struct dp_plane *p);
-int dp_plane_watch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
-/* Out of file descriptors: take a listening socket out of the loop for a moment. */
-void dp_plane_pause(struct dp_plane *p, struct dp_evsrc *src);
-int dp_plane_rewatch(struct dp_plane *p, struct dp_evsrc *src, uint32_t events);
-void dp_plane_unwatch_close(struct dp_plane *p, struct dp_evsrc *src);
 
 /* stream.c */
 int dp_stream_read(struct dp_stream *s, size_t max);
@@ -157,15 +168,11 @@ int dp_control_listen_fd(const struct dp_plane *p);
 /* Accept no more clients (a successor does); those connected are still answered. */
 void dp_control_stop(struct dp_plane *p);
 /* Drop clients past their deadline (now_ms from dp_now_ms); run from the loop's tick. */
-void dp_control_expire(struct dp_plane *p, uint64_t now_ms);
-void dp_control_close(struct dp_plane *p);
 
 /* metrics.c: Prometheus text over HTTP. */
 int dp_metrics_open(struct dp_plane *p, const char *addr, int fd, char *err, size_t errlen);
 int dp_metrics_listen_fd(const struct dp_plane *p);
 void dp_metrics_stop(struct dp_plane *p);
-void dp_metrics_expire(struct dp_plane *p, uint64_t now_ms);
-void dp_metrics_close(struct dp_plane *p);
 
 /* ctl.c: `layer4-lb ctl ...`, the operator's client. */
 int dp_ctl_main(int argc, char **argv);

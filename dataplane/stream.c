@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dataplane/evloop.h"
 #include "dataplane/plane.h"
 #include "dataplane/worker.h"
 

@@ -44,15 +44,6 @@
  */
 #define DP_TRIM_EVERY_MS 5000
 
-uint64_t dp_now_ms(void)
-{
-	struct timespec ts;
-
-	/* Coarse: a few ms of precision is plenty for timeouts and costs no vDSO read of the TSC. */
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* --- balancer sets ------------------------------------------------------------------ */
 
 /* A backend's identity for maglev: its address and port, so reordering the list moves nothing. */

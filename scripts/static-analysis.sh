@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# static-analysis.sh - cppcheck over the sources, then clang's static analyzer (scan-build-14)
-# over a Debug build in a temporary directory.  Any finding of either fails the run.
+# static-analysis.sh - no call cycle between source files (call-cycles.sh), cppcheck over the
+# sources, then clang's static analyzer (scan-build-14) over a Debug build in a temporary
+# directory.  Any finding fails the run.
 #
 #   scripts/static-analysis.sh
 #
@@ -12,6 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
+
+echo "== calls between files: none may call back into its caller =="
+scripts/call-cycles.sh
 
 echo "== cppcheck =="
 # variableScope is off: the house style declares variables at the top of a block, which is

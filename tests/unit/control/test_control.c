@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/ctlproto.h"
+#include "dataplane/evloop.h"
 #include "dataplane/plane.h"
 #include "dataplane/worker.h"
 #include "tests/unit/plane_pump.h"
@@ -56,7 +57,7 @@ static int teardown(void **state)
 {
 	struct harness *h = *state;
 
-	dp_control_close(&h->p);
+	dp_plane_close_services(&h->p);
 	close(h->p.epfd);
 	rmdir(h->dir);
 	free(h);
@@ -273,11 +274,11 @@ static void test_idle_and_partial_clients_expire(void **state)
 	assert_true(at_eof(h, extra));
 	close(extra);
 
-	dp_control_expire(&h->p, dp_now_ms() + 59000);
+	dp_plane_expire_clients(&h->p, dp_now_ms() + 59000);
 	for (int i = 0; i < 64; i++)
 		assert_true(still_open(fds[i]));
 
-	dp_control_expire(&h->p, dp_now_ms() + 61000);
+	dp_plane_expire_clients(&h->p, dp_now_ms() + 61000);
 	for (int i = 0; i < 64; i++) {
 		read_line(h, fds[i], line, sizeof(line));
 		assert_string_equal(line, "{\"ok\":false,\"error\":\"no complete request for 60 s; "

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dataplane/evloop.h"
 #include "dataplane/plane.h"
 #include "dataplane/worker.h"
 #include "tests/unit/plane_pump.h"
@@ -56,7 +57,7 @@ static int teardown(void **state)
 {
 	struct harness *h = *state;
 
-	dp_metrics_close(&h->p);
+	dp_plane_close_services(&h->p);
 	close(h->p.epfd);
 	free(h);
 	return 0;
@@ -125,10 +126,10 @@ static void test_partial_requests_expire(void **state)
 	assert_string_equal(buf, "");
 	close(fd);
 
-	dp_metrics_expire(&h->p, dp_now_ms() + 9000);
+	dp_plane_expire_clients(&h->p, dp_now_ms() + 9000);
 	for (int i = 0; i < 32; i++)
 		assert_true(still_open(fds[i]));
-	dp_metrics_expire(&h->p, dp_now_ms() + 11000);
+	dp_plane_expire_clients(&h->p, dp_now_ms() + 11000);
 	for (int i = 0; i < 32; i++) {
 		read_to_eof(h, fds[i], buf, sizeof(buf));
 		assert_non_null(strstr(buf, "HTTP/1.1 408 Request Timeout\r\n"));
