@@ -33,20 +33,25 @@ echo "== the test control plane (kube-apiserver, kube-controller-manager, kubect
 start=$(date +%s)
 LB_K8S_BIN=$(tests/k8s/build.sh | tail -n 1)
 export LB_K8S_BIN
-echo "control plane binaries in $LB_K8S_BIN ($(( $(date +%s) - start )) s)"
+# helm too, once, before the end-to-end tests run side by side (each would fetch it).
+LB_HELM=$(tests/k8s/helm.sh | tail -n 1)
+export LB_HELM
+echo "control plane binaries in $LB_K8S_BIN, helm $LB_HELM ($(( $(date +%s) - start )) s)"
 
 # Unit and integration tests as many at once as CPUs (none asserts timing; each has its own
-# ports and folders), then the end-to-end tests, each running a control plane, one at a time.
-# The hostile API server's tests run in the sanitizer pass only (they mostly wait out faults).
+# ports and folders), then the end-to-end tests two at a time: each runs its own control plane
+# in a network namespace of its own, and they spend most of their time waiting (API server
+# outages, backoffs, drains); their timeouts are hang guards.  The hostile API server's tests
+# run in the sanitizer pass only.
 (cd build && ctest --output-on-failure -LE e2e -j"$jobs" &&
-	ctest --output-on-failure -L e2e -E e2e_test_apiserver_faults)
+	ctest --output-on-failure -L e2e -E e2e_test_apiserver_faults -j2)
 
 echo "== ASan + UBSan build =="
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLB_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1
 (cd build-asan && ctest --output-on-failure -LE e2e -j"$jobs" &&
-	ctest --output-on-failure -L e2e -E e2e_test_cluster_smoke)
+	ctest --output-on-failure -L e2e -E e2e_test_cluster_smoke -j2)
 unset ASAN_OPTIONS UBSAN_OPTIONS
 # (The smoke test checks the test control plane itself, already run above.)
 
