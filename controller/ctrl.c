@@ -106,22 +106,22 @@ static void status_request_done(struct ctrl *c)
 /*
  * A status write or an Event reached the API server, or failed to.  Writes fail together
  * (an API server away, a permission missing): one warning per episode, not one per object.
+ * Status writes and Events keep episodes of their own: RBAC may allow one and not the other.
  */
-static void write_result(struct ctrl *c, const struct k8s_resp *resp, const char *what)
+static void write_result(struct lb_episode *ep, const struct k8s_resp *resp, const char *what)
 {
 	uint64_t now = k8s_now_ms(), lasted, n;
 
 	if (resp->status == 200 || resp->status == 201) {
-		c->status_backoff_ms = 0;
-		n = lb_episode_end(&c->write_episode, now, &lasted);
+		n = lb_episode_end(ep, now, &lasted);
 		if (n)
-			log_info("writes to the API server succeed again, after %llu failures in "
-				 "%.1f s", (unsigned long long)n, (double)lasted / 1000);
+			log_info("%s succeeds again, after %llu failures in %.1f s", what,
+				 (unsigned long long)n, (double)lasted / 1000);
 		return;
 	}
 	if (resp->status == 404)
 		return; /* the object was deleted meanwhile: nothing to say */
-	if (lb_episode_fail(&c->write_episode, now))
+	if (lb_episode_fail(ep, now))
 		log_warn("%s failed: %s%ld %.200s (retrying with backoff; the recovery is logged)",
 			 what, resp->status ? "HTTP " : "", resp->status,
 			 resp->status ? resp->body : resp->error);
@@ -136,9 +136,10 @@ static void write_done(struct ctrl *c, const struct k8s_resp *resp, uint64_t *ok
 	char err[128];
 	cJSON *obj;
 
-	write_result(c, resp, "status write");
+	write_result(&c->status_episode, resp, "status write");
 	if (resp->status == 200 || resp->status == 201) {
 		(*ok)++;
+		c->status_backoff_ms = 0;
 		/* The reply is the object as now stored: take it into the cache at once, so the
 		 * next reconcile does not write the same thing again before the watch says so. */
 		obj = cJSON_ParseWithLength(resp->body, resp->body_len);
@@ -191,7 +192,7 @@ static void event_done(void *arg, const struct k8s_resp *resp)
 {
 	struct ctrl *c = arg;
 
-	write_result(c, resp, "recording an Event");
+	write_result(&c->event_episode, resp, "recording an Event");
 	if (resp->status == 201 || resp->status == 200)
 		c->events_sent++;
 	status_request_done(c);

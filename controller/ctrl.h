@@ -53,7 +53,8 @@ struct ctrl {
 	unsigned status_inflight;
 	uint64_t status_retry_ms;     /* a status write failed: look again then (0 = none) */
 	uint64_t status_backoff_ms;   /* the pause before that look: doubles while rounds fail */
-	struct lb_episode write_episode; /* status writes and Events failing, logged once */
+	struct lb_episode status_episode; /* status writes failing, logged once */
+	struct lb_episode event_episode;  /* Events failing, logged once */
 	/* leader election */
 	struct ctrl_leader leader;
 	bool lease_busy;

@@ -402,6 +402,9 @@ uint64_t k8s_informer_tick(struct k8s_informer *inf, uint64_t now_ms)
 	if (inf->state == K8S_INF_WATCHING && inf->open_ms && inf->episode.failures) {
 		if (now_ms < inf->open_ms + K8S_WATCH_HEALTHY_MS)
 			return inf->open_ms + K8S_WATCH_HEALTHY_MS;
+		/* Not in the middle of an event: a huge one may yet prove the server broken. */
+		if (inf->dec.len)
+			return now_ms + 1000;
 		report_success(inf);
 	}
 	if (inf->state != K8S_INF_BACKOFF)

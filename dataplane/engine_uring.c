@@ -43,6 +43,7 @@ struct dp_uring {
 	bool starved;     /* a receive found the ring empty since the last refill */
 	bool starved_trim; /* ... since the last trim */
 	unsigned ring_low; /* the fewest in the ring since the last trim */
+	unsigned recvs;    /* receives submitted whose completion has not been dispatched */
 	struct dp_bufstack spare; /* returned buffers not in the ring, most recently used on top */
 	/* What the ring holds, in order: the kernel takes from the head, we add at the tail. */
 	unsigned *ring_bids;
@@ -365,6 +366,7 @@ static void uring_recv(struct dp_worker *w, struct dp_conn *c, int h)
 		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_RECV0 + h, c->gen, c->slot));
 	c->inflight++;
+	U(w)->recvs++;
 }
 
 /*
@@ -428,18 +430,20 @@ static void uring_buf_put(struct dp_worker *w, unsigned bid)
  * (the kernel takes ring buffers in order, so they were never picked).  Then let the ring
  * shrink back towards its minimum, one halving per quiet period.
  *
- * A buffer in the ring is the kernel's to fill at any moment it runs our requests.  With
- * DEFER_TASKRUN it runs them only inside our io_uring_enter, and with the CQ drained every
- * buffer it took has been dispatched: what the ring still holds is empty.  Without it (older
- * kernels), requests complete in task work whenever our thread enters the kernel, madvise
- * included: only the spare stack is trimmed there.
+ * A buffer in the ring is the kernel's to fill whenever a receive runs, and a receive may run
+ * in an io-wq thread of the kernel, beside us (a poll that fired spuriously too often sends it
+ * there), taking a buffer before its completion says so.  So the ring is trimmed only while no
+ * receive is outstanding: then nothing can take a ring buffer, and every one taken has been
+ * dispatched and counted in ring_head, so [ring_head, ring_tail) is exactly what the ring still
+ * holds, empty.  An idle worker gives all of it back; a busy one trims the stack only, and its
+ * ring shrinks as it is used.
  */
 static void uring_trim(struct dp_worker *w)
 {
 	struct dp_uring *u = U(w);
 
 	dp_bufstack_trim(&u->spare, u->bufs, w->buffer_size);
-	if ((u->ring.flags & IORING_SETUP_DEFER_TASKRUN) && !io_uring_cq_ready(&u->ring)) {
+	if (!u->recvs) {
 		unsigned from = u->ring_head;
 
 		if ((int)(u->ring_released - from) > 0)
@@ -480,6 +484,8 @@ static void dispatch(struct dp_worker *w, const struct dp_cqe *cqe)
 		flags |= DP_CF_MORE;
 	if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
 		flags |= DP_CF_NONEMPTY;
+	if (dp_tag_op(cqe->user_data) == DP_OP_RECV0 || dp_tag_op(cqe->user_data) == DP_OP_RECV1)
+		U(w)->recvs--;
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		if (--U(w)->in_ring < U(w)->ring_low)

@@ -29,6 +29,8 @@ import ssl
 import threading
 import time
 
+from relay import listening_socket
+
 HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "te", "upgrade",
        "proxy-connection", "content-length", "host"}
 
@@ -57,11 +59,7 @@ class FaultRelay:
         self.log = []          # (monotonic time, method, path, action name)
         self.handshake_failures = 0
         self.handshakes = 0    # completed on our side (a client may still refuse the cert)
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind((host, 0))
-        self.ls.listen(128)
-        self.ls.settimeout(0.2)
+        self.ls = listening_socket(host, 0.2)
         self.addr = self.ls.getsockname()
         self.stop_ev = threading.Event()
         self.thr = threading.Thread(target=self._accept, daemon=True)
@@ -80,16 +78,18 @@ class FaultRelay:
 
     # --- what the test calls ------------------------------------------------------------
 
-    def set_fault(self, fault):
-        """From now on, answer with fault(req).  Every open connection is closed first, so the
-        controller's next requests meet it at once: watches end as the API server ends one
-        (the last chunk), which the controller takes as normal and watches again."""
+    def set_fault(self, fault, cut=True):
+        """From now on, answer with fault(req).  With cut, every open connection is closed
+        first, so the controller's next requests meet it at once: watches end as the API
+        server ends one (the last chunk), which the controller takes as normal and watches
+        again; without, requests under way finish as they began."""
         with self.lock:
             self.fault = fault
-        self.cut()
+        if cut:
+            self.cut()
 
-    def clear(self):
-        self.set_fault(None)
+    def clear(self, cut=True):
+        self.set_fault(None, cut)
 
     def serve_certificate(self, certfile=None, keyfile=None):
         """Present another certificate (None: the API server's own again) and reset every
@@ -100,6 +100,9 @@ class FaultRelay:
         self.cut()
 
     def cut(self):
+        """End every connection: a watch with its last chunk first.  Only shut down here: the
+        thread that owns a socket closes it (a descriptor closed under another thread's feet
+        could be reused by a new connection before that thread writes to it)."""
         with self.lock:
             self.gen += 1
             conns = list(self.conns)
@@ -111,7 +114,7 @@ class FaultRelay:
                 except OSError:
                     pass
         for s in conns:
-            _reset(s)
+            _shutdown(s)
 
     def requests(self, since=0.0, path_part=None):
         with self.lock:
@@ -169,7 +172,7 @@ class FaultRelay:
                 with self.lock:
                     self.log.append((time.monotonic(), req.method, req.path,
                                      act[0] if act else "forward"))
-                if not self._answer(conn, req, act):
+                if not self._answer(conn, req, act, gen):
                     return
         except (OSError, ValueError, http.client.HTTPException):
             return
@@ -199,7 +202,7 @@ class FaultRelay:
         body = rf.read(n) if n else None
         return Request(method, path, headers, body)
 
-    def _answer(self, c, req, act):
+    def _answer(self, c, req, act, gen):
         """Answer one request; False when the connection must close."""
         kind = act[0] if act else None
         if kind == "status":
@@ -236,9 +239,9 @@ class FaultRelay:
             return False
         if kind == "delay":
             time.sleep(act[1])
-        return self._forward(c, req, kind)
+        return self._forward(c, req, kind, gen)
 
-    def _forward(self, c, req, kind):
+    def _forward(self, c, req, kind, gen):
         up = http.client.HTTPSConnection(self.upstream[0], self.upstream[1],
                                          context=self.up_ctx, timeout=700)
         try:
@@ -257,9 +260,14 @@ class FaultRelay:
                 _respond(c, resp.status, rh, body)
                 return True
             lock = threading.Lock()
-            c.sendall(_head(200, rh + [("Transfer-Encoding", "chunked")]))
+            # Known to cut() before its first byte, or not started at all if a cut came first:
+            # a cut in between would reset it without its last chunk.
             with self.lock:
+                if gen != self.gen:
+                    return False
                 self.watches[c] = lock
+            with lock:
+                c.sendall(_head(200, rh + [("Transfer-Encoding", "chunked")]))
             while True:
                 d = resp.read1(65536)
                 if not d:
@@ -291,6 +299,13 @@ def _respond(c, code, headers, body):
 
 def _chunk(c, d):
     c.sendall(b"%x\r\n" % len(d) + d + b"\r\n")
+
+
+def _shutdown(s):
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _reset(s):

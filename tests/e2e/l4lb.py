@@ -195,3 +195,51 @@ class Controller:
                 return r.status == 200
         except OSError:
             return False
+
+
+def teardown(procs, backends=(), closers=(), cluster=None):
+    """The end of a test module: stop our processes (Proc objects), backends and relays, keep
+    the cluster's folder for the __main__ block (main()) to remove if every test passed, and
+    fail if a sanitizer reported anything in a process's log."""
+    reports = []
+    for p in procs:
+        if p is None:
+            continue
+        if p.sanitizer_report():
+            reports.append("sanitizer report from %s:\n%s\n" % (p.name, p.sanitizer_report()))
+        p.stop()
+    for b in backends:
+        b.close()
+    for c in closers:
+        if c is not None:
+            c.close()
+    if cluster:
+        cluster.keep = True
+        cluster.stop()
+    if reports:
+        sys.stderr.write("".join(reports))
+        raise AssertionError("a sanitizer reported errors")
+
+
+def show_logs(work):
+    """The last lines of every controller and dataplane log in work."""
+    for name in sorted(os.listdir(work)):
+        if name.endswith(".log") and ("controller" in name or "dataplane" in name):
+            with open(os.path.join(work, name), errors="replace") as f:
+                lines = f.read().splitlines()
+            sys.stderr.write("--- %s (last 60 lines) ---\n%s\n" % (name, "\n".join(lines[-60:])))
+    sys.stderr.write("logs, certificates and kubeconfigs kept in %s\n" % work)
+
+
+def main(work):
+    """Run the module's tests; on failure show the logs and keep the folder (work() names it:
+    it is made in setUpModule), else remove it unless $L4LB_E2E_KEEP is set."""
+    import shutil
+    import unittest
+    prog = unittest.main(verbosity=2, exit=False)
+    ok = prog.result.wasSuccessful()
+    if work() and not ok:
+        show_logs(work())
+    elif work() and not os.environ.get("L4LB_E2E_KEEP"):
+        shutil.rmtree(work(), ignore_errors=True)
+    sys.exit(0 if ok else 1)

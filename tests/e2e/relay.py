@@ -17,11 +17,7 @@ class Relay:
         self.pairs = set()
         self.paused = False
         self.accepted = 0
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind((host, 0))
-        self.ls.listen(128)
-        self.ls.settimeout(0.1)
+        self.ls = listening_socket(host, 0.1)
         self.addr = self.ls.getsockname()
         self.stop_ev = threading.Event()
         self.thr = threading.Thread(target=self._accept, daemon=True)
@@ -96,6 +92,17 @@ class Relay:
         self.stop_ev.set()
         self.cut()
         self.ls.close()
+
+
+def listening_socket(host, accept_timeout):
+    """A TCP listener on host and a free port, whose accept gives up after accept_timeout (so
+    that an accept loop sees its stop flag)."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, 0))
+    ls.listen(128)
+    ls.settimeout(accept_timeout)
+    return ls
 
 
 def _reset(s):

@@ -141,19 +141,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    failed = False
-    for p in reversed(PROCS):
-        if p.sanitizer_report():
-            failed = True
-            sys.stderr.write("sanitizer report from %s:\n%s\n" % (p.name, p.sanitizer_report()))
-        p.stop()
-    for b in BACKENDS:
-        b.close()
-    if C:
-        C.keep = True  # the __main__ block removes the folder if every test passed
-        C.stop()
-    if failed:
-        raise AssertionError("a sanitizer reported errors")
+    l4lb.teardown(list(reversed(PROCS)), BACKENDS, (), C)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -1247,21 +1235,5 @@ class T9CrdFromKubectl(unittest.TestCase):
         C.kubectl("get", "crd", CRD_NAME)
 
 
-def show_logs():
-    for name in ("dataplane.log", "controller.log"):
-        p = os.path.join(WORK, name)
-        if os.path.exists(p):
-            with open(p, errors="replace") as f:
-                lines = f.read().splitlines()
-            sys.stderr.write("--- %s (last 60 lines) ---\n%s\n" % (name, "\n".join(lines[-60:])))
-    sys.stderr.write("logs, certificates and kubeconfigs kept in %s\n" % WORK)
-
-
 if __name__ == "__main__":
-    prog = unittest.main(verbosity=2, exit=False)
-    ok = prog.result.wasSuccessful()
-    if WORK and not ok:
-        show_logs()
-    elif WORK and not os.environ.get("L4LB_E2E_KEEP"):
-        shutil.rmtree(WORK, ignore_errors=True)
-    sys.exit(0 if ok else 1)
+    l4lb.main(lambda: WORK)

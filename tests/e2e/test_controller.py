@@ -11,7 +11,6 @@ printed, never asserted.
 """
 
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -65,23 +64,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    failed = False
-    for name, (dp, ct) in NODES.items():
-        for p in (ct, dp):
-            if p.proc and p.proc.sanitizer_report():
-                failed = True
-                sys.stderr.write("sanitizer report from %s:\n%s\n" %
-                                 (p.proc.name, p.proc.sanitizer_report()))
-            p.stop()
-    for b in BACKENDS:
-        b.close()
-    if RELAY:
-        RELAY.close()
-    if C:
-        C.keep = True  # the __main__ block removes the folder if every test passed
-        C.stop()
-    if failed:
-        raise AssertionError("a sanitizer reported errors")
+    l4lb.teardown([p.proc for dp, ct in NODES.values() for p in (ct, dp)], BACKENDS, [RELAY], C)
 
 
 def start_node(node, addr, http_port, identity=None, extra=()):
@@ -498,15 +481,6 @@ class T4Leader(unittest.TestCase):
         ct_a.start()
 
 
-def show_logs():
-    for name in sorted(os.listdir(WORK)):
-        if name.endswith(".log") and ("controller" in name or "dataplane" in name):
-            with open(os.path.join(WORK, name), errors="replace") as f:
-                lines = f.read().splitlines()
-            sys.stderr.write("--- %s (last 60 lines) ---\n%s\n" % (name, "\n".join(lines[-60:])))
-    sys.stderr.write("logs, certificates and kubeconfigs kept in %s\n" % WORK)
-
-
 class T5Endpoints(unittest.TestCase):
     """--endpoints: core/v1 Endpoints instead of EndpointSlices, for old clusters."""
 
@@ -532,10 +506,4 @@ class T5Endpoints(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    prog = unittest.main(verbosity=2, exit=False)
-    ok = prog.result.wasSuccessful()
-    if WORK and not ok:
-        show_logs()
-    elif WORK and not os.environ.get("L4LB_E2E_KEEP"):
-        shutil.rmtree(WORK, ignore_errors=True)
-    sys.exit(0 if ok else 1)
+    l4lb.main(lambda: WORK)

@@ -66,6 +66,8 @@ static struct fixture *FX;
 
 /* --- the fake engine ---------------------------------------------------------------- */
 
+static struct fake_op *pending_of(const struct dp_conn *c, enum fake_kind kind, int h);
+
 static struct fake_op *record(enum fake_kind kind, uint64_t tag)
 {
 	struct fake_op *op;
@@ -92,6 +94,8 @@ static void fake_connect(struct dp_worker *w, struct dp_conn *c, const struct lb
 static void fake_recv(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	(void)w;
+	/* One receive per half at a time, as conn.c promises the engines. */
+	assert_null(pending_of(c, F_RECV, h));
 	record(F_RECV, dp_tag(DP_OP_RECV0 + h, c->gen, c->slot))->h = h;
 	c->inflight++;
 }
@@ -99,9 +103,11 @@ static void fake_recv(struct dp_worker *w, struct dp_conn *c, int h)
 static void fake_send(struct dp_worker *w, struct dp_conn *c, int h)
 {
 	const struct dp_half *hf = &c->half[h];
-	struct fake_op *op = record(F_SEND, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot));
+	struct fake_op *op;
 
 	(void)w;
+	assert_null(pending_of(c, F_SEND, h)); /* one send per half at a time */
+	op = record(F_SEND, dp_tag(DP_OP_SEND0 + h, c->gen, c->slot));
 	op->h = h;
 	for (unsigned i = 0; i < hf->count; i++)
 		op->bytes += hf->len[(hf->head + i) % DP_HALF_QMAX];
@@ -310,6 +316,25 @@ static void finish(struct dp_conn *c)
 	assert_null(dp_conn_get(&FX->w, slot, gen));
 }
 
+/* A client fd that has a peer: the accepted end of a loopback TCP connection. */
+static int connected_client(int *peer)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int ls = socket(AF_INET, SOCK_STREAM, 0), fd;
+
+	assert_true(ls >= 0);
+	assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(ls, 1), 0);
+	assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &len), 0);
+	*peer = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(*peer, (struct sockaddr *)&a, sizeof(a)), 0);
+	fd = accept(ls, NULL, NULL);
+	assert_true(fd >= 0);
+	close(ls);
+	return fd;
+}
+
 /* --- tests -------------------------------------------------------------------------- */
 
 static void test_tag_codec(void **state)
@@ -497,19 +522,50 @@ static void test_an_empty_pool_parks_the_receive_until_buffers_return(void **sta
 static void test_stalled_peers_are_evicted_and_readers_are_not(void **state)
 {
 	struct fixture *fx = *state;
-	struct dp_conn *stalled = relaying_client(), *reading = relaying_client();
-	uint32_t slot = stalled->slot, gen = stalled->gen;
+	struct dp_conn *stalled, *reading;
+	int peer[2], fd;
+	uint32_t slot, gen;
+	char junk[1000] = { 0 };
 
+	/*
+	 * Clients with a real peer: the verdict reads how much the client's kernel has
+	 * acknowledged (TCP_INFO), not the age of our send.  Neither send completes here; the
+	 * reader's peer takes data all the same (the test writes it on the proxy's socket, as a
+	 * send making progress would), the stalled one's takes nothing.
+	 */
+	for (int i = 0; i < 2; i++) {
+		fd = connected_client(&peer[i]);
+		atomic_fetch_add(&fx->lstate.active, 1);
+		dp_conn_accepted(&fx->w, fx->set, fd);
+		complete(pending(F_CONNECT, -1), 0, -1, 0);
+	}
+	/* In the order accepted: the first (peer[0]) reads, the second does not. */
+	reading = stalled = NULL;
+	for (unsigned i = 0; i < F.n_ops; i++)
+		if (F.ops[i].kind == F_CONNECT) {
+			struct dp_conn *c = dp_conn_get(&fx->w, dp_tag_slot(F.ops[i].tag),
+							dp_tag_gen(F.ops[i].tag));
+
+			if (!reading)
+				reading = c;
+			else
+				stalled = c;
+		}
+	assert_non_null(reading);
+	assert_non_null(stalled);
+	slot = stalled->slot;
+	gen = stalled->gen;
 	/* Each has a send pending to its client (B2C). */
 	complete(pending_of(stalled, F_RECV, DP_B2C), 1000, (int)take_buf(), 0);
 	complete(pending_of(reading, F_RECV, DP_B2C), 1000, (int)take_buf(), 0);
 	assert_non_null(pending_of(stalled, F_SEND, DP_B2C));
 	assert_non_null(pending_of(reading, F_SEND, DP_B2C));
-	/* Half the stall time: the first look only takes the count. */
+	/* Half the stall time: the first look only takes each count. */
 	fx->w.now_ms += 1000;
 	assert_int_equal(dp_conn_evict_stalled(&fx->w, 2000), 0);
-	/* The reader's send progresses (completes); the stalled one's does not. */
-	complete(pending_of(reading, F_SEND, DP_B2C), 1000, -1, 0);
+	/* The reader's client acknowledges more; the other acknowledges nothing. */
+	assert_int_equal(send(reading->fd[0], junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+	assert_int_equal(recv(peer[0], junk, sizeof(junk), MSG_WAITALL), (ssize_t)sizeof(junk));
 	fx->w.now_ms += 2000;
 	assert_int_equal(dp_conn_evict_stalled(&fx->w, 2000), 1);
 	assert_int_equal(stalled->state, DP_CS_CLOSING);
@@ -521,6 +577,21 @@ static void test_stalled_peers_are_evicted_and_readers_are_not(void **state)
 			complete(&F.ops[i], F.ops[i].kind == F_CANCEL ? 0 : -ECANCELED, -1, 0);
 	assert_null(dp_conn_get(&fx->w, slot, gen));
 	finish(reading);
+	close(peer[0]);
+	close(peer[1]);
+}
+
+static void test_a_receive_that_took_a_buffer_and_failed_gives_it_back(void **state)
+{
+	struct fixture *fx = *state;
+	struct dp_conn *c = relaying_client();
+
+	/* io-wq's shape: the kernel took a buffer, then the non-blocking socket said EAGAIN. */
+	complete(pending(F_RECV, DP_C2B), -EAGAIN, (int)take_buf(), 0);
+	assert_int_equal(F.n_free, BUF_COUNT);
+	assert_int_equal(fx->w.bufs_held, 0);
+	assert_non_null(pending(F_RECV, DP_C2B));
+	finish(c);
 }
 
 static void test_close_cancels_and_frees_only_after_the_last_completion(void **state)
@@ -583,25 +654,6 @@ static void test_idle_connections_expire(void **state)
 	assert_int_equal(c->state, DP_CS_CLOSING);
 	complete_all_cancelled();
 	assert_null(dp_conn_get(&fx->w, slot, gen));
-}
-
-/* A client fd that has a peer: the accepted end of a loopback TCP connection. */
-static int connected_client(int *peer)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(a);
-	int ls = socket(AF_INET, SOCK_STREAM, 0), fd;
-
-	assert_true(ls >= 0);
-	assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(listen(ls, 1), 0);
-	assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &len), 0);
-	*peer = socket(AF_INET, SOCK_STREAM, 0);
-	assert_int_equal(connect(*peer, (struct sockaddr *)&a, sizeof(a)), 0);
-	fd = accept(ls, NULL, NULL);
-	assert_true(fd >= 0);
-	close(ls);
-	return fd;
 }
 
 static void test_the_proxy_header_goes_first_and_is_no_pool_buffer(void **state)
@@ -692,6 +744,7 @@ int main(void)
 		T(test_the_proxy_header_goes_first_and_is_no_pool_buffer),
 		T(test_receive_errors),
 		T(test_a_failing_backend_is_taken_out_of_rotation),
+		T(test_a_receive_that_took_a_buffer_and_failed_gives_it_back),
 	};
 #undef T
 
