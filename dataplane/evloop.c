@@ -3,6 +3,7 @@
  * resumed here, and asked through their struct dp_service, so that the loop (plane.c) never
  * calls into the servers (control.c, metrics.c, handover.c) that call it.
  */
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -82,6 +83,7 @@ void dp_plane_serve(struct dp_plane *p, const struct dp_service *svc)
 		if (p->services[i] == svc)
 			return;
 	/* One of each kind: the array holds them all. */
+	assert(p->n_services < sizeof(p->services) / sizeof(p->services[0]));
 	p->services[p->n_services++] = svc;
 }
 
