@@ -224,6 +224,18 @@ class Episode:
     def requests(self, name):
         return [r for r in RELAY.requests(self.t0, INFORMERS[name]) if r[0] <= self.t1]
 
+    def report(self, what):
+        """A figure for the closing note, not a test: each informer's requests during the
+        fault and what its episode ended with."""
+        text = self.log()
+        rows = []
+        for n in INFORMERS:
+            m = re.search(r" %s: the API server answers again, after (\d+) failed attempts in "
+                          r"([0-9.]+) s" % n, text)
+            rows.append("%s %d req%s" % (n, len(self.requests(n)),
+                                          ", %s failures in %s s" % m.groups() if m else ""))
+        print("\n  %s: %s" % (what, "; ".join(rows)), file=sys.stderr)
+
     def assert_logged_once(self, names, words):
         """Each informer of names warned once in the episode, said words in some line (the
         first failure may be the reset that let the fault in), and logged its recovery."""
@@ -248,6 +260,7 @@ class T1Faults(unittest.TestCase):
         add_pod()
         e.hold(6).end()
         e.assert_logged_once(INFORMERS, r"HTTP 500 an injected internal error")
+        e.report("500s for 6 s")
         # Backoff: 800 ms doubling with jitter is at most 4 tries in 6 s; a loop that did
         # not back off would make hundreds.
         for n in INFORMERS:
@@ -269,6 +282,8 @@ class T1Faults(unittest.TestCase):
         # Without Retry-After the first retry comes after 0.8-1.6 s.  (A lower bound: a slow
         # machine only makes the gaps longer.)
         gaps = [b - a for a, b in zip(times, times[1:])]
+        print("\n  429 with Retry-After: 4: retries after %s s" %
+              ", ".join("%.2f" % g for g in gaps), file=sys.stderr)
         self.assertGreaterEqual(min(gaps), 3.9, "retried %s s after a 429 with Retry-After: 4"
                                 % ["%.2f" % g for g in gaps])
 
@@ -282,6 +297,7 @@ class T1Faults(unittest.TestCase):
         e.end()
         warns = [l for l in lines(e.log(), "warn") if any(" %s: " % n in l for n in INFORMERS)]
         self.assertEqual(warns, [], "a slow API server is not a failure")
+        e.report("every answer 3 s late")
 
     def test_4_cut_and_malformed_bodies(self):
         # Watches are told 410 Gone, so every informer lists again, and each list's body is
@@ -303,6 +319,7 @@ class T1Faults(unittest.TestCase):
         add_pod()
         e.hold(6).end()
         e.assert_logged_once(INFORMERS, r"unusable list response|list failed")
+        e.report("410 on watches, lists cut short / not JSON")
         for n in INFORMERS:
             self.assertGreater(metric("lists_total", n), lists[n], n)
 
@@ -325,6 +342,9 @@ class T1Faults(unittest.TestCase):
         warns = [l for l in lines(e.log(), "warn") if "endpointslices" in l]
         self.assertEqual(len(warns), 1, warns)
         self.assertIn("watch stopped", warns[0])
+        print("\n  garbage after a watch's first event: %d watch errors, %d lists (before: %d)"
+              % (metric("watch_errors_total", "endpointslices") - errors,
+                 metric("lists_total", "endpointslices"), lists), file=sys.stderr)
 
     def test_6_huge_bodies_and_events(self):
         # Lists of 65 MiB (the controller's cap is 64 MiB) and watch events of 17 MiB (its
@@ -344,6 +364,7 @@ class T1Faults(unittest.TestCase):
         e.hold(6).end()
         e.assert_logged_once(["services", "endpointslices"], r"watch stopped: .*longer than")
         e.assert_logged_once(["loadbalancers", "nodes"], r"response body too large")
+        e.report("17 MiB watch events, 65 MiB lists")
         with open("/proc/%d/status" % CT.proc.p.pid) as f:
             status = f.read()
         kib = {k: int(re.search(r"%s:\s+(\d+) kB" % k, status).group(1))
@@ -372,6 +393,7 @@ class T1Faults(unittest.TestCase):
             for n in INFORMERS:
                 self.assertEqual(e.requests(n), [], "a request passed a bad certificate")
             e.assert_logged_once(INFORMERS, why)
+            e.report("certificate " + crt)
 
 
 def make_certs(d, pki):
