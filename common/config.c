@@ -24,7 +24,7 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define CONF_FILE_MAX (16u << 20) /* more than any sane config: a wrong file, not a config */
-#define CONF_KEYS_MAX 16          /* rows in the largest table */
+#define CONF_KEYS_MAX 20          /* rows in the largest table */
 #define KEYPATH_MAX 256
 #define QUOTE_MAX 72
 
@@ -36,7 +36,6 @@ enum conf_type {
 	CT_NAME,      /* [A-Za-z0-9_.-]{1,LB_NAME_MAX-1} into char[LB_NAME_MAX] */
 	CT_PATH,      /* absolute path shorter than max bytes, into char[max] */
 	CT_ADDR,      /* ip:port: struct lb_addr at off (unless KF_NO_ADDR), text at str_off */
-	CT_PROTOCOL,  /* "tcp"; nothing stored while it is the only one */
 	CT_MAPPING,   /* nested scope: table sub read into obj + off */
 	CT_LISTENERS, /* the top-level listeners sequence */
 	CT_BACKENDS,  /* a listener's backends sequence */
@@ -93,11 +92,13 @@ struct parser {
 };
 
 static int check_health(struct parser *p, void *obj, const struct scope *s, const char *path);
+static int check_listener(struct parser *p, void *obj, const struct scope *s, const char *path);
 
 _Static_assert(sizeof(enum lb_algo) == sizeof(int), "CT_ENUM stores an int");
 _Static_assert(sizeof(enum lb_io_engine) == sizeof(int), "CT_ENUM stores an int");
 _Static_assert(sizeof(enum lb_log_level) == sizeof(int), "CT_ENUM stores an int");
 _Static_assert(sizeof(enum lb_proxy_protocol) == sizeof(int), "CT_ENUM stores an int");
+_Static_assert(sizeof(enum lb_protocol) == sizeof(int), "CT_ENUM stores an int");
 
 /* Enum names, in the order of their enum's values. */
 static const char *const log_level_names[] = { "error", "warn", "info", "debug", NULL };
@@ -105,6 +106,7 @@ static const char *const algo_names[] = { "round_robin", "least_conn", "random_t
 					  NULL };
 static const char *const engine_names[] = { "auto", "io_uring", "epoll", NULL };
 static const char *const proxy_protocol_names[] = { "off", "v1", "v2", NULL };
+static const char *const protocol_names[] = { "tcp", "udp", NULL };
 
 #define UINT_KEY(k, o, lo, hi, d)                                                                  \
 	{ .key = k, .type = CT_UINT, .off = o, .min = lo, .max = hi, .def = d }
@@ -120,6 +122,7 @@ static const struct conf_key health_keys[] = {
 	UINT_KEY("timeout_ms", HLT(timeout_ms), 10, 3600000, 1000),
 	UINT_KEY("rise", HLT(rise), 1, 100, 2),
 	UINT_KEY("fall", HLT(fall), 1, 100, 3),
+	UINT_KEY("port", HLT(port), 1, 65535, 0),
 };
 static const struct conf_table health_table = { health_keys, ARRAY_SIZE(health_keys),
 						check_health };
@@ -135,7 +138,8 @@ static const struct conf_key listener_keys[] = {
 	{ .key = "name", .type = CT_NAME, .flags = KF_REQUIRED, .off = LSN(name) },
 	{ .key = "listen", .type = CT_ADDR, .flags = KF_REQUIRED, .off = LSN(listen),
 	  .str_off = LSN(listen_str) },
-	{ .key = "protocol", .type = CT_PROTOCOL },
+	{ .key = "protocol", .type = CT_ENUM, .off = LSN(protocol), .def = LB_PROTO_TCP,
+	  .names = protocol_names },
 	{ .key = "algorithm", .type = CT_ENUM, .off = LSN(algorithm), .def = LB_ALGO_ROUND_ROBIN,
 	  .names = algo_names },
 	{ .key = "backends", .type = CT_BACKENDS, .flags = KF_REQUIRED },
@@ -149,9 +153,11 @@ static const struct conf_key listener_keys[] = {
 	UINT_KEY("fail_timeout_ms", LSN(fail_timeout_ms), 100, 3600000, 10000),
 	{ .key = "proxy_protocol", .type = CT_ENUM, .off = LSN(proxy_protocol),
 	  .def = LB_PROXY_OFF, .names = proxy_protocol_names },
+	UINT_KEY("responses", LSN(responses), 0, 1000000, 0),
+	UINT_KEY("max_flows", LSN(max_flows), 1, 1000000, 16384),
 };
 static const struct conf_table listener_table = { listener_keys, ARRAY_SIZE(listener_keys),
-						  NULL };
+						  check_listener };
 
 static const struct conf_key top_keys[] = {
 	/* 0 means auto: the CPUs this process may use (see cpus.h). */
@@ -194,6 +200,11 @@ const char *lb_algo_name(enum lb_algo a)
 const char *lb_engine_name(enum lb_io_engine e)
 {
 	return (unsigned)e < ARRAY_SIZE(engine_names) - 1 ? engine_names[e] : "?";
+}
+
+const char *lb_protocol_name(enum lb_protocol v)
+{
+	return (unsigned)v < ARRAY_SIZE(protocol_names) - 1 ? protocol_names[v] : "?";
 }
 
 const char *lb_proxy_protocol_name(enum lb_proxy_protocol v)
@@ -454,22 +465,6 @@ static int set_addr(struct parser *p, const struct conf_key *k, yaml_node_t *v, 
 	return 0;
 }
 
-static int set_protocol(struct parser *p, const struct conf_key *k, yaml_node_t *v, void *obj,
-			const char *path)
-{
-	const char *s;
-	int r;
-
-	r = scalar(p, v, path, "tcp", &s);
-	if (r < 0)
-		return r;
-	if (!strcmp(s, "udp"))
-		return fail(p, node_line(v), "%s: UDP is not supported yet; only tcp", path);
-	if (strcmp(s, "tcp"))
-		return bad_value(p, v, path, "tcp");
-	return 0;
-}
-
 static int parse_scope(struct parser *p, const struct conf_table *t, yaml_node_t *map,
 		       void *obj, const char *path, struct scope *s);
 
@@ -581,9 +576,36 @@ static int set_backends(struct parser *p, const struct conf_key *k, yaml_node_t 
 }
 
 /* Listeners found so far by name and by address, to check each new one in constant time. */
+/* Addresses in use, one index per protocol: a tcp and a udp listener may share one (DNS). */
+struct proto_overlaps {
+	struct lb_addr_overlaps_index v[2];
+};
+
+static int proto_overlaps_init(struct proto_overlaps *o, const struct lb_config *c, size_t n)
+{
+	memset(o, 0, sizeof(*o));
+	for (int k = 0; k < 2; k++)
+		if (lb_addr_overlaps_init(&o->v[k], &c->listeners[0].listen, sizeof(*c->listeners),
+					  n))
+			return -ENOMEM;
+	return 0;
+}
+
+/* As lb_addr_overlaps_add, among the listeners of listener i's protocol. */
+static long proto_overlaps_add(struct proto_overlaps *o, const struct lb_config *c, size_t i)
+{
+	return lb_addr_overlaps_add(&o->v[c->listeners[i].protocol == LB_PROTO_UDP], (uint32_t)i);
+}
+
+static void proto_overlaps_free(struct proto_overlaps *o)
+{
+	for (int k = 0; k < 2; k++)
+		lb_addr_overlaps_free(&o->v[k]);
+}
+
 struct listener_seen {
 	struct lb_index names;
-	struct lb_addr_overlaps_index addrs;
+	struct proto_overlaps addrs;
 };
 
 static int listener_seen_init(struct listener_seen *seen, const struct lb_config *c, size_t n)
@@ -591,8 +613,9 @@ static int listener_seen_init(struct listener_seen *seen, const struct lb_config
 	memset(seen, 0, sizeof(*seen));
 	if (lb_index_init(&seen->names, c->listeners[0].name, sizeof(*c->listeners), n,
 			  lb_index_str_hash, lb_index_str_equal) ||
-	    lb_addr_overlaps_init(&seen->addrs, &c->listeners[0].listen, sizeof(*c->listeners), n)) {
+	    proto_overlaps_init(&seen->addrs, c, n)) {
 		lb_index_free(&seen->names);
+		proto_overlaps_free(&seen->addrs);
 		return -ENOMEM;
 	}
 	return 0;
@@ -601,7 +624,7 @@ static int listener_seen_init(struct listener_seen *seen, const struct lb_config
 static void listener_seen_free(struct listener_seen *seen)
 {
 	lb_index_free(&seen->names);
-	lb_addr_overlaps_free(&seen->addrs);
+	proto_overlaps_free(&seen->addrs);
 }
 
 /* Two listeners on one address would split its connections between two configurations. */
@@ -618,7 +641,7 @@ static int check_listener_unique(struct parser *p, const struct lb_config *c,
 			    "%s.name: duplicate listener name \"%s\" (also listeners[%ld] at line %d)",
 			    path, l->name, j, o->line);
 	}
-	j = lb_addr_overlaps_add(&seen->addrs, i);
+	j = proto_overlaps_add(&seen->addrs, c, i);
 	if (j < 0)
 		return 0;
 	o = &c->listeners[j];
@@ -681,7 +704,7 @@ typedef int (*conf_setter)(struct parser *p, const struct conf_key *k, yaml_node
 static const conf_setter setters[CT_NTYPES] = {
 	[CT_UINT] = set_uint,         [CT_POW2] = set_uint,           [CT_AUTO_UINT] = set_uint,
 	[CT_ENUM] = set_enum,         [CT_NAME] = set_name,           [CT_PATH] = set_path,
-	[CT_ADDR] = set_addr,         [CT_PROTOCOL] = set_protocol,   [CT_MAPPING] = set_mapping,
+	[CT_ADDR] = set_addr,         [CT_MAPPING] = set_mapping,
 	[CT_LISTENERS] = set_listeners, [CT_BACKENDS] = set_backends,
 };
 
@@ -701,6 +724,50 @@ static int check_health(struct parser *p, void *obj, const struct scope *s, cons
 	return fail(p, line ? line : s->line,
 		    "%s.timeout_ms: must be less than interval_ms (%u), got %u", path,
 		    h->interval_ms, h->timeout_ms);
+}
+
+/* Keys that mean something for one protocol only are refused on the other, by name. */
+static const struct {
+	const char *key;
+	enum lb_protocol only;
+	const char *instead;
+} proto_keys[] = {
+	{ "connect_timeout_ms", LB_PROTO_TCP, "a udp flow's socket is connected at once" },
+	{ "connect_retries", LB_PROTO_TCP, "a udp flow whose backend fails is opened again on "
+					   "the client's next datagram" },
+	{ "max_connections", LB_PROTO_TCP, "a udp listener bounds its flows with max_flows" },
+	{ "proxy_protocol", LB_PROTO_TCP, "there is no stream to put a header in front of" },
+	{ "responses", LB_PROTO_UDP, NULL },
+	{ "max_flows", LB_PROTO_UDP, "a tcp listener bounds its connections with "
+				     "max_connections" },
+};
+
+static int check_listener(struct parser *p, void *obj, const struct scope *s, const char *path)
+{
+	struct lb_listener_conf *l = obj;
+
+	for (size_t i = 0; i < ARRAY_SIZE(proto_keys); i++) {
+		int line = scope_line(&listener_table, s, proto_keys[i].key);
+
+		if (!line || l->protocol == proto_keys[i].only)
+			continue;
+		return fail(p, line, "%s.%s: only for a %s listener, and this one is %s%s%s", path,
+			    proto_keys[i].key, lb_protocol_name(proto_keys[i].only),
+			    lb_protocol_name(l->protocol), proto_keys[i].instead ? ": " : "",
+			    proto_keys[i].instead ? proto_keys[i].instead : "");
+	}
+	if (l->protocol != LB_PROTO_UDP)
+		return 0;
+	/* A datagram flow has no end of its own: a shorter idle time than a TCP connection's. */
+	if (!scope_line(&listener_table, s, "idle_timeout_ms"))
+		l->idle_timeout_ms = LB_UDP_IDLE_TIMEOUT_MS;
+	if (l->health.enabled && !l->health.port)
+		return fail(p, scope_line(&listener_table, s, "health_check"),
+			    "%s.health_check.port: required for a udp listener: its active check "
+			    "is a TCP connect to that port of each backend (a UDP port cannot tell "
+			    "an idle server from a dead one)",
+			    path);
+	return 0;
 }
 
 static int unknown_key(struct parser *p, const struct conf_table *t, const yaml_node_t *k,
@@ -1238,7 +1305,7 @@ static int merge_listeners(struct lb_config *c, const struct lb_config *file,
 int lb_config_merge(const struct lb_config *file, const struct lb_config *managed,
 		    struct lb_config **ret, char *err, size_t errlen)
 {
-	struct lb_addr_overlaps_index seen = { 0 };
+	struct proto_overlaps seen = { 0 };
 	size_t n_backends = 0;
 	struct lb_config *c;
 	int r;
@@ -1266,15 +1333,13 @@ int lb_config_merge(const struct lb_config *file, const struct lb_config *manage
 		r = -EINVAL;
 		goto out_free;
 	}
-	if (c->n_listeners &&
-	    lb_addr_overlaps_init(&seen, &c->listeners[0].listen, sizeof(*c->listeners),
-				  c->n_listeners)) {
+	if (c->n_listeners && proto_overlaps_init(&seen, c, c->n_listeners)) {
 		snprintf(err, errlen, "out of memory");
 		r = -ENOMEM;
 		goto out_free;
 	}
 	for (size_t i = 0; i < c->n_listeners; i++) {
-		long j = lb_addr_overlaps_add(&seen, i);
+		long j = proto_overlaps_add(&seen, c, i);
 		const struct lb_listener_conf *a, *b = &c->listeners[i];
 
 		if (j < 0)
@@ -1289,7 +1354,7 @@ int lb_config_merge(const struct lb_config *file, const struct lb_config *manage
 		r = -EINVAL;
 		break;
 	}
-	lb_addr_overlaps_free(&seen);
+	proto_overlaps_free(&seen);
 	if (r)
 		goto out_free;
 	*ret = c;
@@ -1313,7 +1378,9 @@ static bool backends_equal(const struct lb_listener_conf *a, const struct lb_lis
 /* Same name and every setting alike, backends in the same order with the same weights. */
 static bool listener_equal(const struct lb_listener_conf *a, const struct lb_listener_conf *b)
 {
-	return lb_addr_equal(&a->listen, &b->listen) && a->algorithm == b->algorithm &&
+	return lb_addr_equal(&a->listen, &b->listen) && a->protocol == b->protocol &&
+	       a->algorithm == b->algorithm && a->responses == b->responses &&
+	       a->max_flows == b->max_flows &&
 	       !memcmp(&a->health, &b->health, sizeof(a->health)) &&
 	       a->connect_timeout_ms == b->connect_timeout_ms &&
 	       a->idle_timeout_ms == b->idle_timeout_ms &&

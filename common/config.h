@@ -16,12 +16,18 @@
 #define LB_LISTENERS_MAX 1024 /* listeners in one configuration */
 #define LB_BACKENDS_MAX 4096  /* backends in one listener */
 #define LB_CONFIG_BACKENDS_MAX 262144 /* backends in all the listeners of one configuration */
+#define LB_UDP_IDLE_TIMEOUT_MS 30000 /* a udp listener's default idle_timeout_ms */
 
 enum lb_algo {
 	LB_ALGO_ROUND_ROBIN = 0, /* smooth weighted round robin (nginx's) */
 	LB_ALGO_LEAST_CONN,      /* fewest active connections, weighted */
 	LB_ALGO_RANDOM_TWO,      /* power of two random choices, by active/weight */
 	LB_ALGO_MAGLEV,          /* consistent hash of the client IP */
+};
+
+enum lb_protocol {
+	LB_PROTO_TCP = 0,
+	LB_PROTO_UDP,
 };
 
 enum lb_io_engine {
@@ -33,6 +39,7 @@ enum lb_io_engine {
 const char *lb_algo_name(enum lb_algo a);
 const char *lb_engine_name(enum lb_io_engine e);
 const char *lb_proxy_protocol_name(enum lb_proxy_protocol v);
+const char *lb_protocol_name(enum lb_protocol p);
 
 struct lb_backend_conf {
 	struct lb_addr addr;
@@ -46,23 +53,29 @@ struct lb_health_conf {
 	unsigned timeout_ms;  /* default 1000, must be < interval */
 	unsigned rise;        /* default 2 */
 	unsigned fall;        /* default 3 */
+	unsigned port;        /* a TCP port of the backend's to connect to, 0 = its own port; a
+				 udp listener's checks need one */
 };
 
 struct lb_listener_conf {
 	char name[LB_NAME_MAX];
 	struct lb_addr listen;
 	char listen_str[LB_ADDR_STRLEN];
+	enum lb_protocol protocol;         /* default tcp */
 	enum lb_algo algorithm;            /* default round_robin */
 	struct lb_backend_conf *backends;  /* at least one in the file; an apply's may have none */
 	size_t n_backends;
 	struct lb_health_conf health;
 	unsigned connect_timeout_ms;       /* default 3000 */
-	unsigned idle_timeout_ms;          /* default 300000 */
+	unsigned idle_timeout_ms;          /* default 300000; a udp flow's, default 30000 */
 	unsigned max_connections;          /* per listener, whole process; default 100000 */
 	unsigned connect_retries;          /* other backends tried after a failed connect; default 2 */
 	unsigned max_fails;                /* passive health: consecutive connect failures; default 3 */
 	unsigned fail_timeout_ms;          /* passive health: time out of rotation; default 10000 */
 	enum lb_proxy_protocol proxy_protocol; /* header to backends; default off */
+	/* udp only */
+	unsigned responses;                /* replies after which a flow closes; 0 (default) none */
+	unsigned max_flows;                /* flows per worker; past it the least recent goes */
 	int line;                          /* line of the listener in the file, for messages */
 	bool managed;                      /* came from the control socket, not the file */
 };

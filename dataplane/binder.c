@@ -69,6 +69,8 @@ static int bind_request(const char *buf, int len, uint64_t join_until_ms, int **
 	const cJSON *listen = cJSON_GetObjectItemCaseSensitive(m, "listen");
 	const cJSON *count = cJSON_GetObjectItemCaseSensitive(m, "count");
 	const cJSON *join = cJSON_GetObjectItemCaseSensitive(m, "join");
+	const cJSON *proto = cJSON_GetObjectItemCaseSensitive(m, "protocol");
+	enum lb_protocol pr = LB_PROTO_TCP;
 	struct lb_addr a;
 	char perr[128];
 	int r = -EINVAL;
@@ -96,13 +98,20 @@ static int bind_request(const char *buf, int len, uint64_t join_until_ms, int **
 		snprintf(why, wlen, "join must be true or false");
 		goto out;
 	}
+	if (proto && (!cJSON_IsString(proto) || (strcmp(proto->valuestring, "tcp") &&
+						 strcmp(proto->valuestring, "udp")))) {
+		snprintf(why, wlen, "protocol must be \"tcp\" or \"udp\"");
+		goto out;
+	}
+	if (proto && !strcmp(proto->valuestring, "udp"))
+		pr = LB_PROTO_UDP;
 	fds = calloc((unsigned)count->valuedouble, sizeof(*fds));
-	r = fds ? dp_address_free(&a) : -ENOMEM;
+	r = fds ? dp_address_free(&a, pr) : -ENOMEM;
 	/* Joining: the binds below succeed only into a SO_REUSEPORT group of root's. */
 	if (r == -EADDRINUSE && cJSON_IsTrue(join) && may_join)
 		r = 0;
 	for (unsigned i = 0; !r && i < (unsigned)count->valuedouble; i++) {
-		r = dp_listen_socket(&a, &fds[i]);
+		r = dp_listen_socket(&a, pr, &fds[i]);
 		if (!r)
 			(*n)++;
 	}
@@ -251,7 +260,7 @@ int dp_binder_main(int argc, char **argv)
 usage:
 	fprintf(stderr, "usage: layer4-lb binder --socket PATH --uid UID [--gid GID]\n"
 			"                        [--reuseport-overlap]\n"
-			"Binds listening TCP sockets on ports below 1024 for the dataplane running\n"
+			"Binds listening TCP and UDP sockets on ports below 1024 for the dataplane running\n"
 			"as UID, which asks over PATH (binder_socket in its configuration).\n"
 			"--reuseport-overlap: for its first 300 s, also into a port root's SO_REUSEPORT\n"
 			"sockets listen on, when the dataplane asks (it runs with --reuseport-overlap).\n");
@@ -298,8 +307,8 @@ static int recv_piece(int fd, unsigned n, int *fds, unsigned *got, char *err, si
 	return r;
 }
 
-int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, bool join,
-		      int *fds, char *err, size_t errlen)
+int dp_binder_request(const char *path, const struct lb_addr *a, enum lb_protocol proto,
+		      unsigned n, bool join, int *fds, char *err, size_t errlen)
 {
 	char addr[LB_ADDR_STRLEN];
 	cJSON *req = cJSON_CreateObject();
@@ -314,7 +323,8 @@ int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, boo
 	}
 	if (!req || !cJSON_AddStringToObject(req, "op", "bind") ||
 	    !cJSON_AddStringToObject(req, "listen", lb_addr_format(a, addr, sizeof(addr))) ||
-	    !lb_json_add_u64(req, "count", n) || (join && !cJSON_AddTrueToObject(req, "join"))) {
+	    !lb_json_add_u64(req, "count", n) || (join && !cJSON_AddTrueToObject(req, "join")) ||
+	    (proto == LB_PROTO_UDP && !cJSON_AddStringToObject(req, "protocol", "udp"))) {
 		cJSON_Delete(req);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;

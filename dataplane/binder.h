@@ -9,11 +9,11 @@
  * the binder never touches traffic.
  *
  * Protocol (SOCK_SEQPACKET, one request per connection):
- *   -> {"op":"bind","listen":"ADDR:PORT","count":N[,"join":true]}
+ *   -> {"op":"bind","listen":"ADDR:PORT","count":N[,"join":true][,"protocol":"udp"]}
  *   <- {"ok":true,"left":K} with up to DP_HO_FDS_MAX listening sockets, repeated until K is
  *      0 and N sockets came; or {"ok":false,"error":"why"}
  * All N are bound at once (one group: a second request would find the address in use), for
- * N workers.  The binder serves only its --uid (and root), binds only TCP ports below 1024
+ * N workers.  The binder serves only its --uid (and root), binds only ports below 1024
  * (any other the dataplane binds itself), and N is at most DP_BINDER_SOCKETS_MAX.  Errors
  * carry "errno" too (EADDRINUSE: the port is taken).  Without "join" an address something
  * listens on is refused (EADDRINUSE); with it, a binder started with --reuseport-overlap
@@ -29,6 +29,7 @@
 #include <stddef.h>
 
 #include "common/addr.h"
+#include "common/config.h"
 
 #define DP_BINDER_SOCKETS_MAX 1024u /* one per worker; NUM_ACCEPTORS is at most 1024 */
 
@@ -36,11 +37,11 @@
 int dp_binder_main(int argc, char **argv);
 
 /*
- * Ask the binder at path for n listening sockets on a (into fds), joining the group already
+ * Ask the binder at path for n sockets of proto on a (into fds), joining the group already
  * listening there if join: 0, or -errno with err set
  * (-EACCES, -EADDRINUSE ... as the binder's bind said, -ECONNREFUSED when none serves).
  */
-int dp_binder_request(const char *path, const struct lb_addr *a, unsigned n, bool join,
-		      int *fds, char *err, size_t errlen);
+int dp_binder_request(const char *path, const struct lb_addr *a, enum lb_protocol proto,
+		      unsigned n, bool join, int *fds, char *err, size_t errlen);
 
 #endif

@@ -213,11 +213,28 @@ static void print_status(const cJSON *st)
 		bool pp_on = strcmp(pp, "off") && strcmp(pp, "-"); /* "-": an older dataplane */
 		const cJSON *bs = cJSON_GetObjectItemCaseSensitive(l, "backends");
 
-		printf("listener %s on %s (%s%s%s, %s): %.0f active, %.0f accepted, %.0f failed\n",
-		       str(l, "name"), str(l, "listen"), str(l, "algorithm"),
-		       pp_on ? ", PROXY protocol " : "", pp_on ? pp : "",
-		       cJSON_IsTrue(cJSON_GetObjectItem(l, "managed")) ? "managed" : "config file",
-		       num(l, "active"), num(l, "accepted"), num(l, "failed"));
+		const cJSON *u = cJSON_GetObjectItemCaseSensitive(l, "udp");
+		const char *origin =
+			cJSON_IsTrue(cJSON_GetObjectItem(l, "managed")) ? "managed" : "config file";
+
+		if (cJSON_IsObject(u)) {
+			const cJSON *d = cJSON_GetObjectItemCaseSensitive(u, "drops"), *x;
+			double dropped = 0;
+
+			cJSON_ArrayForEach(x, d)
+				dropped += cJSON_IsNumber(x) ? x->valuedouble : 0;
+			printf("listener %s on %s (udp, %s, %s): %.0f flows, %.0f created, "
+			       "datagrams %.0f in %.0f out, %.0f dropped\n",
+			       str(l, "name"), str(l, "listen"), str(l, "algorithm"), origin,
+			       num(u, "flows_active"), num(u, "flows_created"),
+			       num(u, "datagrams_in"), num(u, "datagrams_out"), dropped);
+		} else {
+			printf("listener %s on %s (%s%s%s, %s): %.0f active, %.0f accepted, "
+			       "%.0f failed\n",
+			       str(l, "name"), str(l, "listen"), str(l, "algorithm"),
+			       pp_on ? ", PROXY protocol " : "", pp_on ? pp : "", origin,
+			       num(l, "active"), num(l, "accepted"), num(l, "failed"));
+		}
 		/* No "bound" at all: a dataplane from before it could be false. */
 		if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(l, "bound")))
 			printf("  NOT BOUND, not serving: %s (tried again at every apply)\n",

@@ -47,6 +47,7 @@ struct dp_conn;
 struct dp_lsocks {
 	atomic_uint refs;
 	unsigned n;
+	enum lb_protocol proto;            /* tcp: listening sockets; udp: bound datagram sockets */
 	struct lb_addr addr;
 	int fds[];
 };
@@ -57,6 +58,27 @@ struct dp_lsocks_pool {
 	unsigned n;
 };
 
+/*
+ * What a worker counts for one udp listener.  Per worker, each in a cache line of its own, so
+ * counting a datagram is a plain store (one writer) and workers never share a line; the main
+ * thread adds them up for status and metrics.
+ */
+enum dp_udp_drop {
+	DP_UDROP_OVERSIZED = 0, /* larger than a receive buffer: never truncated, dropped */
+	DP_UDROP_NO_BACKEND,    /* no usable backend for a new flow */
+	DP_UDROP_FLOW_ERROR,    /* the flow's socket could not be made (descriptors, memory) */
+	DP_UDROP_SEND_ERROR,    /* a send failed (socket buffer full, backend refused, ...) */
+	DP_UDROP_N,
+};
+
+struct dp_ustats {
+	_Alignas(64) atomic_uint_fast64_t dgrams_in;  /* client to backend */
+	atomic_uint_fast64_t dgrams_out;              /* backend to client */
+	atomic_uint_fast64_t bytes_in, bytes_out;
+	atomic_uint_fast64_t flows_created, flows_closed, flows_evicted, flows_timed_out;
+	atomic_uint_fast64_t drops[DP_UDROP_N];
+};
+
 /* Process-wide state of a named listener, kept across reloads. */
 struct dp_lstate {
 	atomic_uint refs;
@@ -65,6 +87,8 @@ struct dp_lstate {
 	atomic_uint_fast64_t refused;     /* closed at once: no backend or over the limit */
 	atomic_uint_fast64_t bytes_in;    /* client to backend, added as each connection ends */
 	atomic_uint_fast64_t bytes_out;
+	struct dp_ustats *udp;            /* udp: one per worker (n_workers), else NULL */
+	unsigned n_udp;
 };
 
 struct dp_backend {
@@ -118,6 +142,8 @@ enum {
 	DP_WL_RESHOT = 1 << 4,             /* multishot cancelled to go single-shot near the limit */
 };
 
+
+
 struct dp_wlistener {
 	unsigned idx;                      /* slot in worker->wls: user_data of its accept */
 	uint32_t gen;
@@ -134,6 +160,15 @@ struct dp_wlistener {
 	struct dp_lset *late;
 	uint64_t resume_ms;                /* when paused: when to try again */
 	uint8_t eng;                       /* engine-private state of the accept */
+	/*
+	 * udp: the flows of clients whose datagrams came to this socket, least recently active
+	 * first.  Their replies leave from this socket, so it is not freed before they are.
+	 */
+	bool udp;
+	struct dp_list flows;              /* open flows */
+	unsigned n_open;
+	unsigned users;                    /* flows (open or closing) and replies in flight */
+	uint64_t sweep_ms;                 /* next look for flows to removed backends */
 };
 
 /* One direction of a proxied connection. */
@@ -235,6 +270,16 @@ struct dp_engine {
 	void (*buf_put)(struct dp_worker *w, unsigned bid);
 	/* Give back the memory of receive buffers unused since the last call (bufstack.h). */
 	void (*trim)(struct dp_worker *w);
+	/*
+	 * Datagrams (udp.c).  dgram_recv keeps receiving on fd, each datagram into a pool buffer
+	 * laid out as udp.h's struct dp_dgram says (named: with its source and destination
+	 * address, for a listener socket), one completion each, until an error or
+	 * dgram_cancel(fd, tag) ends it.  dgram_send sends one datagram as msg says; msg and
+	 * what it points at stay put until the completion of tag.
+	 */
+	void (*dgram_recv)(struct dp_worker *w, int fd, uint64_t tag, bool named);
+	void (*dgram_cancel)(struct dp_worker *w, int fd, uint64_t tag);
+	void (*dgram_send)(struct dp_worker *w, int fd, struct msghdr *msg, uint64_t tag);
 	/* Submit what is queued, wait up to timeout_ms, dispatch completions. */
 	int (*run)(struct dp_worker *w, unsigned timeout_ms);
 };
@@ -297,6 +342,9 @@ struct dp_worker {
 	uint64_t evict_logged_ms;          /* last time evictions were logged */
 	unsigned evict_unlogged;           /* evictions since */
 	struct dp_list checks;             /* health probes in flight (their idle links) */
+	struct dp_udp *udp;                /* flows (udp.c), made with the first udp listener */
+	unsigned n_flows;                  /* ... open or closing */
+	char *bufs;                        /* the engine's receive buffers: bid * buffer_size */
 
 	struct dp_conn **chunks;           /* connection slab: chunks of DP_SLAB_CHUNK */
 	char **hdr_chunks;                 /* PROXY headers by slot, per chunk; NULL until needed */

@@ -4,6 +4,7 @@
 #include "dataplane/conn.h"
 #include "dataplane/engine.h"
 #include "dataplane/hcheck.h"
+#include "dataplane/udp.h"
 #include "dataplane/worker.h"
 
 static void complete_accept(struct dp_worker *w, uint64_t tag, int res, unsigned flags)
@@ -27,14 +28,46 @@ static void complete_accept(struct dp_worker *w, uint64_t tag, int res, unsigned
 		dp_worker_accept_ended(w, wl, res < 0 ? res : 0);
 }
 
+/* A udp listener socket's datagram, or the end of its receive. */
+static void complete_dgram(struct dp_worker *w, uint64_t tag, int res, unsigned flags, int bid)
+{
+	uint32_t slot = dp_tag_slot(tag);
+	struct dp_wlistener *wl = slot < w->n_wls ? w->wls[slot] : NULL;
+
+	if (!wl || wl->gen != dp_tag_gen(tag)) {
+		if (bid >= 0)
+			w->eng->buf_put(w, (unsigned)bid);
+		DP_STAT_INC(w->stats.stale_cqes);
+		return;
+	}
+	if (!(flags & DP_CF_MORE))
+		wl->flags &= ~DP_WL_ARMED;
+	if (bid >= 0)
+		dp_udp_client_dgram(w, wl, res, bid);
+	if (!(flags & DP_CF_MORE))
+		dp_worker_dgram_ended(w, wl, res < 0 ? res : 0);
+}
+
 void dp_engine_complete(struct dp_worker *w, uint64_t tag, int res, unsigned flags, int bid)
 {
 	enum dp_op op = dp_tag_op(tag);
 	struct dp_conn *c;
 
-	if (op == DP_OP_ACCEPT) {
+	switch (op) {
+	case DP_OP_ACCEPT:
 		complete_accept(w, tag, res, flags);
 		return;
+	case DP_OP_DRECVL:
+		complete_dgram(w, tag, res, flags, bid);
+		return;
+	case DP_OP_DRECVF:
+		dp_udp_flow_dgram(w, dp_tag_slot(tag), dp_tag_gen(tag), res, bid, flags);
+		return;
+	case DP_OP_DSEND:
+		dp_udp_sent(w, dp_tag_slot(tag), res);
+		return;
+	default:
+		break;
 	}
 	if (op == DP_OP_CANCEL && dp_tag_slot(tag) == UINT32_MAX)
 		return; /* a listener's cancel: its accept's own end says everything */

@@ -23,9 +23,12 @@ enum dp_op {
 	DP_OP_WAKE,
 	DP_OP_FD0, /* epoll: readiness of a connection's fd[0] / fd[1] */
 	DP_OP_FD1,
+	DP_OP_DRECVL, /* datagrams on a udp listener's socket: slot and gen of its wlistener */
+	DP_OP_DRECVF, /* datagrams on a flow's socket: slot and gen of the flow */
+	DP_OP_DSEND,  /* one datagram sent: slot is the buffer id */
 };
 
-_Static_assert(DP_OP_FD1 < 256, "op must fit in 8 bits");
+_Static_assert(DP_OP_DSEND < 256, "op must fit in 8 bits");
 
 static inline uint64_t dp_tag(enum dp_op op, uint32_t gen, uint32_t slot)
 {

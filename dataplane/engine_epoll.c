@@ -12,6 +12,7 @@
 #include "dataplane/bufstack.h"
 #include "dataplane/conn.h"
 #include "dataplane/engine.h"
+#include "dataplane/udp.h"
 #include "dataplane/worker.h"
 
 /*
@@ -39,6 +40,8 @@
 
 #define DP_EP_EVENTS 256
 #define DP_EP_ACCEPT_BATCH 16
+#define DP_EP_DGRAM_BATCH 16  /* datagrams per recvmmsg */
+#define DP_EP_SEND_BATCH 64   /* datagram sends queued before a flush */
 
 enum {
 	EP_REG = 1 << 0,    /* in the epoll set */
@@ -70,8 +73,17 @@ struct ep_timer {
 	uint8_t tries;
 };
 
+/* A datagram send queued for this turn's sendmmsg. */
+struct ep_dsend {
+	int fd;
+	struct msghdr *msg;
+	uint64_t tag;
+};
+
 struct dp_epoll {
 	int epfd;
+	struct ep_dsend out[DP_EP_SEND_BATCH];
+	unsigned n_out;
 	char *bufs;
 	size_t bufs_len;
 	struct dp_bufstack free;  /* free buffer ids, LIFO */
@@ -454,6 +466,120 @@ static void accept_event(struct dp_worker *w, uint64_t tag)
 	}
 }
 
+/* --- datagrams ---------------------------------------------------------------------- */
+
+/*
+ * A datagram socket stays in the epoll set, level-triggered, while its receive is armed; each
+ * readiness reads up to DP_EP_DGRAM_BATCH datagrams with one recvmmsg into pool buffers laid
+ * out as io_uring's multishot recvmsg lays them (udp.h), one completion each.  Sends wait in
+ * e->out until the end of the turn and go out with one sendmmsg per run of the same socket.
+ */
+static void ep_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, bool named)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+
+	(void)named; /* the tag's op says it: DP_OP_DRECVL */
+	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
+		push(w, tag, -errno, -1, 0);
+}
+
+/* Its end, once: by a cancel, or by an error of its own (whichever takes it out first). */
+static void dgram_end(struct dp_worker *w, int fd, uint64_t tag, int res)
+{
+	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, fd, NULL) == 0)
+		push(w, tag, res, -1, 0);
+}
+
+static void ep_dgram_cancel(struct dp_worker *w, int fd, uint64_t tag)
+{
+	dgram_end(w, fd, tag, -ECANCELED);
+}
+
+static void dgram_event(struct dp_worker *w, uint64_t tag)
+{
+	struct dp_epoll *e = E(w);
+	bool named = dp_tag_op(tag) == DP_OP_DRECVL;
+	uint32_t room = dp_dgram_room(named);
+	struct mmsghdr mm[DP_EP_DGRAM_BATCH];
+	struct iovec iov[DP_EP_DGRAM_BATCH];
+	unsigned bids[DP_EP_DGRAM_BATCH], k;
+	int fd = dp_udp_tag_fd(w, tag), n;
+
+	if (fd < 0)
+		return; /* ended since this event was fetched */
+	for (k = 0; k < DP_EP_DGRAM_BATCH && e->free.n; k++) {
+		char *b = ep_buf(w, bids[k] = dp_bufstack_pop(&e->free));
+
+		iov[k] = (struct iovec){ b + room, w->buffer_size - room };
+		mm[k].msg_hdr = (struct msghdr){
+			.msg_name = named ? b + sizeof(struct dp_dgram) : NULL,
+			.msg_namelen = named ? DP_DGRAM_NAME : 0,
+			.msg_iov = &iov[k],
+			.msg_iovlen = 1,
+			.msg_control = named ? b + sizeof(struct dp_dgram) + DP_DGRAM_NAME : NULL,
+			.msg_controllen = named ? DP_DGRAM_CTL : 0,
+		};
+	}
+	if (!k) {
+		dgram_end(w, fd, tag, -ENOBUFS); /* made again once buffers come back */
+		return;
+	}
+	n = recvmmsg(fd, mm, k, MSG_DONTWAIT | MSG_TRUNC, NULL);
+	if (n < 0 && errno != EAGAIN && errno != EINTR)
+		dgram_end(w, fd, tag, -errno);
+	for (int i = 0; i < n; i++) {
+		struct dp_dgram *d = (struct dp_dgram *)ep_buf(w, bids[i]);
+
+		*d = (struct dp_dgram){
+			.namelen = mm[i].msg_hdr.msg_namelen,
+			.controllen = (uint32_t)mm[i].msg_hdr.msg_controllen,
+			.payloadlen = mm[i].msg_len,
+			.flags = (uint32_t)mm[i].msg_hdr.msg_flags,
+		};
+		push(w, tag, (int)room + (int)mm[i].msg_len, (int)bids[i], DP_CF_MORE);
+	}
+	for (unsigned i = n < 0 ? 0 : (unsigned)n; i < k; i++)
+		dp_bufstack_push(&e->free, bids[i]);
+}
+
+/* Everything queued, in runs of one socket; a failed datagram completes with its error. */
+static void dgram_flush(struct dp_worker *w)
+{
+	struct dp_epoll *e = E(w);
+	struct mmsghdr mm[DP_EP_SEND_BATCH];
+	unsigned i = 0;
+
+	while (i < e->n_out) {
+		unsigned j = i, k;
+		int n;
+
+		while (j < e->n_out && e->out[j].fd == e->out[i].fd) {
+			mm[j - i].msg_hdr = *e->out[j].msg;
+			mm[j - i].msg_len = 0;
+			j++;
+		}
+		n = sendmmsg(e->out[i].fd, mm, j - i, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		for (k = 0; n > 0 && k < (unsigned)n; k++)
+			push(w, e->out[i + k].tag, (int)mm[k].msg_len, -1, 0);
+		/* The first one not sent failed with errno; the rest of the run is tried again. */
+		if (i + k < j)
+			push(w, e->out[i + k++].tag, -errno, -1, 0);
+		i += k;
+	}
+	e->n_out = 0;
+}
+
+static void ep_dgram_send(struct dp_worker *w, int fd, struct msghdr *msg, uint64_t tag)
+{
+	struct dp_epoll *e = E(w);
+
+	if (e->n_out == DP_EP_SEND_BATCH)
+		dgram_flush(w);
+	e->out[e->n_out++] = (struct ep_dsend){ fd, msg, tag };
+}
+
 /* --- the loop ------------------------------------------------------------------------ */
 
 static void expire_connects(struct dp_worker *w)
@@ -486,6 +612,10 @@ static void handle_events(struct dp_worker *w, struct epoll_event *evs, int n)
 		case DP_OP_ACCEPT:
 			accept_event(w, tag);
 			break;
+		case DP_OP_DRECVL:
+		case DP_OP_DRECVF:
+			dgram_event(w, tag);
+			break;
 		default:
 			conn_event(w, tag, evs[i].events);
 		}
@@ -499,6 +629,7 @@ static int ep_run(struct dp_worker *w, unsigned timeout_ms)
 	unsigned n_done;
 	int n;
 
+	dgram_flush(w); /* last turn's datagrams: their completions come in this one */
 	if (e->q_len)
 		timeout_ms = 0;
 	if (e->n_heap && e->heap[0].due_ms < w->now_ms + timeout_ms)
@@ -559,6 +690,7 @@ static int ep_init(struct dp_worker *w, char *err, size_t errlen)
 		ep_fini(w);
 		return r;
 	}
+	w->bufs = e->bufs;
 	/* Lowest ids on top: the same few buffers serve a light load. */
 	for (unsigned i = w->buffer_count; i-- > 0;)
 		dp_bufstack_push(&e->free, i);
@@ -578,5 +710,8 @@ const struct dp_engine dp_engine_epoll = {
 	.cancel = ep_cancel,
 	.buf_put = ep_buf_put,
 	.trim = ep_trim,
+	.dgram_recv = ep_dgram_recv,
+	.dgram_cancel = ep_dgram_cancel,
+	.dgram_send = ep_dgram_send,
 	.run = ep_run,
 };

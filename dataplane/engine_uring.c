@@ -12,6 +12,7 @@
 #include "dataplane/bufstack.h"
 #include "dataplane/dp.h"
 #include "dataplane/engine.h"
+#include "dataplane/udp.h"
 #include "dataplane/worker.h"
 
 /*
@@ -50,6 +51,8 @@ struct dp_uring {
 	unsigned ring_head, ring_tail; /* free-running counts of buffers taken and added */
 	unsigned ring_mark;            /* ring_tail at the last trim */
 	unsigned ring_released;        /* positions before it have had their pages given back */
+	/* What a datagram receive asks room for (udp.h): read by the kernel at submit. */
+	struct msghdr dgram_named, dgram_plain;
 };
 
 static inline struct dp_uring *U(struct dp_worker *w)
@@ -158,8 +161,9 @@ int dp_uring_open(struct io_uring *ring, char *err, size_t errlen)
  * a proxy needs.  Keep in step with the prep calls in this file.
  */
 static const uint8_t dp_uring_sqe_ops[] = {
-	IORING_OP_ACCEPT, IORING_OP_CONNECT,	  IORING_OP_LINK_TIMEOUT, IORING_OP_RECV,
-	IORING_OP_SEND,	  IORING_OP_SENDMSG,	  IORING_OP_READ,	  IORING_OP_ASYNC_CANCEL,
+	IORING_OP_ACCEPT, IORING_OP_CONNECT, IORING_OP_LINK_TIMEOUT, IORING_OP_RECV,
+	IORING_OP_SEND,	  IORING_OP_SENDMSG, IORING_OP_READ,	     IORING_OP_ASYNC_CANCEL,
+	IORING_OP_RECVMSG,
 };
 
 /*
@@ -292,6 +296,8 @@ static int uring_init(struct dp_worker *w, char *err, size_t errlen)
 		return -ENOMEM;
 	u->ring.ring_fd = -1;
 	w->engine = u;
+	u->dgram_named.msg_namelen = DP_DGRAM_NAME;
+	u->dgram_named.msg_controllen = DP_DGRAM_CTL;
 	r = dp_uring_open(&u->ring, err, errlen);
 	if (r) {
 		u->ring.ring_fd = -1;
@@ -300,6 +306,7 @@ static int uring_init(struct dp_worker *w, char *err, size_t errlen)
 	r = bufring_setup(w, err, errlen);
 	if (r)
 		goto out_fini;
+	w->bufs = u->bufs;
 	/* Saves an fget/fput per io_uring_enter; fails harmlessly on old kernels. */
 	io_uring_register_ring_fd(&u->ring);
 	r = dp_uring_seal(&u->ring, err, errlen);
@@ -419,6 +426,45 @@ static void uring_cancel(struct dp_worker *w, struct dp_conn *c)
 	}
 }
 
+/*
+ * A multishot recvmsg: each datagram lands in a buffer of the ring with its header (and, named,
+ * its source address and IP_PKTINFO) in front, as udp.h's struct dp_dgram.  MSG_TRUNC makes
+ * payloadlen the datagram's whole length, so one too long for a buffer is known as such.
+ */
+static void uring_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, bool named)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_recvmsg_multishot(sqe, fd, named ? &U(w)->dgram_named : &U(w)->dgram_plain,
+					MSG_TRUNC);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = DP_BGID;
+	io_uring_sqe_set_data64(sqe, tag);
+	U(w)->recvs++;
+}
+
+static void uring_dgram_cancel(struct dp_worker *w, int fd, uint64_t tag)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	(void)fd;
+	io_uring_prep_cancel64(sqe, tag, 0);
+	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_CANCEL, 0, UINT32_MAX));
+}
+
+/* To a backend: a plain send on the connected socket; to a client: a sendmsg with its address. */
+static void uring_dgram_send(struct dp_worker *w, int fd, struct msghdr *msg, uint64_t tag)
+{
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	if (!msg->msg_name && !msg->msg_controllen && msg->msg_iovlen == 1)
+		io_uring_prep_send(sqe, fd, msg->msg_iov[0].iov_base, msg->msg_iov[0].iov_len,
+				   MSG_NOSIGNAL);
+	else
+		io_uring_prep_sendmsg(sqe, fd, msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, tag);
+}
+
 static void uring_buf_put(struct dp_worker *w, unsigned bid)
 {
 	dp_bufstack_push(&U(w)->spare, bid);
@@ -484,8 +530,19 @@ static void dispatch(struct dp_worker *w, const struct dp_cqe *cqe)
 		flags |= DP_CF_MORE;
 	if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
 		flags |= DP_CF_NONEMPTY;
-	if (dp_tag_op(cqe->user_data) == DP_OP_RECV0 || dp_tag_op(cqe->user_data) == DP_OP_RECV1)
+	switch (dp_tag_op(cqe->user_data)) {
+	case DP_OP_RECV0:
+	case DP_OP_RECV1:
 		U(w)->recvs--;
+		break;
+	case DP_OP_DRECVL:
+	case DP_OP_DRECVF:
+		if (!(cqe->flags & IORING_CQE_F_MORE))
+			U(w)->recvs--;
+		break;
+	default:
+		break;
+	}
 	if (cqe->flags & IORING_CQE_F_BUFFER) {
 		bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		if (--U(w)->in_ring < U(w)->ring_low)
@@ -546,6 +603,9 @@ const struct dp_engine dp_engine_uring = {
 	.cancel = uring_cancel,
 	.buf_put = uring_buf_put,
 	.trim = uring_trim,
+	.dgram_recv = uring_dgram_recv,
+	.dgram_cancel = uring_dgram_cancel,
+	.dgram_send = uring_dgram_send,
 	.run = uring_run,
 };
 

@@ -125,8 +125,9 @@ static int queue_json(struct ho_peer *s, cJSON *obj, const int *fds, unsigned n_
 	return queue_msg(s, text, text ? strlen(text) : 0, fds, n_fds);
 }
 
+/* proto: a listener's "protocol" when it is not tcp (NULL: none said, tcp). */
 static int queue_socket(struct ho_peer *s, const char *role, const char *key, const char *val,
-			const int *fds, unsigned n)
+			const char *proto, const int *fds, unsigned n)
 {
 	cJSON *o = cJSON_CreateObject();
 	char id[DP_HO_FILE_ID_MAX];
@@ -134,7 +135,8 @@ static int queue_socket(struct ho_peer *s, const char *role, const char *key, co
 
 	if (!o || !cJSON_AddStringToObject(o, "op", "socket") ||
 	    !cJSON_AddStringToObject(o, "role", role) || !cJSON_AddStringToObject(o, key, val) ||
-	    !lb_json_add_u64(o, "count", n))
+	    !lb_json_add_u64(o, "count", n) ||
+	    (proto && !cJSON_AddStringToObject(o, "protocol", proto)))
 		goto out_nomem;
 	/*
 	 * Which file the path names here: in another mount namespace (the next pod of a
@@ -162,7 +164,8 @@ static int queue_listener(struct ho_peer *s, const struct dp_slistener *sl)
 		if (ls->fds[i] >= 0)
 			fds[n++] = ls->fds[i];
 		if (n && (n == DP_HO_FDS_MAX || i + 1 == ls->n)) {
-			r = queue_socket(s, "listener", "listen", sl->conf->listen_str, fds, n);
+			r = queue_socket(s, "listener", "listen", sl->conf->listen_str,
+					 ls->proto == LB_PROTO_UDP ? "udp" : NULL, fds, n);
 			n = 0;
 		}
 	}
@@ -174,11 +177,12 @@ static int queue_services(struct dp_plane *p, struct ho_peer *s)
 	int fd, r = 0;
 
 	if ((fd = dp_control_listen_fd(p)) >= 0)
-		r = queue_socket(s, "control", "path", p->file->control_socket, &fd, 1);
+		r = queue_socket(s, "control", "path", p->file->control_socket, NULL, &fd, 1);
 	if (!r && (fd = dp_metrics_listen_fd(p)) >= 0)
-		r = queue_socket(s, "metrics", "listen", p->file->metrics, &fd, 1);
+		r = queue_socket(s, "metrics", "listen", p->file->metrics, NULL, &fd, 1);
 	if (!r && p->handover->ev.fd >= 0)
-		r = queue_socket(s, "handover", "path", p->handover->path, &p->handover->ev.fd, 1);
+		r = queue_socket(s, "handover", "path", p->handover->path, NULL,
+				 &p->handover->ev.fd, 1);
 	return r;
 }
 

@@ -35,19 +35,20 @@ void dp_lsocks_put(struct dp_lsocks *ls)
  * A port below 1024 that we may not bind (no CAP_NET_BIND_SERVICE: the chart's non-root
  * dataplane) is bound by the binder, if one is configured (binder.h).
  */
-static int lsocks_from_binder(const struct lb_addr *a, unsigned n, const char *binder,
-			      bool overlap, struct dp_lsocks **ret)
+static int lsocks_from_binder(const struct lb_addr *a, enum lb_protocol proto, unsigned n,
+			      const char *binder, bool overlap, struct dp_lsocks **ret)
 {
 	int *fds = calloc(n, sizeof(*fds));
 	char err[256];
-	int r = fds ? dp_binder_request(binder, a, n, overlap, fds, err, sizeof(err)) : -ENOMEM;
+	int r = fds ? dp_binder_request(binder, a, proto, n, overlap, fds, err, sizeof(err))
+		    : -ENOMEM;
 
 	if (r == -ENOMEM && !fds)
 		snprintf(err, sizeof(err), "out of memory");
 	if (r)
 		log_warn("%s", err); /* the detail the caller's errno cannot carry */
 	else
-		r = dp_lsocks_adopt(a, fds, n, ret);
+		r = dp_lsocks_adopt(a, proto, fds, n, ret);
 	free(fds);
 	return r;
 }
@@ -58,14 +59,15 @@ static int lsocks_from_binder(const struct lb_addr *a, unsigned n, const char *b
  * only into a SO_REUSEPORT group whose sockets have our uid (meant: the predecessor's; any
  * process of our uid qualifies, hence the window) and fails with EADDRINUSE otherwise.
  */
-static int lsocks_new(const struct lb_addr *a, unsigned n, const struct lb_config *conf,
-		      struct dp_lsocks **ret)
+static int lsocks_new(const struct lb_addr *a, enum lb_protocol proto, unsigned n,
+		      const struct lb_config *conf, struct dp_lsocks **ret)
 {
 	struct dp_lsocks *ls;
-	int r = dp_address_free(a);
+	int r = dp_address_free(a, proto);
 
 	if (r == -EACCES && conf->binder_socket[0] && lb_addr_port(a) < 1024)
-		return lsocks_from_binder(a, n, conf->binder_socket, conf->reuseport_overlap, ret);
+		return lsocks_from_binder(a, proto, n, conf->binder_socket,
+					  conf->reuseport_overlap, ret);
 	if (r == -EADDRINUSE && conf->reuseport_overlap)
 		r = 0;
 	if (r)
@@ -76,11 +78,12 @@ static int lsocks_new(const struct lb_addr *a, unsigned n, const struct lb_confi
 		return -ENOMEM;
 	atomic_init(&ls->refs, 1);
 	ls->addr = *a;
+	ls->proto = proto;
 	ls->n = n;
 	for (unsigned i = 0; i < n; i++)
 		ls->fds[i] = -1;
 	for (unsigned i = 0; i < n && !r; i++)
-		r = dp_listen_socket(a, &ls->fds[i]);
+		r = dp_listen_socket(a, proto, &ls->fds[i]);
 	if (r) {
 		dp_lsocks_put(ls);
 		return r;
@@ -89,7 +92,8 @@ static int lsocks_new(const struct lb_addr *a, unsigned n, const struct lb_confi
 	return 0;
 }
 
-int dp_lsocks_adopt(const struct lb_addr *a, const int *fds, unsigned n, struct dp_lsocks **ret)
+int dp_lsocks_adopt(const struct lb_addr *a, enum lb_protocol proto, const int *fds, unsigned n,
+		    struct dp_lsocks **ret)
 {
 	struct dp_lsocks *ls = calloc(1, sizeof(*ls) + n * sizeof(int));
 
@@ -100,6 +104,7 @@ int dp_lsocks_adopt(const struct lb_addr *a, const int *fds, unsigned n, struct 
 	}
 	atomic_init(&ls->refs, 1);
 	ls->addr = *a;
+	ls->proto = proto;
 	ls->n = n;
 	memcpy(ls->fds, fds, n * sizeof(int));
 	*ret = ls;
@@ -123,13 +128,13 @@ void dp_lsocks_pool_clear(struct dp_lsocks_pool *pool)
  * connections; the workers share them out (worker.c).  No dp_address_free() check: the group is
  * ours now.
  */
-static int pool_take(struct dp_lsocks_pool *pool, const struct lb_addr *a, unsigned n_workers,
-		     struct dp_lsocks **ret)
+static int pool_take(struct dp_lsocks_pool *pool, const struct lb_addr *a, enum lb_protocol proto,
+		     unsigned n_workers, struct dp_lsocks **ret)
 {
 	for (unsigned i = 0; pool && i < pool->n; i++) {
 		struct dp_lsocks *ls = pool->v[i];
 
-		if (!lb_addr_equal(&ls->addr, a))
+		if (ls->proto != proto || !lb_addr_equal(&ls->addr, a))
 			continue;
 		if (ls->n < n_workers && atomic_load(&ls->refs) == 1) {
 			struct dp_lsocks *grown = realloc(ls, sizeof(*ls) + n_workers * sizeof(int));
@@ -137,7 +142,7 @@ static int pool_take(struct dp_lsocks_pool *pool, const struct lb_addr *a, unsig
 			if (!grown)
 				return -ENOMEM; /* the pool still holds (and frees) the old one */
 			pool->v[i] = ls = grown;
-			while (ls->n < n_workers && !dp_listen_socket(a, &ls->fds[ls->n]))
+			while (ls->n < n_workers && !dp_listen_socket(a, proto, &ls->fds[ls->n]))
 				ls->n++;
 		}
 		atomic_fetch_add(&ls->refs, 1);
@@ -156,15 +161,30 @@ void dp_bstate_put(struct dp_bstate *b)
 
 static void lstate_put(struct dp_lstate *s)
 {
-	if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+	if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
+		free(s->udp);
 		free(s);
+	}
 }
 
-/* The listeners of the old snapshot by name (counters) and address (sockets). */
+/* A udp listener's per-worker counters, made once (they stay if it turns tcp and back). */
+static int lstate_udp(struct dp_lstate *s, unsigned n_workers)
+{
+	if (s->udp)
+		return 0;
+	s->udp = aligned_alloc(_Alignof(struct dp_ustats), n_workers * sizeof(*s->udp));
+	if (!s->udp)
+		return -ENOMEM;
+	memset(s->udp, 0, n_workers * sizeof(*s->udp));
+	s->n_udp = n_workers;
+	return 0;
+}
+
+/* The listeners of the old snapshot by name (counters) and by protocol and address (sockets). */
 struct old_index {
 	const struct dp_snapshot *s;
 	struct lb_index names;
-	struct lb_index addrs;
+	struct lb_index addrs[2]; /* tcp, udp */
 };
 
 static int old_index_init(struct old_index *x, const struct dp_snapshot *old)
@@ -178,11 +198,12 @@ static int old_index_init(struct old_index *x, const struct dp_snapshot *old)
 	/* Listener i of a snapshot is listener i of its configuration. */
 	if (lb_index_init(&x->names, ls[0].name, sizeof(*ls), old->n_listeners,
 			  lb_index_str_hash, lb_index_str_equal) ||
-	    lb_addr_index_init(&x->addrs, &ls[0].listen, sizeof(*ls), old->n_listeners))
+	    lb_addr_index_init(&x->addrs[0], &ls[0].listen, sizeof(*ls), old->n_listeners) ||
+	    lb_addr_index_init(&x->addrs[1], &ls[0].listen, sizeof(*ls), old->n_listeners))
 		return -ENOMEM;
 	for (unsigned i = 0; i < old->n_listeners; i++) {
 		lb_index_add(&x->names, i);
-		lb_index_add(&x->addrs, i);
+		lb_index_add(&x->addrs[ls[i].protocol == LB_PROTO_UDP], i);
 	}
 	return 0;
 }
@@ -190,7 +211,8 @@ static int old_index_init(struct old_index *x, const struct dp_snapshot *old)
 static void old_index_free(struct old_index *x)
 {
 	lb_index_free(&x->names);
-	lb_index_free(&x->addrs);
+	lb_index_free(&x->addrs[0]);
+	lb_index_free(&x->addrs[1]);
 }
 
 static const struct dp_slistener *find_by_name(const struct old_index *x, const char *name)
@@ -200,9 +222,9 @@ static const struct dp_slistener *find_by_name(const struct old_index *x, const 
 	return i >= 0 ? &x->s->listeners[i] : NULL;
 }
 
-static struct dp_lsocks *find_socks(const struct old_index *x, const struct lb_addr *a)
+static struct dp_lsocks *find_socks(const struct old_index *x, const struct lb_listener_conf *lc)
 {
-	long i = lb_index_find(&x->addrs, a);
+	long i = lb_index_find(&x->addrs[lc->protocol == LB_PROTO_UDP], &lc->listen);
 
 	return i >= 0 ? x->s->listeners[i].socks : NULL;
 }
@@ -263,16 +285,16 @@ static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf
 			  size_t errlen)
 {
 	const struct dp_slistener *prev = find_by_name(old, lc->name);
-	struct dp_lsocks *socks = find_socks(old, &lc->listen);
+	struct dp_lsocks *socks = find_socks(old, lc);
 	int r;
 
 	sl->conf = lc;
 	if (socks) {
 		atomic_fetch_add(&socks->refs, 1);
-	} else if (pool_take(pool, &lc->listen, n_workers, &socks)) {
+	} else if (pool_take(pool, &lc->listen, lc->protocol, n_workers, &socks)) {
 		goto out_nomem;
 	} else if (!socks) {
-		r = lsocks_new(&lc->listen, n_workers, conf, &socks);
+		r = lsocks_new(&lc->listen, lc->protocol, n_workers, conf, &socks);
 		if (r == -ENOMEM)
 			goto out_nomem;
 		if (r && !lc->managed) {
@@ -292,6 +314,8 @@ static int build_listener(struct dp_slistener *sl, const struct lb_listener_conf
 			goto out_nomem;
 		atomic_init(&sl->st->refs, 1);
 	}
+	if (lc->protocol == LB_PROTO_UDP && lstate_udp(sl->st, n_workers))
+		goto out_nomem;
 	if (build_backends(sl, prev))
 		goto out_nomem;
 	return 0;

@@ -10,6 +10,61 @@
 #include "dataplane/worker.h"
 
 static const char *const cerr_names[DP_CERR_N] = { "refused", "timeout", "unreachable", "other" };
+static const char *const udrop_names[DP_UDROP_N] = { "oversized", "no_backend", "flow_error",
+						     "send_error" };
+
+/* A udp listener's counters, added up over the workers (each writes its own). */
+struct usum {
+	uint64_t dgrams_in, dgrams_out, bytes_in, bytes_out;
+	uint64_t created, closed, evicted, timed_out;
+	uint64_t drops[DP_UDROP_N];
+};
+
+static bool udp_sum(const struct dp_slistener *sl, struct usum *u)
+{
+	memset(u, 0, sizeof(*u));
+	if (sl->conf->protocol != LB_PROTO_UDP || !sl->st->udp)
+		return false;
+	for (unsigned i = 0; i < sl->st->n_udp; i++) {
+		struct dp_ustats *w = &sl->st->udp[i];
+
+		u->dgrams_in += DP_STAT_GET(w->dgrams_in);
+		u->dgrams_out += DP_STAT_GET(w->dgrams_out);
+		u->bytes_in += DP_STAT_GET(w->bytes_in);
+		u->bytes_out += DP_STAT_GET(w->bytes_out);
+		u->created += DP_STAT_GET(w->flows_created);
+		u->closed += DP_STAT_GET(w->flows_closed);
+		u->evicted += DP_STAT_GET(w->flows_evicted);
+		u->timed_out += DP_STAT_GET(w->flows_timed_out);
+		for (int k = 0; k < DP_UDROP_N; k++)
+			u->drops[k] += DP_STAT_GET(w->drops[k]);
+	}
+	return true;
+}
+
+/* Open flows: created less closed, read in that order so a close is never seen first. */
+static uint64_t udp_active(const struct usum *u)
+{
+	return u->created > u->closed ? u->created - u->closed : 0;
+}
+
+static cJSON *udp_json(const struct usum *u)
+{
+	cJSON *o = cJSON_CreateObject(), *d;
+
+	lb_json_add_u64(o, "datagrams_in", u->dgrams_in);
+	lb_json_add_u64(o, "datagrams_out", u->dgrams_out);
+	lb_json_add_u64(o, "bytes_in", u->bytes_in);
+	lb_json_add_u64(o, "bytes_out", u->bytes_out);
+	lb_json_add_u64(o, "flows_active", udp_active(u));
+	lb_json_add_u64(o, "flows_created", u->created);
+	lb_json_add_u64(o, "flows_evicted", u->evicted);
+	lb_json_add_u64(o, "flows_timed_out", u->timed_out);
+	d = cJSON_AddObjectToObject(o, "drops");
+	for (int k = 0; k < DP_UDROP_N; k++)
+		lb_json_add_u64(d, udrop_names[k], u->drops[k]);
+	return o;
+}
 
 static const char *check_state(const struct dp_slistener *sl, const struct dp_bstate *st)
 {
@@ -51,9 +106,11 @@ static cJSON *listener_json(const struct dp_slistener *sl, uint64_t now)
 {
 	cJSON *o = cJSON_CreateObject(), *bs;
 	char why[LB_ADDR_STRLEN + 128];
+	struct usum u;
 
 	cJSON_AddStringToObject(o, "name", sl->conf->name);
 	cJSON_AddStringToObject(o, "listen", sl->conf->listen_str);
+	cJSON_AddStringToObject(o, "protocol", lb_protocol_name(sl->conf->protocol));
 	cJSON_AddBoolToObject(o, "managed", sl->conf->managed);
 	cJSON_AddBoolToObject(o, "bound", sl->socks != NULL);
 	if (!sl->socks) {
@@ -66,8 +123,14 @@ static cJSON *listener_json(const struct dp_slistener *sl, uint64_t now)
 	lb_json_add_i64(o, "active", atomic_load(&sl->st->active));
 	lb_json_add_u64(o, "accepted", atomic_load(&sl->st->accepted));
 	lb_json_add_u64(o, "failed", atomic_load(&sl->st->refused));
-	lb_json_add_u64(o, "bytes_in", atomic_load(&sl->st->bytes_in));
-	lb_json_add_u64(o, "bytes_out", atomic_load(&sl->st->bytes_out));
+	if (udp_sum(sl, &u)) {
+		lb_json_add_u64(o, "bytes_in", u.bytes_in);
+		lb_json_add_u64(o, "bytes_out", u.bytes_out);
+		cJSON_AddItemToObject(o, "udp", udp_json(&u));
+	} else {
+		lb_json_add_u64(o, "bytes_in", atomic_load(&sl->st->bytes_in));
+		lb_json_add_u64(o, "bytes_out", atomic_load(&sl->st->bytes_out));
+	}
 	bs = cJSON_AddArrayToObject(o, "backends");
 	for (unsigned j = 0; j < sl->n_backends; j++)
 		cJSON_AddItemToArray(bs, backend_json(sl, &sl->backends[j], now));
@@ -205,13 +268,69 @@ static void listener_metrics(struct text *t, const struct dp_plane *p)
 	put(t, "layer4lb_listener_connections_failed_total{listener=\"%s\"} %llu\n",
 	    sl->conf->name, (unsigned long long)atomic_load(&sl->st->refused));
 	family(t, "listener_bytes_total", "counter",
-	       "Bytes relayed, counted when each connection ends; in = client to backend.");
+	       "Bytes relayed, counted when each connection ends (udp: as each datagram goes); "
+	       "in = client to backend.");
 	FOR_LISTENERS(p, sl) {
+		struct usum u;
+		bool udp = udp_sum(sl, &u);
+
 		put(t, "layer4lb_listener_bytes_total{listener=\"%s\",direction=\"in\"} %llu\n",
-		    sl->conf->name, (unsigned long long)atomic_load(&sl->st->bytes_in));
+		    sl->conf->name,
+		    (unsigned long long)(udp ? u.bytes_in : atomic_load(&sl->st->bytes_in)));
 		put(t, "layer4lb_listener_bytes_total{listener=\"%s\",direction=\"out\"} %llu\n",
-		    sl->conf->name, (unsigned long long)atomic_load(&sl->st->bytes_out));
+		    sl->conf->name,
+		    (unsigned long long)(udp ? u.bytes_out : atomic_load(&sl->st->bytes_out)));
 	}
+}
+
+/* udp listeners only: datagrams, flows and drops. */
+static void udp_metrics(struct text *t, const struct dp_plane *p)
+{
+	static const char *const events[] = { "created", "evicted", "timed_out" };
+	struct usum *u = calloc(p->snap->n_listeners ? p->snap->n_listeners : 1, sizeof(*u));
+	bool any = false;
+
+	if (!u) {
+		t->oom = true;
+		return;
+	}
+	FOR_LISTENERS(p, sl)
+	any |= udp_sum(sl, &u[sl - p->snap->listeners]);
+	if (!any)
+		goto out;
+	family(t, "listener_datagrams_total", "counter",
+	       "Datagrams relayed by a udp listener; in = client to backend.");
+	FOR_LISTENERS(p, sl) if (sl->conf->protocol == LB_PROTO_UDP) {
+		const struct usum *x = &u[sl - p->snap->listeners];
+
+		put(t, "layer4lb_listener_datagrams_total{listener=\"%s\",direction=\"in\"} %llu\n",
+		    sl->conf->name, (unsigned long long)x->dgrams_in);
+		put(t, "layer4lb_listener_datagrams_total{listener=\"%s\",direction=\"out\"} %llu\n",
+		    sl->conf->name, (unsigned long long)x->dgrams_out);
+	}
+	family(t, "listener_datagrams_dropped_total", "counter",
+	       "Datagrams a udp listener dropped, by reason: oversized (larger than a buffer), "
+	       "no_backend, flow_error (no socket for a new flow), send_error.");
+	FOR_LISTENERS(p, sl) if (sl->conf->protocol == LB_PROTO_UDP) for (int k = 0; k < DP_UDROP_N; k++)
+	put(t, "layer4lb_listener_datagrams_dropped_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+	    sl->conf->name, udrop_names[k],
+	    (unsigned long long)u[sl - p->snap->listeners].drops[k]);
+	family(t, "listener_flows_active", "gauge", "Open flows of a udp listener.");
+	FOR_LISTENERS(p, sl) if (sl->conf->protocol == LB_PROTO_UDP)
+	put(t, "layer4lb_listener_flows_active{listener=\"%s\"} %llu\n", sl->conf->name,
+	    (unsigned long long)udp_active(&u[sl - p->snap->listeners]));
+	family(t, "listener_flows_total", "counter",
+	       "Flows of a udp listener by event: created, evicted (max_flows), timed_out (idle).");
+	FOR_LISTENERS(p, sl) if (sl->conf->protocol == LB_PROTO_UDP) {
+		const struct usum *x = &u[sl - p->snap->listeners];
+		const uint64_t v[] = { x->created, x->evicted, x->timed_out };
+
+		for (int k = 0; k < 3; k++)
+			put(t, "layer4lb_listener_flows_total{listener=\"%s\",event=\"%s\"} %llu\n",
+			    sl->conf->name, events[k], (unsigned long long)v[k]);
+	}
+out:
+	free(u);
 }
 
 static void backend_metrics(struct text *t, const struct dp_plane *p)
@@ -294,6 +413,7 @@ char *dp_metrics_text(const struct dp_plane *p, size_t *ret_len)
 		return NULL;
 	process_metrics(&t, p);
 	listener_metrics(&t, p);
+	udp_metrics(&t, p);
 	backend_metrics(&t, p);
 	worker_metrics(&t, p);
 	if (t.oom) {

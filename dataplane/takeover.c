@@ -28,6 +28,7 @@
 /* Sockets of one address while they arrive: dp_lsocks are made once all have come. */
 struct addr_fds {
 	struct lb_addr addr;
+	enum lb_protocol proto;
 	int *fds;
 	unsigned n;
 };
@@ -70,13 +71,17 @@ static int sockopt(int fd, int opt)
 	return getsockopt(fd, SOL_SOCKET, opt, &v, &len) == -1 ? -1 : v;
 }
 
-/* A listening TCP socket bound to a, in a SO_REUSEPORT group (so that we can add to it). */
-static bool is_tcp_listener(int fd, const struct lb_addr *a, bool reuseport)
+/*
+ * A listening TCP socket (or a bound UDP one) on a, in a SO_REUSEPORT group (so that we can
+ * add to it).
+ */
+static bool is_listener(int fd, const struct lb_addr *a, enum lb_protocol proto, bool reuseport)
 {
 	struct lb_addr got = { .len = sizeof(got.ss) };
+	bool udp = proto == LB_PROTO_UDP;
 
-	if (sockopt(fd, SO_ACCEPTCONN) != 1 || sockopt(fd, SO_TYPE) != SOCK_STREAM ||
-	    sockopt(fd, SO_PROTOCOL) != IPPROTO_TCP ||
+	if (sockopt(fd, SO_ACCEPTCONN) != !udp || sockopt(fd, SO_TYPE) != (udp ? SOCK_DGRAM : SOCK_STREAM) ||
+	    sockopt(fd, SO_PROTOCOL) != (udp ? IPPROTO_UDP : IPPROTO_TCP) ||
 	    (reuseport && sockopt(fd, SO_REUSEPORT) != 1))
 		return false;
 	if (getsockname(fd, (struct sockaddr *)&got.ss, &got.len) == -1)
@@ -119,7 +124,8 @@ static int64_t num_item(cJSON *m, const char *key, uint64_t max)
 
 static int add_listener_fds(struct rx *x, cJSON *m, int *fds, unsigned n)
 {
-	const char *listen = str_item(m, "listen");
+	const char *listen = str_item(m, "listen"), *proto = str_item(m, "protocol");
+	enum lb_protocol pr = proto && !strcmp(proto, "udp") ? LB_PROTO_UDP : LB_PROTO_TCP;
 	struct lb_addr a;
 	struct addr_fds *af = NULL;
 	char why[128];
@@ -127,12 +133,15 @@ static int add_listener_fds(struct rx *x, cJSON *m, int *fds, unsigned n)
 
 	if (!listen || lb_addr_parse(listen, false, &a, why, sizeof(why)))
 		return fail(x, -EPROTO, "a listener socket message without a valid \"listen\"");
+	if (proto && strcmp(proto, "udp") && strcmp(proto, "tcp"))
+		return fail(x, -EPROTO, "listener %s: unknown protocol \"%s\"", listen, proto);
 	for (unsigned i = 0; i < n; i++)
-		if (!is_tcp_listener(fds[i], &a, true))
+		if (!is_listener(fds[i], &a, pr, true))
 			return fail(x, -EPROTO, "a descriptor sent as listener %s is not a "
-						"SO_REUSEPORT TCP socket listening there", listen);
+						"SO_REUSEPORT %s socket bound there", listen,
+				    lb_protocol_name(pr));
 	for (unsigned i = 0; i < x->n_addrs && !af; i++)
-		if (lb_addr_equal(&x->addrs[i].addr, &a))
+		if (x->addrs[i].proto == pr && lb_addr_equal(&x->addrs[i].addr, &a))
 			af = &x->addrs[i];
 	if (!af) {
 		af = realloc(x->addrs, (x->n_addrs + 1) * sizeof(*af));
@@ -140,7 +149,7 @@ static int add_listener_fds(struct rx *x, cJSON *m, int *fds, unsigned n)
 			return -ENOMEM;
 		x->addrs = af;
 		af = &x->addrs[x->n_addrs++];
-		*af = (struct addr_fds){ .addr = a };
+		*af = (struct addr_fds){ .addr = a, .proto = pr };
 	}
 	if (af->n + n > DP_HO_ADDR_FDS_MAX)
 		return fail(x, -EPROTO, "more than 4096 sockets for listener %s", listen);
@@ -166,7 +175,7 @@ static int add_service_fd(struct rx *x, const char *role, cJSON *m, int fd)
 	if (!strcmp(role, "metrics")) {
 		if (t->metrics_fd >= 0 || !listen ||
 		    lb_addr_parse(listen, false, &t->metrics_addr, why, sizeof(why)) ||
-		    !is_tcp_listener(fd, &t->metrics_addr, false))
+		    !is_listener(fd, &t->metrics_addr, LB_PROTO_TCP, false))
 			return fail(x, -EPROTO, "the metrics socket message is wrong or its "
 						"descriptor is not a TCP socket listening at its "
 						"\"listen\"");
@@ -328,7 +337,7 @@ static int make_pool(struct rx *x)
 		return fail(x, -ENOMEM, "out of memory");
 	for (unsigned i = 0; i < x->n_addrs; i++) {
 		struct addr_fds *af = &x->addrs[i];
-		int r = dp_lsocks_adopt(&af->addr, af->fds, af->n, &pool->v[pool->n]);
+		int r = dp_lsocks_adopt(&af->addr, af->proto, af->fds, af->n, &pool->v[pool->n]);
 
 		af->n = 0; /* the lsocks's now, or closed */
 		if (r)

@@ -14,6 +14,8 @@
 #include "dataplane/hcheck.h"
 #include "dataplane/lset.h"
 #include "dataplane/snapshot.h"
+#include "dataplane/udp.h"
+#include "dataplane/wl.h"
 #include "dataplane/worker.h"
 
 /*
@@ -129,18 +131,6 @@ static void lset_sweep(struct dp_worker *w, struct dp_lset *set, uint64_t *next_
 
 /* --- listeners ---------------------------------------------------------------------- */
 
-static void wl_free(struct dp_worker *w, struct dp_wlistener *wl)
-{
-	/* Our accept has ended, so the socket can go; the other workers' are theirs. */
-	close(wl->fd);
-	wl->socks->fds[wl->sock] = -1;
-	dp_lsocks_put(wl->socks);
-	dp_lset_put(wl->set);
-	dp_lset_put(wl->late);
-	w->wls[wl->idx] = NULL;
-	free(wl);
-}
-
 /*
  * A multishot accept takes a socket's whole backlog at once, so once the headroom under
  * max_connections is smaller than every worker's backlog together, accept one connection at
@@ -160,8 +150,21 @@ static void wl_arm(struct dp_worker *w, struct dp_wlistener *wl)
 	unsigned active = (unsigned)atomic_load(&wl->set->sl->st->active);
 
 	wl->flags &= ~(DP_WL_PAUSED | DP_WL_RESHOT);
+	if (wl->udp) {
+		dp_udp_listen(w, wl);
+		return;
+	}
 	wl->flags |= DP_WL_ARMED;
 	w->eng->accept(w, wl, !near_limit(wl, active));
+}
+
+/* Stop the accept, or the datagram receive; its last completion comes as usual. */
+static void wl_cancel(struct dp_worker *w, struct dp_wlistener *wl)
+{
+	if (wl->udp)
+		dp_udp_listen_cancel(w, wl);
+	else
+		w->eng->accept_cancel(w, wl);
 }
 
 static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
@@ -170,12 +173,12 @@ static void wl_stop(struct dp_worker *w, struct dp_wlistener *wl)
 	wl->late = wl->set; /* our reference, until the accept's last completion */
 	wl->set = NULL;
 	if (!(wl->flags & DP_WL_ARMED)) {
-		wl_free(w, wl);
+		dp_wl_release(w, wl);
 		return;
 	}
 	if (!(wl->flags & DP_WL_STOPPING)) {
 		wl->flags |= DP_WL_STOPPING;
-		w->eng->accept_cancel(w, wl);
+		wl_cancel(w, wl);
 	}
 }
 
@@ -207,6 +210,8 @@ static struct dp_wlistener *wl_add(struct dp_worker *w, const struct dp_slistene
 	atomic_fetch_add(&sl->socks->refs, 1);
 	wl->set = set;
 	set->refs++;
+	wl->udp = sl->conf->protocol == LB_PROTO_UDP;
+	dp_list_init(&wl->flows);
 	w->wls[idx] = wl;
 	return wl;
 }
@@ -219,7 +224,7 @@ static void pause_accept(struct dp_worker *w, struct dp_wlistener *wl)
 	wl->resume_ms = w->now_ms + DP_ACCEPT_RETRY_MS;
 	DP_STAT_INC(w->stats.accept_pauses);
 	if (wl->flags & DP_WL_ARMED)
-		w->eng->accept_cancel(w, wl);
+		wl_cancel(w, wl);
 }
 
 /*
@@ -282,7 +287,7 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
 {
 	wl->flags &= ~DP_WL_ARMED;
 	if ((wl->flags & DP_WL_STOPPING) || !wl->set) {
-		wl_free(w, wl);
+		dp_wl_release(w, wl);
 		return;
 	}
 	if (wl->flags & DP_WL_PAUSED)
@@ -316,6 +321,39 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
 	}
 }
 
+/*
+ * A udp listener's receive stopped: again at once, or on the next turn when the buffer ring
+ * ran dry (it is refilled before the engine waits), or in a second after another error.
+ */
+void dp_worker_dgram_ended(struct dp_worker *w, struct dp_wlistener *wl, int err)
+{
+	wl->flags &= ~DP_WL_ARMED;
+	if ((wl->flags & DP_WL_STOPPING) || !wl->set) {
+		dp_wl_release(w, wl);
+		return;
+	}
+	if (wl->flags & DP_WL_PAUSED)
+		return;
+	switch (err) {
+	case 0:
+	case -EAGAIN:
+	case -EINTR:
+	case -ECANCELED: /* the CQ was full */
+		wl_arm(w, wl);
+		return;
+	case -ENOBUFS:
+	case -ENOMEM:
+		wl->flags |= DP_WL_PAUSED;
+		wl->resume_ms = w->now_ms;
+		return;
+	default:
+		log_err("worker %u: listener %s: receive failed: %s; retrying in 1 s", w->id,
+			wl->set->sl->conf->name, strerror(-err));
+		wl->flags |= DP_WL_PAUSED;
+		wl->resume_ms = w->now_ms + 1000;
+	}
+}
+
 static void resume_paused(struct dp_worker *w, uint64_t *next_ms)
 {
 	for (unsigned i = 0; i < w->n_wls; i++) {
@@ -326,7 +364,8 @@ static void resume_paused(struct dp_worker *w, uint64_t *next_ms)
 			continue;
 		sl = wl->set->sl;
 		if (w->now_ms >= wl->resume_ms) {
-			if ((unsigned)atomic_load(&sl->st->active) < sl->conf->max_connections)
+			if (wl->udp ||
+			    (unsigned)atomic_load(&sl->st->active) < sl->conf->max_connections)
 				wl_arm(w, wl);
 			else
 				wl->resume_ms = w->now_ms + DP_ACCEPT_RETRY_MS;
@@ -466,6 +505,9 @@ static void close_all(struct dp_worker *w)
 		tmp = set->link.next;
 		dp_lset_put(set);
 	}
+	for (unsigned i = 0; i < w->n_wls; i++)
+		if (w->wls[i] && w->wls[i]->udp)
+			dp_udp_close_flows(w, w->wls[i]);
 }
 
 /* The pool has been dry for a while: free the buffers held by peers that stopped reading. */
@@ -511,6 +553,10 @@ static uint64_t run_timers(struct dp_worker *w)
 		tmp = set->link.next;
 		dp_lset_put(set);
 	}
+	for (unsigned i = 0; i < w->n_wls; i++)
+		if (w->wls[i] && w->wls[i]->udp)
+			dp_udp_expire(w, w->wls[i], &next);
+	dp_udp_rearm(w);
 	resume_paused(w, &next);
 	if (w->now_ms >= w->trim_next_ms) {
 		w->eng->trim(w);
@@ -525,9 +571,9 @@ static uint64_t run_timers(struct dp_worker *w)
 	if (w->id == 0 && !w->draining)
 		dp_hcheck_run(w, &next);
 	if (w->draining) {
-		if (w->now_ms >= w->drain_deadline_ms && w->n_conns) {
-			log_warn("worker %u: drain timeout, closing %u connections", w->id,
-				 w->n_conns);
+		if (w->now_ms >= w->drain_deadline_ms && (w->n_conns || w->n_flows)) {
+			log_warn("worker %u: drain timeout, closing %u connections and %u udp flows",
+				 w->id, w->n_conns, w->n_flows);
 			close_all(w);
 		}
 		/* Past the deadline only completions are awaited: they wake us, no need to poll. */
@@ -539,7 +585,7 @@ static uint64_t run_timers(struct dp_worker *w)
 
 static bool drained(const struct dp_worker *w)
 {
-	if (w->n_conns || w->n_checks)
+	if (w->n_conns || w->n_checks || w->n_flows)
 		return false;
 	for (unsigned i = 0; i < w->n_wls; i++)
 		if (w->wls[i])
@@ -584,6 +630,7 @@ static void *worker_main(void *arg)
 	dp_hcheck_free(w);
 	w->eng->fini(w);
 	dp_conn_slab_free(w);
+	dp_udp_free(w);
 	free(w->wls);
 	w->wls = NULL;
 	dp_snapshot_put(w->snap);

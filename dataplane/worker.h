@@ -20,6 +20,8 @@ int dp_worker_start(struct dp_worker *w);
 /* A client accepted on wl: admitted (max_connections) and handed to conn.c, or closed. */
 void dp_worker_accept(struct dp_worker *w, struct dp_wlistener *wl, int fd);
 void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err);
+/* A udp listener's datagram receive ended (err: its last result): again, later, or done. */
+void dp_worker_dgram_ended(struct dp_worker *w, struct dp_wlistener *wl, int err);
 void dp_worker_wake(struct dp_worker *w);
 void dp_worker_woken(struct dp_worker *w);
 

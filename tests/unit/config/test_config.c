@@ -376,9 +376,8 @@ static void test_bad_strings(void **state)
 		     2, "listeners[0].name", "1 to 255");
 	expect_error("listeners:\n  - name: \"a\\0b\"\n", 2, "listeners[0].name", "NUL");
 	expect_error("listeners:\n  - name: \"a\\tb\"\n", 2, "listeners[0].name", "got \"a?b\"");
-	expect_error(BASE LKEY "protocol: udp\n", 6, "listeners[0].protocol",
-		     "UDP is not supported yet");
-	expect_error(BASE LKEY "protocol: sctp\n", 6, "listeners[0].protocol", "got \"sctp\"");
+	expect_error(BASE LKEY "protocol: sctp\n", 6, "listeners[0].protocol",
+		     "one of tcp, udp, got \"sctp\"");
 }
 
 static void test_bad_addresses(void **state)
@@ -713,6 +712,84 @@ static void test_backend_budget_merged(void **state)
 	lb_config_free(managed);
 }
 
+/* A udp listener: its own defaults, and keys of the other protocol refused by name. */
+static void test_udp(void **state)
+{
+	struct lb_config *c = parse_ok(BASE LKEY "protocol: udp\n");
+	const struct lb_listener_conf *l = &c->listeners[0];
+
+	assert_int_equal(l->protocol, LB_PROTO_UDP);
+	assert_int_equal(l->idle_timeout_ms, 30000); /* tcp's default is 300000 */
+	assert_int_equal(l->responses, 0);
+	assert_int_equal(l->max_flows, 16384);
+	lb_config_free(c);
+	c = parse_ok(BASE LKEY "protocol: udp\n" LKEY "idle_timeout_ms: 5000\n" LKEY
+		     "responses: 1\n" LKEY "max_flows: 2\n" LKEY
+		     "health_check: {port: 53}\n");
+	l = &c->listeners[0];
+	assert_int_equal(l->idle_timeout_ms, 5000);
+	assert_int_equal(l->responses, 1);
+	assert_int_equal(l->max_flows, 2);
+	assert_int_equal(l->health.port, 53);
+	lb_config_free(c);
+	c = parse_ok(BASE);
+	assert_int_equal(c->listeners[0].protocol, LB_PROTO_TCP);
+	assert_int_equal(c->listeners[0].idle_timeout_ms, 300000);
+	lb_config_free(c);
+
+	expect_error(BASE LKEY "protocol: udp\n" LKEY "proxy_protocol: v2\n", 7,
+		     "listeners[0].proxy_protocol: only for a tcp listener", "this one is udp");
+	expect_error(BASE LKEY "protocol: udp\n" LKEY "max_connections: 5\n", 7,
+		     "listeners[0].max_connections", "max_flows");
+	expect_error(BASE LKEY "connect_retries: 1\n" LKEY "protocol: udp\n", 6,
+		     "listeners[0].connect_retries", "only for a tcp listener");
+	expect_error(BASE LKEY "responses: 1\n", 6, "listeners[0].responses",
+		     "only for a udp listener, and this one is tcp");
+	expect_error(BASE LKEY "max_flows: 10\n", 6, "listeners[0].max_flows", "max_connections");
+	expect_error(BASE LKEY "protocol: udp\n" LKEY "health_check: {rise: 1}\n", 7,
+		     "listeners[0].health_check.port", "required for a udp listener");
+	expect_error(BASE LKEY "protocol: udp\n" LKEY "max_flows: 0\n", 7, "max_flows", NULL);
+}
+
+/* DNS: a tcp and a udp listener on one address are no conflict; two of one protocol are. */
+static void test_udp_tcp_same_address(void **state)
+{
+	static const char two[] = BASE "  - name: dns\n"
+				       "    listen: 127.0.0.1:8080\n"
+				       "    protocol: udp\n"
+				       "    backends:\n"
+				       "      - address: 127.0.0.1:9001\n";
+	struct lb_config *file, *managed, *m = NULL;
+	char err[256];
+
+	file = parse_ok(two);
+	assert_int_equal(file->n_listeners, 2);
+	expect_error(BASE "  - name: dns\n"
+			  "    listen: 0.0.0.0:8080\n"
+			  "    backends:\n"
+			  "      - address: 127.0.0.1:9001\n",
+		     7, "listeners[1].listen", "overlaps 127.0.0.1:8080");
+	/* A managed udp listener on the file's udp address conflicts; on its tcp one, not. */
+	static const char udp[] = "listeners:\n"
+				  "  - name: m\n"
+				  "    listen: 0.0.0.0:8080\n"
+				  "    protocol: udp\n"
+				  "    backends: []\n";
+	assert_int_equal(lb_config_parse_listeners(udp, strlen(udp), "a", &managed, err,
+						   sizeof(err)),
+			 0);
+	assert_int_equal(lb_config_merge(file, managed, &m, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "listener \"m\" would listen on 0.0.0.0:8080, which overlaps "
+				    "127.0.0.1:8080"));
+	lb_config_free(file);
+	file = parse_ok(BASE); /* tcp only on 127.0.0.1:8080 */
+	assert_int_equal(lb_config_merge(file, managed, &m, err, sizeof(err)), 0);
+	assert_int_equal(m->n_listeners, 2);
+	lb_config_free(m);
+	lb_config_free(managed);
+	lb_config_free(file);
+}
+
 static void peek(const char *text, int want_r, const char *want)
 {
 	char path[64], sock[LB_PATH_MAX], err[512] = "";
@@ -756,6 +833,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_file),
+		cmocka_unit_test(test_udp),
+		cmocka_unit_test(test_udp_tcp_same_address),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_health_block_defaults),
 		cmocka_unit_test(test_acceptors_auto_and_edges),

@@ -579,7 +579,7 @@ static void test_reuseport_overlap_joins(void **state)
 	(void)state;
 	assert_int_equal(lb_addr_parse("127.0.0.1:0", true, &a, err, sizeof(err)), 0);
 	((struct sockaddr_in *)&a.ss)->sin_port = htons(port);
-	assert_int_equal(dp_listen_socket(&a, &theirs), 0);
+	assert_int_equal(dp_listen_socket(&a, LB_PROTO_TCP, &theirs), 0);
 
 	conf = conf_of("web", port, "10.0.0.1:80", NULL, 0, NULL);
 	assert_int_equal(dp_snapshot_build(conf, NULL, NULL, N_WORKERS, 1, &s, err, sizeof(err)),
