@@ -1,6 +1,7 @@
 /* hcheck.c - active TCP health checks, driven from worker 0's ring like any other connect. */
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,15 @@ struct dp_hcheck {
 	unsigned n;
 	uint64_t next_ms; /* no target is due before this: the loop skips the scan */
 };
+
+/* The port of a (network byte order in the sockaddr). */
+static void set_port(struct lb_addr *a, unsigned port)
+{
+	if (a->ss.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
+}
 
 /*
  * A backend's target, in O(1): each backend state is listed at most once (its identity is the
@@ -102,6 +112,9 @@ int dp_hcheck_sync(struct dp_worker *w)
 			atomic_fetch_add(&t->st->refs, 1);
 			t->addr = sl->backends[j].addr;
 			t->conf = sl->conf->health;
+			/* health_check.port: the backend's check port, not its traffic port. */
+			if (t->conf.port)
+				set_port(&t->addr, t->conf.port);
 			snprintf(t->listener, sizeof(t->listener), "%s", sl->conf->name);
 			snprintf(t->backend, sizeof(t->backend), "%s", sl->backends[j].name);
 			t->due_ms = prev ? prev->due_ms : first_due(w, &t->conf);

@@ -326,6 +326,36 @@ class HealthCheckTest(LBTestCase):
         lb.wait_stderr(re.escape(b.addr_str) + r".*\bup\b", timeout=10, since=since)
         wait_for(lambda: who(addr) == "b", 10, "backend b to get connections", interval=0.05)
 
+    def test_active_checks_on_a_check_port(self):
+        """health_check.port: the checks connect there, not to the traffic port.  Both
+        backends serve traffic all along; what they are judged by is a listener of the test's
+        on the check port (both backends are 127.0.0.1, so it stands for both)."""
+        a, b = self.backends("a", "b")
+        port, check = free_port(), free_port()
+        addr = (LOCAL, port)
+        lb = self.start_lb([listener(port, [a, b],
+                                     health_check={"interval_ms": 200, "timeout_ms": 100,
+                                                   "rise": 2, "fall": 2, "port": check},
+                                     connect_timeout_ms=10000, fail_timeout_ms=30000)],
+                           num_acceptors=1)
+        # Nothing listens on the check port: both go down, though their traffic ports answer.
+        for bk in (a, b):
+            lb.wait_stderr(re.escape(bk.addr_str) + r".*\bdown\b", timeout=10)
+        # (Checked on their traffic ports they would have stayed up: those answer.)
+        self.assertTrue(refused_now(addr))
+        since = len(lb.stderr_text())
+        probe = socket.socket()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((LOCAL, check))
+        probe.listen(64)
+        try:
+            for bk in (a, b):
+                lb.wait_stderr(re.escape(bk.addr_str) + r".*\bup\b", timeout=10, since=since)
+            wait_for(lambda: {who(addr) for _ in range(6)} == {"a", "b"}, 10,
+                     "both backends in rotation")
+        finally:
+            probe.close()
+
 
 if __name__ == "__main__":
     lbtest.main()
