@@ -322,6 +322,7 @@ struct dp_worker {
 	atomic_int drain;                  /* 0 run, 1 drain, 2 drain now (second signal) */
 	atomic_bool stopped;               /* set when the loop has exited */
 	bool draining;
+	bool drain_closed;                 /* the drain deadline closed everything left */
 	uint64_t drain_deadline_ms;
 	uint64_t now_ms;
 	unsigned buffer_size;

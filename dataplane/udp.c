@@ -24,6 +24,12 @@
 #define NIL UINT32_MAX
 #define BUCKETS_MIN 256u
 #define SWEEP_EVERY_MS 1000
+/*
+ * A stopped listener socket (drain, handover, removal) receives nothing more, so its flows can
+ * only still carry replies to datagrams already sent: they go once idle this long, not after
+ * the listener's whole idle timeout, so a drain waits seconds for udp, not 30 s.
+ */
+#define STOPPED_IDLE_MS 2000
 
 enum { FLOW_FREE = 0, FLOW_OPEN, FLOW_CLOSING };
 
@@ -733,6 +739,8 @@ void dp_udp_expire(struct dp_worker *w, struct dp_wlistener *wl, uint64_t *next_
 	if (!cur || dp_list_empty(&wl->flows))
 		return;
 	idle = cur->sl->conf->idle_timeout_ms;
+	if (!wl->set && idle > STOPPED_IDLE_MS)
+		idle = STOPPED_IDLE_MS;
 	while (!dp_list_empty(&wl->flows)) {
 		struct dp_flow *f = dp_list_first(&wl->flows, struct dp_flow, lru);
 

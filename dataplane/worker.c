@@ -571,7 +571,10 @@ static uint64_t run_timers(struct dp_worker *w)
 	if (w->id == 0 && !w->draining)
 		dp_hcheck_run(w, &next);
 	if (w->draining) {
-		if (w->now_ms >= w->drain_deadline_ms && (w->n_conns || w->n_flows)) {
+		if (w->now_ms >= w->drain_deadline_ms && (w->n_conns || w->n_flows) &&
+		    !w->drain_closed) {
+			/* Once: what it closes may take a turn to go (cancels to complete). */
+			w->drain_closed = true;
 			log_warn("worker %u: drain timeout, closing %u connections and %u udp flows",
 				 w->id, w->n_conns, w->n_flows);
 			close_all(w);

@@ -506,6 +506,73 @@ class EchoServer:
 # Clients
 
 
+class UdpBackend:
+    """A UDP server in a thread: answers each datagram with b"<name>:" and the datagram, and
+    counts datagrams and the distinct client addresses (the proxy's flows) they came from."""
+
+    def __init__(self, name, host="127.0.0.1"):
+        self.name = name
+        self.host = host
+        self.lock = threading.Lock()
+        self.datagrams = 0
+        self.clients = set()
+        self._s = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        self._s.bind((host, 0))
+        self._s.settimeout(0.2)
+        self.port = self._s.getsockname()[1]
+        self._stop = False
+        self._thr = threading.Thread(target=self._loop, name=f"udp-{name}", daemon=True)
+        self._thr.start()
+
+    @property
+    def addr(self):
+        return (self.host, self.port)
+
+    @property
+    def addr_str(self):
+        return fmt_addr(self.host, self.port)
+
+    def _loop(self):
+        while not self._stop:
+            try:
+                d, a = self._s.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.datagrams += 1
+                self.clients.add(a)
+            try:
+                self._s.sendto(self.name.encode() + b":" + d, a)
+            except OSError:
+                pass
+
+    def counts(self):
+        with self.lock:
+            return dict(datagrams=self.datagrams, clients=len(self.clients))
+
+    def close(self):
+        self._stop = True
+        self._thr.join(HANG)
+        self._s.close()
+
+
+def udp_query(addr, data=b"WHO", sock=None, src=None, timeout=HANG):
+    """Send one datagram to addr and return the reply (socket.timeout when none comes in
+    timeout: a hang guard).  sock: reuse a socket (one client, one flow), else a new one."""
+    s = sock or socket.socket(family_of(addr[0]), socket.SOCK_DGRAM)
+    try:
+        if src is not None and sock is None:
+            s.bind(src)
+        s.settimeout(timeout)
+        s.sendto(data, addr)
+        return s.recvfrom(65535)[0]
+    finally:
+        if sock is None:
+            s.close()
+
+
 def connect(addr, src=None, timeout=HANG):
     """A connected TCP socket with a hang-guard timeout on every operation."""
     host, port = addr
@@ -973,6 +1040,11 @@ class LBTestCase(unittest.TestCase):
 
     def backends(self, *names, **kw):
         return [self.backend(n, **kw) for n in names]
+
+    def udp_backend(self, name, **kw):
+        b = UdpBackend(name, **kw)
+        self.addCleanup(b.close)
+        return b
 
     def echo_server(self, name="echo", **kw):
         e = EchoServer(name, **kw)

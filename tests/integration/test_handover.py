@@ -13,7 +13,7 @@ import unittest
 
 import lbtest
 from lbtest import (LBTestCase, connect, ctl_call, free_port, listener, render_config,
-                    status_listener, wait_for)
+                    status_listener, udp_query, wait_for)
 
 LOCAL = "127.0.0.1"
 OP_GUARD = 5.0          # hang guard of one client operation
@@ -180,6 +180,57 @@ class HandoverLoadTest(HandoverCase):
               f"ok; {got['conn_failures']} connections and {got['request_failures']} "
               f"requests failed", flush=True)
         self.assertGreater(got["conn_failures"], 0)
+
+    def test_udp_listener_handed_over(self):
+        """A udp listener's sockets go to the successor too: no query is lost, and a client's
+        flow keeps its backend across the two processes (maglev on either side)."""
+        b = self.backend("tcp")
+        u1, u2 = self.udp_backend("u1"), self.udp_backend("u2")
+        port, uport = free_port(), free_port()
+        conf = render_config([listener(port, [b]),
+                              listener(uport, [u1, u2], name="dns", protocol="udp",
+                                       algorithm="maglev")],
+                             handover_socket=self.ho, control_socket=self.ctl,
+                             drain_timeout_ms=20000)
+        lb = self.first(conf, port)
+        uaddr = (LOCAL, uport)
+        sticky = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sticky.close)
+        first = udp_query(uaddr, b"q0", sock=sticky, timeout=OP_GUARD).split(b":")[0]
+        stop, lost, answered, moved = threading.Event(), [], [0], []
+
+        def queries():
+            # A new client address per query (a flow each), and the sticky client alongside.
+            while not stop.is_set() and answered[0] < 5000:
+                try:
+                    udp_query(uaddr, b"q", timeout=OP_GUARD)
+                    who = udp_query(uaddr, b"s", sock=sticky, timeout=OP_GUARD)
+                    answered[0] += 1
+                    if who.split(b":")[0] != first:
+                        moved.append(who)
+                except OSError as e:
+                    lost.append(repr(e))
+                    return
+
+        t = threading.Thread(target=queries, daemon=True)
+        t.start()
+        wait_for(lambda: answered[0] >= 50, 30, "queries through the first process")
+        self.successor(conf)
+        since = answered[0]
+        wait_for(lambda: answered[0] >= since + 50 or lost, 30,
+                 "queries through the successor")
+        # Its flows idle now (the successor has the clients): it drains in seconds.
+        self.assertEqual(lb.wait_exit(30), 0, "the old process did not drain and exit 0")
+        stop.set()
+        t.join(OP_GUARD * 3)
+        print(f"\nudp handover: {answered[0]} query pairs answered, {len(lost)} lost",
+              flush=True)
+        self.assertEqual(lost, [])
+        self.assertEqual(moved, [], "the sticky client changed backend")
+        st = ctl_call(self.ctl, {"op": "status"})
+        dns = status_listener(st, "dns")
+        self.assertEqual(dns["protocol"], "udp")
+        self.assertGreater(dns["udp"]["datagrams_in"], 0, "the successor relayed nothing")
 
     def test_worker_count_changes(self):
         """2 -> 1 -> 3 -> 1 workers: sockets beyond the worker count are accepted from, and
