@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,18 +20,24 @@ UNPRIVILEGED = ["sh", "-c", 'chown -R %d:%d "$(dirname "$3")" && exec setpriv --
                 '--no-new-privs "$@"' % (NOBODY, NOBODY, NOBODY, NOBODY), "sh"]
 
 
-def free_low_port():
-    """80 when it is free on loopback, else the highest free port below 1024."""
-    for port in [80] + list(range(1023, 600, -1)):
-        s = socket.socket()
-        try:
-            s.bind((LOCAL, port))
+def free_low_port(first=80, kinds=(socket.SOCK_STREAM,)):
+    """first when it is free on loopback (for every socket type of kinds), else the highest
+    free port below 1024."""
+    for port in [first] + list(range(1023, 600, -1)):
+        if all(_free(port, k) for k in kinds):
             return port
-        except OSError:
-            continue
-        finally:
-            s.close()
     raise unittest.SkipTest("no free port below 1024 on loopback")
+
+
+def _free(port, kind):
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind((LOCAL, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def capabilities(pid):
@@ -96,6 +103,23 @@ class BinderTest(LBTestCase):
             self.assertIn("Uid:\t%d\t%d" % (NOBODY, NOBODY), f.read())
         self.assertRegex(self.binder_log(), r"binder: 2 sockets for pid %d" % lb.pid)
 
+    def test_dns_on_port_53_udp_and_tcp(self):
+        """A udp and a tcp listener on one port below 1024 (DNS), both bound by the binder
+        for a dataplane without any capability."""
+        a, u = self.backend("a"), self.udp_backend("u")
+        port = free_low_port(53, (socket.SOCK_STREAM, socket.SOCK_DGRAM))
+        lb = self.start_lb(config=render_config([listener(port, [a], name="dns-tcp"),
+                                                 listener(port, [u], name="dns",
+                                                          protocol="udp", responses=1)],
+                                                binder_socket=self.sock),
+                           ready=[(LOCAL, port)], num_acceptors=2, log_level="info",
+                           prefix=UNPRIVILEGED)
+        self.assertEqual(lbtest.udp_query((LOCAL, port), b"q"), b"u:q")
+        self.assertEqual(lbtest.who((LOCAL, port)), "a")
+        self.assertEqual(capabilities(lb.pid)["CapEff"], "0" * 16)
+        self.assertEqual(len(re.findall(r"binder: 2 sockets for pid %d" % lb.pid,
+                                        self.binder_log())), 2)
+
     def test_more_workers_than_one_request_carries(self):
         """70 workers, 70 sockets of one group, sent as 64 and 6 (a message carries at most
         64 descriptors); a second request would find the address in use."""
@@ -143,6 +167,8 @@ class BinderTest(LBTestCase):
             (b'{"op":"bind","listen":"127.0.0.1:80","count":0}', "count must be 1 to 1024"),
             (b'{"op":"bind","listen":"127.0.0.1:80","count":1025}', "count must be 1 to 1024"),
             (b'{"op":"bind","listen":"localhost:80","count":1}', "listen: "),
+            (b'{"op":"bind","listen":"127.0.0.1:80","count":1,"protocol":"sctp"}',
+             'protocol must be "tcp" or "udp"'),
             (b'{"op":"unbind"}', "not a bind request"),
             (b'not json', "not a bind request"),
         ]
