@@ -81,6 +81,8 @@ static int read_status(struct ctrl_push *p)
 	p->n_reserved = 0;
 	cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(st, "listeners")) {
 		const cJSON *listen = cJSON_GetObjectItemCaseSensitive(l, "listen");
+		const cJSON *proto = cJSON_GetObjectItemCaseSensitive(l, "protocol");
+		struct ctrl_port_proto *rp;
 		struct lb_addr a;
 		char err[128];
 
@@ -88,9 +90,15 @@ static int read_status(struct ctrl_push *p)
 		    !cJSON_IsString(listen) || p->n_reserved == CTRL_PUSH_RESERVED_MAX ||
 		    lb_addr_parse(listen->valuestring, false, &a, err, sizeof(err)))
 			continue;
-		p->reserved[p->n_reserved++] =
-			ntohs(a.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a.ss)->sin6_port
-							 : ((struct sockaddr_in *)&a.ss)->sin_port);
+		rp = &p->reserved[p->n_reserved];
+		rp->port = ntohs(a.ss.ss_family == AF_INET6
+					 ? ((struct sockaddr_in6 *)&a.ss)->sin6_port
+					 : ((struct sockaddr_in *)&a.ss)->sin_port);
+		/* A dataplane from before UDP names no protocol: its listeners are all TCP. */
+		rp->protocol = cJSON_IsString(proto) && !strcmp(proto->valuestring, "udp")
+				       ? K8S_PROTO_UDP
+				       : K8S_PROTO_TCP;
+		p->n_reserved++;
 	}
 	r = 0;
 out:

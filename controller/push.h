@@ -8,6 +8,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "controller/core/reconcile.h"
+
 #define CTRL_PUSH_TIMEOUT_MS 10000   /* an apply of 1,000 listeners is parsed in milliseconds */
 #define CTRL_PUSH_PING_MS 20000      /* the dataplane drops a client silent for 60 s */
 #define CTRL_PUSH_RETRY_MS 100       /* reconnect attempts while the dataplane is away */
@@ -29,7 +31,7 @@ struct ctrl_push {
 	char **failed_errors;         /* ... and why */
 	size_t n_failed;
 	/* Ports of the dataplane's own file listeners (a managed listener there is refused). */
-	uint16_t reserved[CTRL_PUSH_RESERVED_MAX];
+	struct ctrl_port_proto reserved[CTRL_PUSH_RESERVED_MAX];
 	size_t n_reserved;
 	uint64_t applies_ok, applies_failed, connects;
 };

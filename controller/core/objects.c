@@ -381,18 +381,40 @@ static int lb_algo_from_crd(const char *s, enum lb_algo *ret)
 	return -EINVAL;
 }
 
+/*
+ * listeners[i].udp: a UDP listener's flow settings, with their defaults when it is absent.  On
+ * a TCP listener it is refused rather than ignored: someone wrote settings that would do
+ * nothing, most likely on the wrong listener.
+ */
+static int lb_listener_udp_parse(struct k8s_lb *lb, struct k8s_lb_listener *l, const cJSON *udp,
+				 size_t i)
+{
+	if (udp && !cJSON_IsNull(udp) && l->protocol != K8S_PROTO_UDP)
+		return lb_invalid(lb, "spec.listeners[%zu].udp: only for a UDP listener, and this "
+				      "one is %s", i, k8s_proto_name(l->protocol));
+	l->responses = (unsigned)get_int(udp, "responses", 0, 1000000, 0);
+	l->max_flows = (unsigned)get_int(udp, "maxFlows", 1, 1000000, 0);
+	l->udp_idle_timeout_s = (unsigned)get_int(udp, "idleTimeoutSeconds", 1, 86400,
+						  K8S_UDP_IDLE_TIMEOUT_S);
+	return 0;
+}
+
 static int lb_listener_parse(struct k8s_lb *lb, const cJSON *js, size_t i)
 {
 	struct k8s_lb_listener *l = &lb->listeners[i];
 	const cJSON *ref = get(get(js, "backend"), "serviceRef"), *port;
 	bool ok;
+	int r;
 
 	if (!copy_str(l->name, sizeof(l->name), get_str(js, "name")) || !dns_name(l->name, false))
 		return lb_invalid(lb, "spec.listeners[%zu].name: missing, longer than 63, or not "
 				      "a DNS label", i);
 	l->protocol = proto_parse(get_str(js, "protocol"), &ok);
-	if (!ok || l->protocol != K8S_PROTO_TCP)
-		return lb_invalid(lb, "spec.listeners[%zu].protocol: only TCP is supported", i);
+	if (!ok || l->protocol == K8S_PROTO_SCTP)
+		return lb_invalid(lb, "spec.listeners[%zu].protocol: must be TCP or UDP", i);
+	r = lb_listener_udp_parse(lb, l, get(js, "udp"), i);
+	if (r || lb->invalid)
+		return r;
 	l->port = (uint16_t)get_int(js, "port", 1, 65535, 0);
 	if (!l->port)
 		return lb_invalid(lb, "spec.listeners[%zu].port: must be 1 to 65535", i);
@@ -417,6 +439,25 @@ static int lb_listener_parse(struct k8s_lb *lb, const cJSON *js, size_t i)
 	return 0;
 }
 
+/*
+ * An active check is a TCP connect: a UDP port cannot tell an idle server from a dead one, so
+ * a UDP listener is checked only on a TCP port named for it (the dataplane refuses a udp
+ * listener's health_check without one).  Refused rather than left unchecked: whoever turned
+ * checks on expects every listener to have them.
+ */
+static int lb_health_udp_check(struct k8s_lb *lb)
+{
+	if (!lb->health || lb->health_port)
+		return 0;
+	for (size_t i = 0; i < lb->n_listeners; i++)
+		if (lb->listeners[i].protocol == K8S_PROTO_UDP)
+			return lb_invalid(lb, "spec.healthCheck.port: required when a listener is "
+					      "UDP (listener %s): a health check is a TCP connect, "
+					      "so UDP endpoints are checked on that TCP port",
+					  lb->listeners[i].name);
+	return 0;
+}
+
 static int lb_parse(const cJSON *json, struct k8s_lb *lb)
 {
 	const cJSON *spec = get(json, "spec"), *hc, *ls, *it;
@@ -437,6 +478,7 @@ static int lb_parse(const cJSON *json, struct k8s_lb *lb)
 	lb->timeout_s = (unsigned)get_int(hc, "timeoutSeconds", 1, 3600, 1);
 	lb->healthy = (unsigned)get_int(hc, "healthyThreshold", 1, 100, 2);
 	lb->unhealthy = (unsigned)get_int(hc, "unhealthyThreshold", 1, 100, 3);
+	lb->health_port = (unsigned)get_int(hc, "port", 1, 65535, 0);
 	if (lb->health && lb->timeout_s >= lb->period_s)
 		return lb_invalid(lb, "spec.healthCheck.timeoutSeconds: must be less than "
 				      "periodSeconds");
@@ -471,7 +513,7 @@ static int lb_parse(const cJSON *json, struct k8s_lb *lb)
 			return r;
 		lb->n_listeners = ++i;
 	}
-	return 0;
+	return lb_health_udp_check(lb);
 }
 
 /* --- Service, EndpointSlice and Endpoints ----------------------------------------------- */

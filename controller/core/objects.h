@@ -72,7 +72,13 @@ struct k8s_lb_listener {
 	char svc[K8S_LABEL_MAX];
 	uint16_t svc_port;             /* the Service port by number, or 0 ... */
 	char svc_port_name[K8S_LABEL_MAX]; /* ... by name */
+	/* UDP only (listeners[].udp): what a flow is, since a datagram has no end of its own. */
+	unsigned responses;            /* replies after which a flow ends; 0 = only when idle */
+	unsigned max_flows;            /* flows per dataplane worker; 0 = the dataplane's default */
+	unsigned udp_idle_timeout_s;   /* a flow with no datagram either way this long ends */
 };
+
+#define K8S_UDP_IDLE_TIMEOUT_S 30     /* the CRD's default, the dataplane's too (30000 ms) */
 
 struct k8s_lb {
 	/* NULL, or why the spec cannot be used: the schema should have refused it, but an
@@ -83,6 +89,7 @@ struct k8s_lb {
 	enum lb_algo algorithm;
 	bool health;
 	unsigned period_s, timeout_s, healthy, unhealthy;
+	unsigned health_port;          /* healthCheck.port: 0 = each listener's own endpoint port */
 	unsigned connect_timeout_s, idle_timeout_s;
 	unsigned max_connections;      /* 0 = the dataplane's default */
 	enum lb_proxy_protocol proxy;

@@ -12,7 +12,8 @@
  *  2. A LoadBalancer serves on a node when its nodeSelector selects the node.
  *  3. Each listener claims its port/protocol on the node; a port already claimed by an older
  *     LoadBalancer is a conflict and only that listener is left out (the LoadBalancer's other
- *     listeners still serve: one clash must not take down ports that work).
+ *     listeners still serve: one clash must not take down ports that work).  53/TCP and
+ *     53/UDP are two claims, as they are two sockets (DNS serves both).
  *  4. A listener's backends are the ready endpoints of its Service port; when there are none
  *     and drain.useTerminatingEndpoints allows, the serving-but-terminating ones (kube-proxy's
  *     rule).  Terminating endpoints are otherwise left out, so they only finish what they
@@ -273,10 +274,12 @@ static const struct ctrl_lb_result *claim(struct claim *claims, size_t *n,
 	return NULL;
 }
 
-static bool reserved(const struct ctrl_input *in, uint16_t port)
+/* The dataplane refuses two listeners on one address only when they share a protocol. */
+static bool reserved(const struct ctrl_input *in, const struct k8s_lb_listener *l)
 {
 	for (size_t i = 0; i < in->n_reserved; i++)
-		if (in->reserved_ports[i] == port)
+		if (in->reserved_ports[i].port == l->port &&
+		    in->reserved_ports[i].protocol == l->protocol)
 			return true;
 	return false;
 }
@@ -409,7 +412,7 @@ static int lb_reconcile(const struct ctrl_input *in, const struct slice_index *i
 			res->state = CTRL_L_NOT_SELECTED;
 		} else if (denied(in, l->port)) {
 			res->state = CTRL_L_DENIED;
-		} else if (reserved(in, l->port)) {
+		} else if (reserved(in, l)) {
 			res->state = CTRL_L_RESERVED;
 		} else if ((owner = claim(claims, n_claims, lr, l))) {
 			res->state = CTRL_L_CONFLICT;
@@ -417,7 +420,7 @@ static int lb_reconcile(const struct ctrl_input *in, const struct slice_index *i
 		} else if (backends) {
 			out = &d->listeners[d->n_listeners];
 			*out = (struct ctrl_listener){ .port = l->port, .protocol = l->protocol,
-						       .spec = lb };
+						       .spec = lb, .conf = l };
 			if (snprintf(out->name, sizeof(out->name), "%s/%s/%s", lr->lb->meta.ns,
 				     lr->lb->meta.name, l->name) >= (int)sizeof(out->name)) {
 				res->state = CTRL_L_INVALID; /* the CRD bounds names: cannot happen */
@@ -487,10 +490,51 @@ void ctrl_desired_free(struct ctrl_desired *d)
 
 /* --- the apply ------------------------------------------------------------------------- */
 
+/*
+ * The keys that only mean something for one protocol: the dataplane refuses each on a listener
+ * of the other (connect_timeout_ms, max_connections and proxy_protocol on udp; responses and
+ * max_flows on tcp), so a UDP listener leaves the LoadBalancer's TCP settings out.
+ */
+static bool listener_tcp_keys(cJSON *o, const struct k8s_lb *lb)
+{
+	bool ok = cJSON_AddNumberToObject(o, "connect_timeout_ms", lb->connect_timeout_s * 1000.0) &&
+		  cJSON_AddNumberToObject(o, "idle_timeout_ms", lb->idle_timeout_s * 1000.0) &&
+		  cJSON_AddStringToObject(o, "proxy_protocol", lb_proxy_protocol_name(lb->proxy));
+
+	if (ok && lb->max_connections)
+		ok = cJSON_AddNumberToObject(o, "max_connections", lb->max_connections) != NULL;
+	return ok;
+}
+
+static bool listener_udp_keys(cJSON *o, const struct k8s_lb_listener *l)
+{
+	bool ok = cJSON_AddNumberToObject(o, "idle_timeout_ms", l->udp_idle_timeout_s * 1000.0) &&
+		  cJSON_AddNumberToObject(o, "responses", l->responses);
+
+	if (ok && l->max_flows)
+		ok = cJSON_AddNumberToObject(o, "max_flows", l->max_flows) != NULL;
+	return ok;
+}
+
+static bool listener_health(cJSON *o, const struct k8s_lb *lb)
+{
+	cJSON *hc = cJSON_AddObjectToObject(o, "health_check");
+	bool ok = hc && cJSON_AddNumberToObject(hc, "interval_ms", lb->period_s * 1000.0) &&
+		  cJSON_AddNumberToObject(hc, "timeout_ms", lb->timeout_s * 1000.0) &&
+		  cJSON_AddNumberToObject(hc, "rise", lb->healthy) &&
+		  cJSON_AddNumberToObject(hc, "fall", lb->unhealthy);
+
+	/* Parsing made sure a UDP listener's checks have a port (objects.c). */
+	if (ok && lb->health_port)
+		ok = cJSON_AddNumberToObject(hc, "port", lb->health_port) != NULL;
+	return ok;
+}
+
 static cJSON *listener_json(const struct ctrl_listener *l, const char *listen_host)
 {
 	const struct k8s_lb *lb = l->spec;
-	cJSON *o = cJSON_CreateObject(), *bs, *hc;
+	bool udp = l->protocol == K8S_PROTO_UDP;
+	cJSON *o = cJSON_CreateObject(), *bs;
 	char listen[LB_ADDR_STRLEN + 8];
 	bool ok = o != NULL;
 
@@ -498,20 +542,11 @@ static cJSON *listener_json(const struct ctrl_listener *l, const char *listen_ho
 		 listen_host, l->port);
 	ok = ok && cJSON_AddStringToObject(o, "name", l->name) &&
 	     cJSON_AddStringToObject(o, "listen", listen) &&
-	     cJSON_AddStringToObject(o, "protocol", "tcp") &&
-	     cJSON_AddStringToObject(o, "algorithm", lb_algo_name(lb->algorithm)) &&
-	     cJSON_AddNumberToObject(o, "connect_timeout_ms", lb->connect_timeout_s * 1000.0) &&
-	     cJSON_AddNumberToObject(o, "idle_timeout_ms", lb->idle_timeout_s * 1000.0) &&
-	     cJSON_AddStringToObject(o, "proxy_protocol", lb_proxy_protocol_name(lb->proxy));
-	if (ok && lb->max_connections)
-		ok = cJSON_AddNumberToObject(o, "max_connections", lb->max_connections) != NULL;
-	if (ok && lb->health) {
-		ok = (hc = cJSON_AddObjectToObject(o, "health_check")) &&
-		     cJSON_AddNumberToObject(hc, "interval_ms", lb->period_s * 1000.0) &&
-		     cJSON_AddNumberToObject(hc, "timeout_ms", lb->timeout_s * 1000.0) &&
-		     cJSON_AddNumberToObject(hc, "rise", lb->healthy) &&
-		     cJSON_AddNumberToObject(hc, "fall", lb->unhealthy);
-	}
+	     cJSON_AddStringToObject(o, "protocol", udp ? "udp" : "tcp") &&
+	     cJSON_AddStringToObject(o, "algorithm", lb_algo_name(lb->algorithm));
+	ok = ok && (udp ? listener_udp_keys(o, l->conf) : listener_tcp_keys(o, lb));
+	if (ok && lb->health)
+		ok = listener_health(o, lb);
 	ok = ok && (bs = cJSON_AddArrayToObject(o, "backends"));
 	for (size_t i = 0; ok && i < l->n_backends; i++) {
 		cJSON *b = cJSON_CreateObject();

@@ -16,6 +16,12 @@
 #define CTRL_KEY_MAX (K8S_LABEL_MAX + K8S_NAME_MAX + 1) /* "namespace/name" */
 #define CTRL_MSG_MAX 1024
 
+/* A port and its protocol ("53/UDP"): a TCP and a UDP listener may share a port number. */
+struct ctrl_port_proto {
+	uint16_t port;
+	enum k8s_proto protocol;
+};
+
 /* Ports lo..hi (a single port: lo == hi). */
 struct ctrl_port_range {
 	uint16_t lo, hi;
@@ -29,7 +35,7 @@ struct ctrl_input {
 	const char *listen_host;            /* the address managed listeners bind: "0.0.0.0" */
 	/* Ports this node's dataplane serves from its own file ("80/TCP" ...): a managed
 	 * listener there would be refused as a whole apply, so it is reported instead. */
-	const uint16_t *reserved_ports;
+	const struct ctrl_port_proto *reserved_ports;
 	size_t n_reserved;
 	/* Ports no LoadBalancer may take on any node (--deny-ports: ssh, the kubelet, etcd ...). */
 	const struct ctrl_port_range *denied;
@@ -47,6 +53,7 @@ struct ctrl_listener {
 	uint16_t port;
 	enum k8s_proto protocol;
 	const struct k8s_lb *spec;          /* the LoadBalancer's settings (points into the store) */
+	const struct k8s_lb_listener *conf; /* the listener's own (UDP) settings, likewise */
 	struct ctrl_backend *backends;
 	size_t n_backends;
 };

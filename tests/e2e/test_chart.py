@@ -723,9 +723,24 @@ BROKEN = [
                                "backend": {"serviceRef": {"name": "web", "port": "http"}}}]},
      "spec.listeners[0].port: Invalid value: 0: spec.listeners[0].port in body should be "
      "greater than or equal to 1"),
-    ("UDP", {"listeners": [{"name": "a", "port": 53, "protocol": "UDP",
-                            "backend": {"serviceRef": {"name": "dns", "port": 53}}}]},
-     'spec.listeners[0].protocol: Unsupported value: "UDP": supported values: "TCP"'),
+    ("SCTP", {"listeners": [{"name": "a", "port": 53, "protocol": "SCTP",
+                             "backend": {"serviceRef": {"name": "dns", "port": 53}}}]},
+     'spec.listeners[0].protocol: Unsupported value: "SCTP": supported values: "TCP", "UDP"'),
+    ("udp settings on a TCP listener", {"listeners": [
+        {"name": "a", "port": 53, "udp": {"responses": 1},
+         "backend": {"serviceRef": {"name": "dns", "port": 53}}}]},
+     "spec.listeners[0].udp: Forbidden: udp settings are only for a UDP listener: set protocol "
+     "UDP, or remove udp"),
+    ("UDP health checks without a TCP port", {"healthCheck": {}, "listeners": [
+        {"name": "a", "port": 53, "protocol": "UDP",
+         "backend": {"serviceRef": {"name": "dns", "port": 53}}}]},
+     "spec.healthCheck.port: Required value: healthCheck.port is required when a listener is "
+     "UDP: a health check is a TCP connect"),
+    ("UDP maxFlows 0", {"listeners": [
+        {"name": "a", "port": 53, "protocol": "UDP", "udp": {"maxFlows": 0},
+         "backend": {"serviceRef": {"name": "dns", "port": 53}}}]},
+     "spec.listeners[0].udp.maxFlows: Invalid value: 0: spec.listeners[0].udp.maxFlows in body "
+     "should be greater than or equal to 1"),
     ("one port twice", {"listeners": [
         {"name": "a", "port": 80, "backend": {"serviceRef": {"name": "web", "port": 80}}},
         {"name": "b", "port": 80, "backend": {"serviceRef": {"name": "web", "port": 81}}}]},
@@ -1134,7 +1149,8 @@ class T7Uninstall(unittest.TestCase):
         # Kept: the CRD, so every LoadBalancer; and the Lease the controller made at run time.
         C.kubectl("get", "crd", CRD_NAME)
         self.assertEqual(sorted(o["metadata"]["name"] for o in C.kubectl_json(
-            "get", "l4lb", "-n", EXAMPLES_NS)["items"]), ["mqtt", "orphan", "postgres", "web"])
+            "get", "l4lb", "-n", EXAMPLES_NS)["items"]),
+            ["dns", "mqtt", "orphan", "postgres", "web"])
         C.kubectl("get", "lease", "layer4-lb-controller", "-n", NS)
         self.assertEqual(helm_c("list", "--namespace", NS, "-q").stdout.strip(), "")
 

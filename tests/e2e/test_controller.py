@@ -4,7 +4,8 @@ One cluster (etcd, kube-apiserver, kube-controller-manager) in a network namespa
 node-a runs a dataplane and a controller as the chart's pod will, the controller under the
 chart's RBAC with a ServiceAccount token, reaching the API server through a relay the test can
 cut.  Pods are "run" by writing their status; the real EndpointSlice controller does the rest.
-Traffic is real TCP to backends listening on the pods' addresses.
+Traffic is real TCP (and, for the UDP listener of T6, real datagrams) to backends listening on
+the pods' addresses.
 
 Timeouts are hang guards only; figures (how fast a restarted dataplane was re-programmed) are
 printed, never asserted.
@@ -32,6 +33,7 @@ NODE_A, ADDR_A = "node-a", "198.18.0.2"
 NODE_B, ADDR_B = "node-b", "198.18.0.3"
 NODE_C, ADDR_C = "node-c", "198.18.0.4"
 TARGET_PORT = 8080
+DNS_EXAMPLE = os.path.join(l4lb.REPO, "deploy", "examples", "dns.yaml")
 
 C = None          # the cluster
 RELAY = None      # controller -> API server
@@ -132,6 +134,51 @@ def refused(addr, port):
         return False
     except ConnectionRefusedError:
         return True
+
+
+class UdpResponder:
+    """A UDP server on ip:port answering each datagram with "<name> <datagram>": one answer per
+    query, as a DNS server gives."""
+
+    def __init__(self, name, ip, port):
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, port))
+        self.sock.settimeout(0.1)
+        self.stop_ev = threading.Event()
+        self.thr = threading.Thread(target=self._run, daemon=True)
+        self.thr.start()
+
+    def _run(self):
+        while not self.stop_ev.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.sock.sendto(self.name.encode() + b" " + data, peer)
+
+    def close(self):
+        self.stop_ev.set()
+        self.thr.join(timeout=5)
+        self.sock.close()
+
+
+def udp_query(addr, port, payload):
+    """One datagram from a new socket (a new flow), and the name of the responder that
+    answered it; the answer must carry the query back whole."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    try:
+        s.sendto(payload, (addr, port))
+        data, _ = s.recvfrom(65535)
+    finally:
+        s.close()
+    name, _, echo = data.partition(b" ")
+    if echo != payload:
+        raise AssertionError("answer %r to query %r" % (data, payload))
+    return name.decode()
 
 
 class Traffic:
@@ -503,6 +550,73 @@ class T5Endpoints(unittest.TestCase):
             C.set_pod_ready("t1", "web-1", True)
         wait_for("web-1 back on node-c",
                  lambda: "198.18.0.11:8080" in dp_c.backends("t1/web/http"))
+
+
+class T6Udp(unittest.TestCase):
+    """The DNS example (deploy/examples/dns.yaml): 53/UDP and 53/TCP of one LoadBalancer, a
+    udp listener in the dataplane with the pods as backends, real datagrams, health checks on
+    the pods' TCP port."""
+
+    NS = "t6"
+    PODS = {"dns-1": "198.18.0.61", "dns-2": "198.18.0.62"}
+    WANT = ["198.18.0.61:53", "198.18.0.62:53"]
+    UDP, TCP = "t6/dns/dns-udp", "t6/dns/dns-tcp"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tcp = {}
+        for name, ip in cls.PODS.items():
+            k8scluster.add_address(ip)
+            BACKENDS.append(UdpResponder(name, ip, 53))
+            cls.tcp[name] = backend(name, ip, port=53)  # DNS over TCP, and the checks' port
+            C.run_pod(cls.NS, name, {"app": "dns"}, ip, NODE_A, ports=[53])
+        C.kubectl("apply", "-n", cls.NS, "-f", DNS_EXAMPLE)
+
+    def dp(self):
+        return NODES[NODE_A][0]
+
+    def udp_backend(self, addr):
+        return [b for b in self.dp().listeners()[self.UDP]["backends"] if b["address"] == addr][0]
+
+    def test_1_udp_listener_serves_the_pods(self):
+        wait_for("the udp listener with both pods", lambda: self.dp().backends(self.UDP) ==
+                 self.WANT)
+        ls = self.dp().listeners()
+        self.assertEqual((ls[self.UDP]["protocol"], ls[self.UDP]["listen"],
+                          ls[self.UDP]["bound"]), ("udp", ADDR_A + ":53", True))
+        self.assertEqual(ls[self.TCP].get("protocol", "tcp"), "tcp")
+        self.assertEqual(self.dp().backends(self.TCP), self.WANT)
+        # Each query is a flow of its own (responses: 1 ends it with the answer): round robin
+        # spreads them over both pods.
+        got = wait_for("both pods answer queries", lambda: (
+            lambda s: s if s == set(self.PODS) else None)(
+            {udp_query(ADDR_A, 53, b"query-%d" % i) for i in range(12)}))
+        self.assertEqual(got, set(self.PODS))
+        self.assertIn(who(ADDR_A, 53), self.PODS)
+        wait_for("Ready=True", lambda: cond_is(self.NS, "dns", "Ready", "True"))
+        st = lb_status(self.NS, "dns")
+        self.assertEqual(st["ports"], "53/UDP,53/TCP")
+        self.assertEqual(sorted((x["name"], x["protocol"], x["port"], x["readyEndpoints"])
+                                for x in st["listeners"]),
+                         [("dns-tcp", "TCP", 53, 2), ("dns-udp", "UDP", 53, 2)])
+        row = C.kubectl("get", "l4lb", "dns", "-n", self.NS).splitlines()[1]
+        self.assertIn("53/UDP,53/TCP", row)
+
+    def test_2_health_checked_on_the_tcp_port(self):
+        """dns-2 stops serving TCP while its UDP responder still answers: only a check on
+        healthCheck.port (TCP 53) can see it, and then its queries go to dns-1."""
+        wait_for("dns-2 healthy", lambda: self.udp_backend("198.18.0.62:53")["healthy"])
+        self.tcp["dns-2"].stop_listening()
+        try:
+            wait_for("dns-2 taken out of the udp listener",
+                     lambda: not self.udp_backend("198.18.0.62:53")["healthy"])
+            self.assertEqual({udp_query(ADDR_A, 53, b"down-%d" % i) for i in range(8)},
+                             {"dns-1"})
+        finally:
+            self.tcp["dns-2"].start_listening()
+        wait_for("dns-2 back", lambda: self.udp_backend("198.18.0.62:53")["healthy"])
+        wait_for("dns-2 answers again", lambda: "dns-2" in
+                 {udp_query(ADDR_A, 53, b"up-%d" % i) for i in range(8)})
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ static void accepted(cJSON *listeners, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const uint16_t reserved[] = { 8443, 9000 };
+	static const struct ctrl_port_proto reserved[] = { { 8443, K8S_PROTO_TCP },
+							  { 9000, K8S_PROTO_UDP } };
 	static const struct ctrl_port_range denied[] = { { 22, 22 }, { 10248, 10260 } };
 	struct world w = { 0 };
 	struct ctrl_input in = { .lbs = &w.lbs, .services = &w.svcs, .slices = &w.slices,

@@ -36,7 +36,7 @@
 
 struct world {
 	struct k8s_store lbs, svcs, slices;
-	uint16_t reserved[4];
+	struct ctrl_port_proto reserved[4];
 	size_t n_reserved;
 	struct ctrl_port_range denied[2];
 	size_t n_denied;
@@ -294,7 +294,7 @@ static void test_entry_conflict_and_reserved(void **state)
 	cJSON_Delete(e);
 
 	/* The dataplane's own file listens on 8443. */
-	w.reserved[0] = 8443;
+	w.reserved[0] = (struct ctrl_port_proto){ 8443, K8S_PROTO_TCP };
 	w.n_reserved = 1;
 	e = entry_for("old", &rep);
 	assert_string_equal(str(e, "reason"), "Programmed");

@@ -149,9 +149,22 @@ static void test_lb_invalid(void **state)
 		  "spec.listeners[1].name: \"web\" is used twice" },
 		{ SPEC(LISTENER("a", 8080, "web", "80") "," LISTENER("b", 8080, "web", "80")),
 		  "spec.listeners[1]: port 8080/TCP is used twice" },
-		{ "{'listeners':[{'name':'dns','protocol':'UDP','port':53,'backend':{'serviceRef':"
+		{ "{'listeners':[{'name':'dns','protocol':'SCTP','port':53,'backend':{'serviceRef':"
 		  "{'name':'dns','port':53}}}]}",
-		  "spec.listeners[0].protocol" },
+		  "spec.listeners[0].protocol: must be TCP or UDP" },
+		/* UDP settings on a TCP listener would do nothing: refused, not ignored. */
+		{ "{'listeners':[{'name':'dns','port':53,'udp':{'responses':1},'backend':{"
+		  "'serviceRef':{'name':'dns','port':53}}}]}",
+		  "spec.listeners[0].udp: only for a UDP listener, and this one is TCP" },
+		/* Checks are TCP connects: a UDP listener's need a TCP port to connect to. */
+		{ "{'healthCheck':{},'listeners':[" LISTENER("web", 8080, "web", "80") ","
+		  "{'name':'dns','protocol':'UDP','port':53,'backend':{'serviceRef':{'name':'dns',"
+		  "'port':53}}}]}",
+		  "spec.healthCheck.port: required when a listener is UDP (listener dns)" },
+		{ "{'listeners':[{'name':'a','protocol':'UDP','port':53,'backend':{'serviceRef':"
+		  "{'name':'dns','port':53}}},{'name':'b','protocol':'UDP','port':53,'backend':{"
+		  "'serviceRef':{'name':'dns','port':53}}}]}",
+		  "spec.listeners[1]: port 53/UDP is used twice" },
 		{ "{'listeners':[{'name':'x','protocol':'QUIC','port':53,'backend':{'serviceRef':"
 		  "{'name':'dns','port':53}}}]}",
 		  "spec.listeners[0].protocol" },
@@ -247,6 +260,53 @@ static void test_lb_settings(void **state)
 	assert_int_equal(lb->node_selector.exprs[0].op, K8S_SEL_NOT_IN);
 	assert_int_equal(lb->node_selector.exprs[0].n_values, 2);
 	assert_non_null(lb->status);
+	k8s_obj_free(o);
+}
+
+/*
+ * The CRD's DNS example (deploy/examples/dns.yaml) as the API server stores it, defaults filled
+ * in: 53/UDP and 53/TCP side by side, the UDP one's flow settings, checks on a TCP port.
+ */
+static void test_lb_udp_example(void **state)
+{
+	struct k8s_obj *o = obj_json(
+		K8S_KIND_LOADBALANCER,
+		"{'apiVersion':'layer4lb.io/v1alpha1','kind':'LoadBalancer','metadata':{"
+		"'name':'dns','namespace':'kube-system','generation':1},'spec':{"
+		"'algorithm':'RoundRobin','connectTimeoutSeconds':3,'drain':{"
+		"'useTerminatingEndpoints':true},'healthCheck':{'healthyThreshold':2,"
+		"'periodSeconds':2,'port':53,'timeoutSeconds':1,'unhealthyThreshold':3},"
+		"'idleTimeoutSeconds':300,'proxyProtocol':'None','listeners':["
+		"{'name':'dns-udp','protocol':'UDP','port':53,'backend':{'serviceRef':{"
+		"'name':'dns','port':'dns'}},'udp':{'responses':1,'idleTimeoutSeconds':5}},"
+		"{'name':'dns-tcp','protocol':'TCP','port':53,'backend':{'serviceRef':{"
+		"'name':'dns','port':'dns-tcp'}}}]}}");
+	const struct k8s_lb *lb = &o->lb;
+
+	assert_null(lb->invalid);
+	assert_true(lb->health);
+	assert_int_equal(lb->health_port, 53);
+	assert_int_equal(lb->n_listeners, 2);
+	assert_int_equal(lb->listeners[0].protocol, K8S_PROTO_UDP);
+	assert_int_equal(lb->listeners[0].port, 53);
+	assert_int_equal(lb->listeners[0].responses, 1);
+	assert_int_equal(lb->listeners[0].udp_idle_timeout_s, 5);
+	assert_int_equal(lb->listeners[0].max_flows, 0);
+	assert_string_equal(lb->listeners[0].svc_port_name, "dns");
+	assert_int_equal(lb->listeners[1].protocol, K8S_PROTO_TCP);
+	assert_int_equal(lb->listeners[1].port, 53);
+	assert_string_equal(lb->listeners[1].svc_port_name, "dns-tcp");
+	k8s_obj_free(o);
+
+	/* Without udp: {} the flow settings are the CRD's defaults. */
+	o = obj_json(K8S_KIND_LOADBALANCER,
+		     "{'metadata':{'name':'dns','namespace':'x'},'spec':{'listeners':[{'name':'u',"
+		     "'protocol':'UDP','port':53,'backend':{'serviceRef':{'name':'dns','port':53}},"
+		     "'udp':{'maxFlows':100}}]}}");
+	assert_null(o->lb.invalid);
+	assert_int_equal(o->lb.listeners[0].responses, 0);
+	assert_int_equal(o->lb.listeners[0].udp_idle_timeout_s, 30);
+	assert_int_equal(o->lb.listeners[0].max_flows, 100);
 	k8s_obj_free(o);
 }
 
@@ -393,6 +453,7 @@ int run_objects_tests(void)
 		cmocka_unit_test(test_time_parse),     cmocka_unit_test(test_meta),
 		cmocka_unit_test(test_meta_errors),    cmocka_unit_test(test_lb_defaults),
 		cmocka_unit_test(test_lb_invalid),     cmocka_unit_test(test_lb_settings),
+		cmocka_unit_test(test_lb_udp_example),
 		cmocka_unit_test(test_node_selector),  cmocka_unit_test(test_slice_parse),
 		cmocka_unit_test(test_endpoints_parse), cmocka_unit_test(test_node_parse),
 	};

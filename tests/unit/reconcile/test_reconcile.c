@@ -486,8 +486,8 @@ static void test_reserved_ports(void **state)
 {
 	struct ctrl_desired *d;
 
-	w.reserved[0] = 443;
-	w.reserved[1] = 8080;
+	w.reserved[0] = (struct ctrl_port_proto){ 443, K8S_PROTO_TCP };
+	w.reserved[1] = (struct ctrl_port_proto){ 8080, K8S_PROTO_TCP };
 	w.n_reserved = 2;
 	put_svc(&w, "shop", "web", WEB_PORTS);
 	put_lb(&w, "shop", "old", "2024-01-01T00:00:00Z",
@@ -570,8 +570,8 @@ static void test_invalid_serves_nothing(void **state)
 	put_lb(&w, "shop", "bad", "2020-01-01T00:00:00Z",
 	       SPEC(LISTENER("web", 8080, "web", "'http'") "," LISTENER("web", 8081, "web",
 									"'http'")));
-	put_lb(&w, "shop", "udp", "2020-01-02T00:00:00Z",
-	       "{'listeners':[{'name':'dns','protocol':'UDP','port':8082,'backend':{'serviceRef':{"
+	put_lb(&w, "shop", "sctp", "2020-01-02T00:00:00Z",
+	       "{'listeners':[{'name':'dns','protocol':'SCTP','port':8082,'backend':{'serviceRef':{"
 	       "'name':'web','port':'http'}}}]}");
 	put_lb(&w, "shop", "hc", "2020-01-03T00:00:00Z",
 	       "{'healthCheck':{'periodSeconds':1,'timeoutSeconds':1},'listeners':["
@@ -586,8 +586,8 @@ static void test_invalid_serves_nothing(void **state)
 	assert_false(lr->selected);
 	for (size_t i = 0; i < lr->lb->lb.n_listeners; i++)
 		assert_int_equal(lr->listeners[i].state, CTRL_L_INVALID);
-	assert_non_null(strstr(find_lb(d, "shop/udp")->lb->lb.invalid,
-			       "spec.listeners[0].protocol"));
+	assert_non_null(strstr(find_lb(d, "shop/sctp")->lb->lb.invalid,
+			       "spec.listeners[0].protocol: must be TCP or UDP"));
 	assert_non_null(strstr(find_lb(d, "shop/hc")->lb->lb.invalid,
 			       "spec.healthCheck.timeoutSeconds"));
 	/* Only the valid one is in the desired set, and it has the port. */
@@ -595,6 +595,149 @@ static void test_invalid_serves_nothing(void **state)
 	assert_non_null(find_listener(d, "shop/good/web"));
 	assert_int_equal(lres(d, "shop/good", 0)->state, CTRL_L_SERVED);
 	ctrl_desired_free(d);
+}
+
+/* --- UDP ----------------------------------------------------------------------------------- */
+
+/*
+ * Service dns/dns: 53/TCP "dns-tcp" (target 5354) listed before 53/UDP "dns" (target 5353), so
+ * that a match on the number alone would find the TCP one.  Its slice lists a TCP port also
+ * called "dns" first: only the protocol tells it from the UDP one.
+ */
+#define DNS_PORTS                                                                                  \
+	"[{'name':'dns-tcp','protocol':'TCP','port':53,'targetPort':5354},"                        \
+	"{'name':'dns','protocol':'UDP','port':53,'targetPort':5353}]"
+#define DNS_SLICE_PORTS                                                                            \
+	"[{'name':'dns','protocol':'TCP','port':9998},{'name':'dns-tcp','protocol':'TCP',"          \
+	"'port':5354},{'name':'dns','protocol':'UDP','port':5353}]"
+#define UDP_LISTENER(name, port, svc, svc_port, extra)                                             \
+	"{'name':'" name "','protocol':'UDP','port':" #port ",'backend':{'serviceRef':{'name':'"   \
+	svc "','port':" svc_port "}}" extra "}"
+
+static void put_dns(struct world *x)
+{
+	put_svc(x, "dns", "dns", DNS_PORTS);
+	put_slice(x, "dns", "dns-a1", "dns", "IPv4", DNS_SLICE_PORTS,
+		  "[" EP_READY("10.0.0.9") "," EP_READY("10.0.0.8") "]");
+}
+
+/* A UDP listener's backends: the Service's UDP port (by number or by name), then the slice
+ * port of that name and protocol UDP. */
+static void test_udp_backends_by_protocol(void **state)
+{
+	struct ctrl_desired *d;
+
+	put_dns(&w);
+	put_lb(&w, "dns", "lb", T_OLD,
+	       SPEC(UDP_LISTENER("num", 53, "dns", "53", "") ","
+		    UDP_LISTENER("name", 54, "dns", "'dns'", "") ","
+		    LISTENER("tcp", 53, "dns", "53") ","
+		    UDP_LISTENER("tcp-name", 55, "dns", "'dns-tcp'", "")));
+	d = world_reconcile(&w, NULL, true);
+	assert_string_equal(backends_of(d, "dns/lb/num"), "10.0.0.8:5353,10.0.0.9:5353");
+	assert_string_equal(backends_of(d, "dns/lb/name"), "10.0.0.8:5353,10.0.0.9:5353");
+	assert_string_equal(backends_of(d, "dns/lb/tcp"), "10.0.0.8:5354,10.0.0.9:5354");
+	assert_int_equal(find_listener(d, "dns/lb/num")->protocol, K8S_PROTO_UDP);
+	assert_int_equal(lres(d, "dns/lb", 0)->ready, 2);
+	/* A UDP listener cannot use the TCP port "dns-tcp". */
+	assert_false(lres(d, "dns/lb", 3)->resolved);
+	assert_string_equal(lres(d, "dns/lb", 3)->unresolved_reason, "PortNotFound");
+	assert_string_equal(backends_of(d, "dns/lb/tcp-name"), "");
+	ctrl_desired_free(d);
+}
+
+/* 53/TCP and 53/UDP are two ports: one LoadBalancer may have both, a newer one conflicts only
+ * on the protocol it shares, and a file listener on 8053/TCP leaves 8053/UDP free. */
+static void test_udp_and_tcp_share_a_port(void **state)
+{
+	struct ctrl_desired *d;
+
+	put_dns(&w);
+	w.reserved[0] = (struct ctrl_port_proto){ 8053, K8S_PROTO_TCP };
+	w.n_reserved = 1;
+	put_lb(&w, "dns", "old", "2024-01-01T00:00:00Z",
+	       SPEC(LISTENER("dns-tcp", 53, "dns", "'dns-tcp'") ","
+		    UDP_LISTENER("dns-udp", 53, "dns", "'dns'", "")));
+	put_lb(&w, "dns", "new", "2024-02-01T00:00:00Z",
+	       SPEC(UDP_LISTENER("dns", 53, "dns", "53", "") ","
+		    UDP_LISTENER("alt", 8053, "dns", "53", "") ","
+		    LISTENER("alt-tcp", 8053, "dns", "53")));
+	d = world_reconcile(&w, NULL, true);
+	assert_int_equal(lres(d, "dns/old", 0)->state, CTRL_L_SERVED);
+	assert_int_equal(lres(d, "dns/old", 1)->state, CTRL_L_SERVED);
+	assert_string_equal(backends_of(d, "dns/old/dns-tcp"), "10.0.0.8:5354,10.0.0.9:5354");
+	assert_string_equal(backends_of(d, "dns/old/dns-udp"), "10.0.0.8:5353,10.0.0.9:5353");
+	assert_int_equal(find_listener(d, "dns/old/dns-tcp")->protocol, K8S_PROTO_TCP);
+	assert_int_equal(find_listener(d, "dns/old/dns-udp")->protocol, K8S_PROTO_UDP);
+	assert_int_equal(find_listener(d, "dns/old/dns-udp")->port, 53);
+	assert_int_equal(lres(d, "dns/new", 0)->state, CTRL_L_CONFLICT);
+	assert_string_equal(lres(d, "dns/new", 0)->conflict_with, "dns/old");
+	assert_int_equal(lres(d, "dns/new", 1)->state, CTRL_L_SERVED);
+	assert_int_equal(lres(d, "dns/new", 2)->state, CTRL_L_RESERVED);
+	assert_non_null(find_listener(d, "dns/new/alt"));
+	assert_int_equal(d->n_listeners, 3);
+	ctrl_desired_free(d);
+}
+
+/* The apply of one UDP and one TCP listener of a LoadBalancer that sets everything: the UDP
+ * one has none of the keys the dataplane refuses on udp, and its own settings. */
+static void test_udp_json(void **state)
+{
+	struct ctrl_desired *d;
+	char *text;
+
+	put_dns(&w);
+	put_lb(&w, "dns", "lb", T_OLD,
+	       "{'algorithm':'Maglev','healthCheck':{'periodSeconds':5,'timeoutSeconds':2,"
+	       "'healthyThreshold':3,'unhealthyThreshold':4,'port':5354},"
+	       "'connectTimeoutSeconds':7,'idleTimeoutSeconds':60,'maxConnections':500,"
+	       "'proxyProtocol':'V2','listeners':["
+	       UDP_LISTENER("udp", 53, "dns", "'dns'", ",'udp':{'responses':1,'maxFlows':5000,"
+						       "'idleTimeoutSeconds':10}") ","
+	       LISTENER("tcp", 53, "dns", "'dns-tcp'") "]}");
+	d = world_reconcile(&w, NULL, true);
+	text = desired_text(d, "0.0.0.0");
+	assert_string_equal(text,
+			    "[{\"name\":\"dns/lb/tcp\",\"listen\":\"0.0.0.0:53\",\"protocol\":\"tcp\","
+			    "\"algorithm\":\"maglev\",\"connect_timeout_ms\":7000,"
+			    "\"idle_timeout_ms\":60000,\"proxy_protocol\":\"v2\","
+			    "\"max_connections\":500,\"health_check\":{\"interval_ms\":5000,"
+			    "\"timeout_ms\":2000,\"rise\":3,\"fall\":4,\"port\":5354},"
+			    "\"backends\":[{\"address\":\"10.0.0.8:5354\"},"
+			    "{\"address\":\"10.0.0.9:5354\"}]},"
+			    "{\"name\":\"dns/lb/udp\",\"listen\":\"0.0.0.0:53\",\"protocol\":\"udp\","
+			    "\"algorithm\":\"maglev\",\"idle_timeout_ms\":10000,\"responses\":1,"
+			    "\"max_flows\":5000,\"health_check\":{\"interval_ms\":5000,"
+			    "\"timeout_ms\":2000,\"rise\":3,\"fall\":4,\"port\":5354},"
+			    "\"backends\":[{\"address\":\"10.0.0.8:5353\"},"
+			    "{\"address\":\"10.0.0.9:5353\"}]}]");
+	free(text);
+	ctrl_desired_free(d);
+
+	/* Defaults: flows end when idle for 30 s, never by count; no max_flows, no checks. */
+	put_lb(&w, "dns", "lb", T_OLD, SPEC(UDP_LISTENER("udp", 53, "dns", "53", "")));
+	d = world_reconcile(&w, NULL, true);
+	text = desired_text(d, "::");
+	assert_string_equal(text,
+			    "[{\"name\":\"dns/lb/udp\",\"listen\":\"[::]:53\",\"protocol\":\"udp\","
+			    "\"algorithm\":\"round_robin\",\"idle_timeout_ms\":30000,"
+			    "\"responses\":0,\"backends\":[{\"address\":\"10.0.0.8:5353\"},"
+			    "{\"address\":\"10.0.0.9:5353\"}]}]");
+	free(text);
+	ctrl_desired_free(d);
+}
+
+static void test_udp_lb_ports(void **state)
+{
+	struct k8s_obj *o = obj_json(K8S_KIND_LOADBALANCER,
+				     "{'metadata':{'name':'lb','namespace':'dns'},'spec':" SPEC(
+					     UDP_LISTENER("u", 53, "dns", "53", "") ","
+					     LISTENER("t", 53, "dns", "53")) "}");
+	char buf[64];
+
+	ctrl_lb_ports(&o->lb, buf, sizeof(buf));
+	assert_string_equal(buf, "53/UDP,53/TCP");
+	k8s_obj_free(o);
 }
 
 /* --- the apply ------------------------------------------------------------------------------ */
@@ -897,6 +1040,10 @@ int run_reconcile_tests(void)
 		cmocka_unit_test_setup_teardown(test_denied_ports, setup, teardown),
 		cmocka_unit_test(test_port_ranges_parse),
 		cmocka_unit_test_setup_teardown(test_invalid_serves_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_udp_backends_by_protocol, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_udp_and_tcp_share_a_port, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_udp_json, setup, teardown),
+		cmocka_unit_test(test_udp_lb_ports),
 		cmocka_unit_test(test_json_order_independent),
 		cmocka_unit_test(test_json_fields),
 		cmocka_unit_test(test_lb_ports),

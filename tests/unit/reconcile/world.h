@@ -12,7 +12,7 @@
 
 struct world {
 	struct k8s_store lbs, svcs, slices, nodes;
-	uint16_t reserved[8];
+	struct ctrl_port_proto reserved[8];
 	size_t n_reserved;
 	struct ctrl_port_range denied[4];
 	size_t n_denied;
