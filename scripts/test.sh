@@ -16,7 +16,7 @@ quick=0
 
 # The apply-under-load test drives wrk against an nginx backend; with this variable set a
 # missing tool fails that test instead of skipping it, so a green run always includes it.
-LB_DEPS_EXTRA="wrk nginx" scripts/deps.sh
+LB_DEPS_EXTRA="wrk nginx unbound dnsutils" scripts/deps.sh
 export LBTEST_REQUIRE_TOOLS=1
 jobs=$(nproc)
 
