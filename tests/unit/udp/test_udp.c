@@ -25,6 +25,7 @@
 
 #include "dataplane/engine.h"
 #include "dataplane/lset.h"
+#include "dataplane/snapshot.h"
 #include "dataplane/udp.h"
 #include "dataplane/worker.h"
 
@@ -552,6 +553,33 @@ static void test_no_backend_drops_and_counts(void **state)
 		atomic_store(&fx->bstate[i].check_up, true);
 }
 
+/* A backend removed by an apply: its flows of the replaced set live until the drain time. */
+static void test_flows_to_a_removed_backend_drain_then_close(void **state)
+{
+	struct fixture *fx = *state;
+	uint64_t next = UINT64_MAX;
+	int fd1 = new_flow(1), fd2 = new_flow(2), gone = backend_of(fd1);
+
+	for (int i = 0; i < N_BACKENDS; i++)
+		atomic_store(&fx->bstate[i].generation, 7);
+	atomic_store(&fx->bstate[gone].generation, 6); /* not in snapshot 7 */
+	atomic_store(&dp_generation_published, 7);
+	fx->set->retired = true;
+	fx->set->sweep_ms = fx->w.now_ms + 5000; /* drain_timeout_ms */
+	fx->w.now_ms += 4000;
+	dp_udp_expire(&fx->w, &fx->wl, &next);
+	assert_int_equal(fx->wl.n_open, 2);
+	fx->w.now_ms += 1000;
+	fx->wl.sweep_ms = 0; /* the once-a-second look is due */
+	dp_udp_expire(&fx->w, &fx->wl, &next);
+	assert_int_equal(fx->wl.n_open, 1); /* the other backend's flow carries on */
+	assert_true(pending(F_RECV, fd1)->cancelled);
+	assert_false(pending(F_RECV, fd2)->cancelled);
+	fx->set->retired = false;
+	atomic_store(&dp_generation_published, 0);
+	dp_udp_close_flows(&fx->w, &fx->wl);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -566,6 +594,7 @@ int main(void)
 		T(test_a_closed_flow_keeps_its_socket_while_a_send_is_in_flight),
 		T(test_a_receive_out_of_buffers_is_made_again_next_turn),
 		T(test_no_backend_drops_and_counts),
+		T(test_flows_to_a_removed_backend_drain_then_close),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
