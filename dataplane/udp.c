@@ -345,14 +345,20 @@ static bool is_wildcard(const struct lb_addr *a)
 	return IN6_IS_ADDR_UNSPECIFIED(&s->sin6.sin6_addr);
 }
 
-/* The address the client wrote to, from the receive's IP_PKTINFO or IPV6_PKTINFO. */
+/*
+ * The address the client wrote to, from the receive's IP_PKTINFO or IPV6_PKTINFO.  The control
+ * messages sit where the receive's layout puts them (after a 28-byte name: not aligned for a
+ * struct cmsghdr), so they are read from an aligned copy.
+ */
 static void flow_local(struct dp_flow *f, const struct dp_dgram *d)
 {
-	struct msghdr m = {
-		.msg_control = (char *)(d + 1) + DP_DGRAM_NAME,
-		.msg_controllen = d->controllen,
-	};
+	struct {
+		_Alignas(struct cmsghdr) char buf[DP_DGRAM_CTL];
+	} ctl;
+	struct msghdr m = { .msg_control = ctl.buf };
 
+	m.msg_controllen = d->controllen < sizeof(ctl.buf) ? d->controllen : sizeof(ctl.buf);
+	memcpy(ctl.buf, (const char *)(d + 1) + DP_DGRAM_NAME, m.msg_controllen);
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
 		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
 			struct in_pktinfo pi;
