@@ -80,7 +80,8 @@ static bool is_listener(int fd, const struct lb_addr *a, enum lb_protocol proto,
 	struct lb_addr got = { .len = sizeof(got.ss) };
 	bool udp = proto == LB_PROTO_UDP;
 
-	if (sockopt(fd, SO_ACCEPTCONN) != !udp || sockopt(fd, SO_TYPE) != (udp ? SOCK_DGRAM : SOCK_STREAM) ||
+	if (sockopt(fd, SO_ACCEPTCONN) != !udp ||
+	    sockopt(fd, SO_TYPE) != (udp ? SOCK_DGRAM : SOCK_STREAM) ||
 	    sockopt(fd, SO_PROTOCOL) != (udp ? IPPROTO_UDP : IPPROTO_TCP) ||
 	    (reuseport && sockopt(fd, SO_REUSEPORT) != 1))
 		return false;
@@ -138,8 +139,8 @@ static int add_listener_fds(struct rx *x, cJSON *m, int *fds, unsigned n)
 	for (unsigned i = 0; i < n; i++)
 		if (!is_listener(fds[i], &a, pr, true))
 			return fail(x, -EPROTO, "a descriptor sent as listener %s is not a "
-						"SO_REUSEPORT %s socket bound there", listen,
-				    lb_protocol_name(pr));
+						"SO_REUSEPORT %s there", listen,
+				    pr == LB_PROTO_UDP ? "UDP socket bound" : "TCP socket listening");
 	for (unsigned i = 0; i < x->n_addrs && !af; i++)
 		if (x->addrs[i].proto == pr && lb_addr_equal(&x->addrs[i].addr, &a))
 			af = &x->addrs[i];
