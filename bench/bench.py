@@ -11,6 +11,11 @@ proxy:
   bulk         iperf3 -t: Gbit/s
   idle         (once, after the rounds) RSS growth per idle proxied connection
 
+Then the UDP part (bench/udp.py; --only udp runs it alone, --only tcp skips it): unbound and
+an iperf3 server behind nginx stream and layer4-lb (HAProxy has no UDP): dnsperf queries/s,
+proxy CPU per query and lost queries, iperf3 -u throughput within a loss ceiling, syscalls per
+query under strace.
+
 Proxy CPU time is utime+stime of the proxy's processes and all their threads
 (/proc/PID/stat fields 14 and 15, in clock ticks), sampled before and after each run.  Every
 process started here is stopped by its PID at the end.  Standard library only.
@@ -32,6 +37,7 @@ import tempfile
 import time
 import urllib.request
 
+import udp
 from report import chart, fmt, markdown, summarize, text_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -672,7 +678,76 @@ class Ctx:
                                + (f"; {idle['error']}" if idle.get("error") else ""))
             if p.get("exit_note"):
                 out.append(f"{p['name']}: {p['exit_note']}")
+        if self.udp:
+            out += udp.problems(self)
         return out
+
+
+def run_tcp(ctx):
+    """The TCP part: HTTP backends, every proxy, the rounds and the idle test."""
+    a = ctx.args
+    start_backends(ctx)
+    for i, px in enumerate(ctx.proxies):
+        start_proxy(ctx, px, i)
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{px['http_port']}/",
+                                          timeout=5).read()
+        except OSError as e:
+            tail = open(px["log"], errors="replace").read()[-2000:]
+            sys.exit(f"bench: a request through {px['name']} failed: {e}; its log:\n{tail}")
+        if body != b"hello\n":
+            sys.exit(f"bench: {px['name']} answered {body!r}, not the backend's hello")
+        log(f"bench: {px['name']} {px['version']} on 127.0.0.1:{px['http_port']} "
+            f"(iperf3 on :{px['iperf_port']}), pids {px['pids']}")
+    # Warm-up, not recorded: each proxy gets the same shape of load as a round (keep-alive,
+    # new connections, bulk) so that caches, allocator pools and, for layer4-lb, the
+    # buffer hot set are in their steady state before round 1 rather than during it.
+    url = "http://127.0.0.1:{}/"
+    for px in ctx.proxies:
+        for extra in ([], ["-H", "Connection: close"]):
+            run_client(["wrk", "-t1", f"-c{a.wrk_conns}", "-d2s"] + extra +
+                       [url.format(px["http_port"])], 20, a.cpus_client)
+        run_client(["iperf3", "-c", "127.0.0.1", "-p", str(px["iperf_port"]), "-t", "1"], 20,
+                   a.cpus_client)
+    n = len(ctx.proxies)
+    for rnd in range(a.rounds):
+        order = ctx.proxies[rnd % n:] + ctx.proxies[:rnd % n]
+        for px in order:
+            ka = quiet(ctx, lambda: run_wrk(ctx, px, close=False))
+            cl = quiet(ctx, lambda: run_wrk(ctx, px, close=True))
+            bk = quiet(ctx, lambda: run_iperf(ctx, px))
+            ctx.results[px["key"]]["rounds"].append({"keepalive": ka, "close": cl, "bulk": bk})
+            log(f"round {rnd + 1}/{a.rounds} {px['name']:<22} keep-alive {ka['rps'] / 1e3:6.1f}k req/s "
+                f"{fmt(ka['cpu_us'], '2')} us/req p99 {fmt(ka['p99_ms'], '2')} ms | close "
+                f"{cl['rps'] / 1e3:5.1f}k conn/s {fmt(cl['cpu_us'], '1')} us/conn | "
+                f"{fmt(bk.get('gbps'), '2')} Gbit/s | others {ka['others_cpus']:.2f}/"
+                f"{cl['others_cpus']:.2f}/{bk['others_cpus']:.2f} CPUs"
+                + (f" | tries {ka['tries']}/{cl['tries']}/{bk['tries']}"
+                   if ka["tries"] + cl["tries"] + bk["tries"] > 3 else "")
+                + (f" | errors {ka['errors']}+{cl['errors']}" if ka["errors"] or cl["errors"] else "")
+                + (f" | iperf3: {bk['error']}" if bk.get("error") else ""))
+    for px in ctx.proxies:
+        r = run_idle(ctx, px)
+        ctx.results[px["key"]]["idle"] = r
+        log(f"idle {px['name']:<22} {r['client_connected']} client / {r['backend_connections']} "
+            f"backend connections, RSS {r['rss_before_kib']} -> {r['rss_after_kib']} KiB = "
+            f"{fmt(r['kib_per_conn'], '2')} KiB/conn"
+            + (f", {r['closed_by_proxy']} closed by the proxy" if r["closed_by_proxy"] else "")
+            + (f", workers {r['worker_conns']}" if r.get("worker_conns") else "")
+            + (f", {r['error']}" if r.get("error") else ""))
+    for px in ctx.proxies:
+        if px.get("stopped_early"):                 # layer4-lb, for its drain log
+            try:
+                rc = px["proc"].wait(10)
+                if rc != 0:
+                    px["exit_note"] = f"exited with status {rc} after SIGTERM"
+            except subprocess.TimeoutExpired:
+                px["exit_note"] = "still running 10 s after SIGTERM with no connections open"
+        elif px["proc"].poll() is not None:
+            px["exit_note"] = f"exited during the run with status {px['proc'].returncode}"
+    # Done with them: the UDP part starts its own, on a machine left to it.
+    for name, p in reversed(ctx.procs.procs):
+        ctx.procs.stop(p)
 
 
 def machine_desc():
@@ -716,12 +791,16 @@ def main():
     ap.add_argument("--retry-budget", type=int, default=150,
                     help="seconds the repeats may add to the whole run in total (150)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs)")
+    udp.add_args(ap)
     argv = sys.argv[1:]
     a = ap.parse_args(argv)
     if a.quick:
         a.rounds, a.duration, a.iperf_time = min(a.rounds, 2), 2, 2
         a.idle_conns = min(a.idle_conns, 1000)
         a.retry_budget = min(a.retry_budget, 20)
+        a.udp_rounds, a.udp_duration = min(a.udp_rounds, 2), 2
+        a.udp_steps, a.udp_step_time = min(a.udp_steps, 5), 1
+        a.udp_strace = min(a.udp_strace, 2)
     if a.rounds < 1 or a.acceptors < 1 or a.idle_conns < 1:
         sys.exit("bench: --rounds, --acceptors and --idle-conns must be at least 1")
 
@@ -733,7 +812,7 @@ def main():
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctx.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if 2 * a.idle_conns + 1000 > ctx.nofile:
+    if udp.want(a, "tcp") and 2 * a.idle_conns + 1000 > ctx.nofile:
         sys.exit(f"bench: the file descriptor limit ({ctx.nofile}) is too low for "
                  f"{a.idle_conns} idle connections (a proxy needs two per connection); "
                  f"use --idle-conns {max(1, (ctx.nofile - 1000) // 2)} or raise the hard limit")
@@ -748,13 +827,15 @@ def main():
     ctx.iperf_port = a.port_base + 3
     ports = ctx.backend_ports + [ctx.iperf_port] + \
         [a.port_base + 100 + 10 * i + j for i in range(len(ctx.proxies)) for j in (0, 1)]
-    busy = [p for p in ports if not port_free(p)]
+    busy = [p for p in ports if not port_free(p)] if udp.want(a, "tcp") else []
     if busy:
         sys.exit(f"bench: ports in use on 127.0.0.1: {busy}; pick others with --port-base")
     ctx.tmp = tempfile.mkdtemp(prefix="l4lb-bench.")
     os.chmod(ctx.tmp, 0o755)                            # nginx workers run as nobody
     os.makedirs(a.out, exist_ok=True)
-    ctx.png = os.path.join(a.out, "latest.png")
+    # A part run alone (--only) writes latest-tcp.* or latest-udp.*: latest.* stays a full run's.
+    ctx.stem = f"latest-{a.only}" if a.only else "latest"
+    ctx.png = os.path.join(a.out, ctx.stem + ".png")
     if os.path.exists(ctx.png):
         os.remove(ctx.png)                              # never show last run's chart
     ctx.machine = machine_desc()
@@ -764,6 +845,11 @@ def main():
         "iperf3": subprocess.run(["iperf3", "--version"], capture_output=True,
                                  text=True).stdout.split()[1],
     }
+    if udp.want(a, "udp"):
+        ctx.tool_versions.update(udp.tool_versions())
+    for px in ctx.proxies:
+        px["version"] = version_of(px["kind"], px.get("binary", a.l4lb_binary))
+    ctx.udp = None
     ctx.results = {p["key"]: {"rounds": []} for p in ctx.proxies}
     ctx.retry_left, ctx.retries = a.retry_budget, 0
 
@@ -778,84 +864,29 @@ def main():
     t_start = time.time()
     try:
         log(f"bench: {ctx.machine}; temp folder {ctx.tmp}")
-        start_backends(ctx)
-        for i, px in enumerate(ctx.proxies):
-            px["version"] = version_of(px["kind"], px.get("binary", a.l4lb_binary))
-            start_proxy(ctx, px, i)
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{px['http_port']}/",
-                                              timeout=5).read()
-            except OSError as e:
-                tail = open(px["log"], errors="replace").read()[-2000:]
-                sys.exit(f"bench: a request through {px['name']} failed: {e}; its log:\n{tail}")
-            if body != b"hello\n":
-                sys.exit(f"bench: {px['name']} answered {body!r}, not the backend's hello")
-            log(f"bench: {px['name']} {px['version']} on 127.0.0.1:{px['http_port']} "
-                f"(iperf3 on :{px['iperf_port']}), pids {px['pids']}")
-        # Warm-up, not recorded: each proxy gets the same shape of load as a round (keep-alive,
-        # new connections, bulk) so that caches, allocator pools and, for layer4-lb, the
-        # buffer hot set are in their steady state before round 1 rather than during it.
-        url = "http://127.0.0.1:{}/"
-        for px in ctx.proxies:
-            for extra in ([], ["-H", "Connection: close"]):
-                run_client(["wrk", "-t1", f"-c{a.wrk_conns}", "-d2s"] + extra +
-                           [url.format(px["http_port"])], 20, a.cpus_client)
-            run_client(["iperf3", "-c", "127.0.0.1", "-p", str(px["iperf_port"]), "-t", "1"], 20,
-                       a.cpus_client)
-        n = len(ctx.proxies)
-        for rnd in range(a.rounds):
-            order = ctx.proxies[rnd % n:] + ctx.proxies[:rnd % n]
-            for px in order:
-                ka = quiet(ctx, lambda: run_wrk(ctx, px, close=False))
-                cl = quiet(ctx, lambda: run_wrk(ctx, px, close=True))
-                bk = quiet(ctx, lambda: run_iperf(ctx, px))
-                ctx.results[px["key"]]["rounds"].append({"keepalive": ka, "close": cl, "bulk": bk})
-                log(f"round {rnd + 1}/{a.rounds} {px['name']:<22} keep-alive {ka['rps'] / 1e3:6.1f}k req/s "
-                    f"{fmt(ka['cpu_us'], '2')} us/req p99 {fmt(ka['p99_ms'], '2')} ms | close "
-                    f"{cl['rps'] / 1e3:5.1f}k conn/s {fmt(cl['cpu_us'], '1')} us/conn | "
-                    f"{fmt(bk.get('gbps'), '2')} Gbit/s | others {ka['others_cpus']:.2f}/"
-                    f"{cl['others_cpus']:.2f}/{bk['others_cpus']:.2f} CPUs"
-                    + (f" | tries {ka['tries']}/{cl['tries']}/{bk['tries']}"
-                       if ka["tries"] + cl["tries"] + bk["tries"] > 3 else "")
-                    + (f" | errors {ka['errors']}+{cl['errors']}" if ka["errors"] or cl["errors"] else "")
-                    + (f" | iperf3: {bk['error']}" if bk.get("error") else ""))
-        for px in ctx.proxies:
-            r = run_idle(ctx, px)
-            ctx.results[px["key"]]["idle"] = r
-            log(f"idle {px['name']:<22} {r['client_connected']} client / {r['backend_connections']} "
-                f"backend connections, RSS {r['rss_before_kib']} -> {r['rss_after_kib']} KiB = "
-                f"{fmt(r['kib_per_conn'], '2')} KiB/conn"
-                + (f", {r['closed_by_proxy']} closed by the proxy" if r["closed_by_proxy"] else "")
-                + (f", workers {r['worker_conns']}" if r.get("worker_conns") else "")
-                + (f", {r['error']}" if r.get("error") else ""))
-        for px in ctx.proxies:
-            if px.get("stopped_early"):                 # layer4-lb, for its drain log
-                try:
-                    rc = px["proc"].wait(10)
-                    if rc != 0:
-                        px["exit_note"] = f"exited with status {rc} after SIGTERM"
-                except subprocess.TimeoutExpired:
-                    px["exit_note"] = "still running 10 s after SIGTERM with no connections open"
-            elif px["proc"].poll() is not None:
-                px["exit_note"] = f"exited during the run with status {px['proc'].returncode}"
+        if udp.want(a, "tcp"):
+            run_tcp(ctx)
+        if udp.want(a, "udp"):
+            udp.run(ctx, sys.modules[__name__])
         ctx.elapsed = time.time() - t_start
         summary = summarize(ctx)
-        chart(ctx, summary)
+        if udp.want(a, "tcp"):
+            chart(ctx, summary)
         md = markdown(ctx, summary)
-        with open(os.path.join(a.out, "latest.md"), "w") as f:
+        with open(os.path.join(a.out, ctx.stem + ".md"), "w") as f:
             f.write(md + "\n")
-        with open(os.path.join(a.out, "latest.json"), "w") as f:
+        with open(os.path.join(a.out, ctx.stem + ".json"), "w") as f:
             json.dump({"started": ctx.started.isoformat(), "machine": ctx.machine,
                        "args": vars(a), "summary": summary,
                        "proxies": [{k: v for k, v in p.items() if k not in ("proc", "pids")}
                                    for p in ctx.proxies],
-                       "results": ctx.results}, f, indent=1)
+                       "results": ctx.results, "udp": ctx.udp}, f, indent=1)
         log("")
         log(text_table(ctx, summary))
         for x in ctx.problems():
             log(f"problem: {x}")
-        log(f"\nbench: {ctx.elapsed / 60:.1f} min; wrote {a.out}/latest.md, latest.json"
-            + (", latest.png" if os.path.exists(ctx.png) else ""))
+        log(f"\nbench: {ctx.elapsed / 60:.1f} min; wrote {a.out}/{ctx.stem}.md, {ctx.stem}.json"
+            + (f", {ctx.stem}.png" if os.path.exists(ctx.png) else ""))
     finally:
         ctx.procs.stop_all()
         if a.keep_tmp:

@@ -30,6 +30,22 @@ CHART_LABELS = {
 }
 
 
+# The UDP part (bench/udp.py): the same shape, one column per target, ratios against nginx.
+UDP_METRICS = [
+    ("dns_qps", "DNS queries/s (dnsperf)", "", "higher", "k"),
+    ("dns_cpu_us", "proxy CPU per DNS query", "us", "lower", "2"),
+    ("dns_lat_ms", "DNS latency, mean", "ms", "lower", "3"),
+    ("dns_lost", "DNS queries lost, all rounds", "", "lower", "0"),
+    ("dns_ref_lost", "DNS queries lost at nginx's rate", "", "lower", "0"),
+    ("udp_mbps", "UDP throughput within the loss ceiling (iperf3 -u)", "Mbit/s", "higher", "0"),
+    ("udp_ref_loss", "UDP loss at nginx's sustained rate", "%", "lower", "3"),
+    ("udp_ref_drops", "of which dropped at the proxy's listening socket", "%", "lower", "3"),
+    ("udp_cpu_s_per_gb", "proxy CPU per GB at nginx's rate (iperf3 -u)", "s", "lower", "2"),
+    ("syscalls", "syscalls per DNS query (strace -c)", "", "lower", "2"),
+]
+UDP_RATIOS = {"dns_qps", "dns_cpu_us", "dns_lat_ms", "udp_mbps", "udp_cpu_s_per_gb", "syscalls"}
+
+
 def log(msg):
     print(msg, flush=True)
 
@@ -70,7 +86,195 @@ def summarize(ctx):
             "errors": sum(r["errors"] for r in ka + cl),
             "bulk_failures": sum(1 for r in bk if r.get("gbps") is None or r.get("error")),
         }
+    if getattr(ctx, "udp", None):
+        res["udp"] = summarize_udp(ctx)
     return res
+
+
+def spread(xs):
+    xs = [x for x in xs if x is not None]
+    return (min(xs), max(xs)) if xs else (None, None)
+
+
+def summarize_udp(ctx):
+    u = ctx.udp
+    res = {}
+    for t in u["targets"]:
+        r = u["results"].get(t["key"], {})
+        dns = r.get("dns", [])
+        at = r.get("dns_at_ref") or {}
+        it = r.get("iperf") or {}
+        iat = r.get("iperf_at_ref") or {}
+        st = r.get("strace") or {}
+        res[t["key"]] = {
+            "dns_qps": median([x["qps"] for x in dns]),
+            "dns_qps_range": spread([x["qps"] for x in dns]),
+            "dns_cpu_us": median([x["cpu_us"] for x in dns]),
+            "dns_cpu_us_range": spread([x["cpu_us"] for x in dns]),
+            "dns_lat_ms": median([x["lat_ms"] for x in dns]),
+            "dns_lost": sum(x["lost"] or 0 for x in dns) if dns else None,
+            "dns_sent": sum(x["sent"] or 0 for x in dns) if dns else None,
+            "dns_ref_qps": at.get("offered_qps"),
+            "dns_ref_lost": at.get("lost"),
+            "dns_ref_sent": at.get("sent"),
+            "udp_mbps": it.get("mbps"),
+            "udp_offered_mbps": it.get("best_offered_mbps"),
+            "udp_ref_mbps": iat.get("offered_mbps"),
+            "udp_ref_loss": iat.get("loss_pct"),
+            "udp_ref_drops": (100.0 * iat["drops"]["proxy_listener"] / iat["packets"]
+                              if iat.get("packets") and iat.get("drops") else None),
+            "udp_cpu_s_per_gb": iat.get("cpu_s_per_gb"),
+            "syscalls": st.get("per_query"),
+        }
+    return res
+
+
+def udp_targets(ctx, s):
+    """The issue's targets for each layer4-lb column against nginx: (text, met) pairs."""
+    u, a = ctx.udp, ctx.args
+    ref = next((t["key"] for t in u["targets"] if t["kind"] == "nginx"), None)
+    out = {}
+    if not ref:
+        return out
+    n = s[ref]
+    for t in u["targets"]:
+        if t["kind"] != "layer4-lb":
+            continue
+        x, rows = s[t["key"]], []
+        rc = ratio(x["dns_cpu_us"], n["dns_cpu_us"])
+        rows.append((f"CPU per query <= 0.80x nginx's: {'n/a' if rc is None else f'{rc:.2f}x'}",
+                     rc is not None and rc <= 0.80))
+        rq = ratio(x["dns_qps"], n["dns_qps"])
+        rows.append((f"queries/s >= nginx's: {'n/a' if rq is None else f'{rq:.2f}x'}",
+                     rq is not None and rq >= 1.0))
+        rows.append((f"no DNS query lost at nginx's {fmt(x['dns_ref_qps'], 'k')} q/s: "
+                     f"{x['dns_ref_lost'] if x['dns_ref_lost'] is not None else 'n/a'} of "
+                     f"{x['dns_ref_sent'] if x['dns_ref_sent'] is not None else 'n/a'} lost",
+                     x["dns_ref_lost"] == 0))
+        rows.append((f"iperf3 -u loss <= {a.udp_loss}% at nginx's {fmt(x['udp_ref_mbps'], '0')} Mbit/s: "
+                     f"{fmt(x['udp_ref_loss'], '3')}%",
+                     x["udp_ref_loss"] is not None and x["udp_ref_loss"] <= a.udp_loss))
+        ru = ratio(x["udp_mbps"], n["udp_mbps"])
+        rows.append((f"(no target) UDP throughput: {'n/a' if ru is None else f'{ru:.2f}x'} nginx's", None))
+        out[t["key"]] = rows
+    return out
+
+
+def markdown_udp(ctx, summary):
+    a, u = ctx.args, ctx.udp
+    s = summary["udp"]
+    ts = u["targets"]
+    ref = next((t["key"] for t in ts if t["kind"] == "nginx"), None)
+    L = ["## UDP", "",
+         f"unbound {ctx.tool_versions.get('unbound', '?')} answering a static local zone (the "
+         f"direct column: no proxy) and an iperf3 -u server, each proxy with one worker "
+         f"(`proxy_responses 1` / `responses: 1` for DNS).  DNS: `dnsperf -c {a.dns_clients} "
+         f"-q {a.dns_outstanding} -l {a.udp_duration} -t 1` (dnsperf "
+         f"{ctx.tool_versions.get('dnsperf', '?')}), {a.udp_rounds} rounds alternating the "
+         f"targets, medians [min-max]; then `-Q` at nginx's median.  UDP throughput: the highest "
+         f"`iperf3 -u -l {a.udp_len} -b RATE -t {a.udp_step_time}` rate (doubling from "
+         f"{a.udp_start_mbps:.0f} Mbit/s, then bisecting, {a.udp_steps} steps at most) whose loss "
+         f"stays <= {a.udp_loss}%, received Mbit/s; then {a.udp_duration} s at nginx's rate.  "
+         f"Syscalls: `strace -c -f` for {a.udp_strace} s at {a.udp_strace_qps} q/s.", "",
+         "| figure | " + " | ".join(t["name"] for t in ts) + " |", "|---|" + "---:|" * len(ts)]
+    for key, label, unit, better, how in UDP_METRICS:
+        cells = []
+        for t in ts:
+            v = s[t["key"]][key]
+            c = fmt(v, how)
+            rng = s[t["key"]].get(key + "_range")
+            if rng and rng[0] is not None and v is not None:
+                c += f" [{fmt(rng[0], how)}-{fmt(rng[1], how)}]"
+            if key in UDP_RATIOS and ref and t["key"] not in (ref, "direct"):
+                x = ratio(v, s[ref][key])
+                c += f" ({x:.2f}x)" if x is not None else ""
+            cells.append(c)
+        u_ = f" ({unit})" if unit else ""
+        L.append(f"| {label}{u_}, {better} is better | " + " | ".join(cells) + " |")
+    L += ["", "Ratios in parentheses: against nginx stream.  The direct column's UDP throughput is "
+          "one run of iperf3 alone at twice the best proxy's rate (a floor of what the endpoints "
+          "carry, not a search).", ""]
+    tg = udp_targets(ctx, s)
+    if tg:
+        L += ["### Targets (layer4-lb against nginx)", ""]
+        for k, rows in tg.items():
+            name = next(t["name"] for t in ts if t["key"] == k)
+            for text, met in rows:
+                mark = "" if met is None else (" - **met**" if met else " - **missed**")
+                L.append(f"- {name}: {text}{mark}")
+        L.append("")
+    L += ["### DNS per round", "", "| round | target | q/s | CPU us/query | lost | latency ms | "
+          "proxy CPUs | others (CPUs) | tries |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    n = len(ts)
+    for i in range(a.udp_rounds):
+        for t in ts[i % n:] + ts[:i % n]:
+            rs = u["results"][t["key"]]["dns"]
+            if i >= len(rs):
+                continue
+            r = rs[i]
+            L.append(f"| {i + 1} | {t['name']} | {fmt(r['qps'], 'k')} | {fmt(r['cpu_us'], '2')} | "
+                     f"{r['lost']} | {fmt(r['lat_ms'], '3')} | "
+                     f"{r['proxy_cpus']:.2f} | {r['others_cpus']:.2f} | {r['tries']} |")
+    L += ["", "### iperf3 -u steps", "", "Offered Mbit/s: loss % (received Mbit/s); "
+          "the proxy's CPUs during the step; datagrams dropped (receive buffer full, "
+          "/proc/net/udp) at the proxy's listening socket / the server's / elsewhere.", ""]
+    for t in ts:
+        it = u["results"][t["key"]].get("iperf")
+        if not it:
+            continue
+        steps = ", ".join(
+            f"{x['offered_mbps']:.0f}: " + ("error" if x.get("loss_pct") is None else
+                                              f"{x['loss_pct']:.2f}% ({x['mbps']:.0f})")
+            + (f" cpu {x['proxy_cpus']:.2f}" if x.get("proxy_cpus") is not None else "")
+            + (" drops " + "/".join(str(x["drops"][k]) for k in ("proxy_listener", "server", "other"))
+               if x.get("drops") and any(x["drops"].values()) else "")
+            for x in it["steps"])
+        L.append(f"- {t['name']}: {steps}")
+    L.append("")
+    st = [(t, u["results"][t["key"]].get("strace")) for t in ts]
+    st = [(t, x) for t, x in st if x]
+    if st:
+        L += ["### Syscalls per query (strace -c -f)", ""]
+        for t, x in st:
+            if x.get("error"):
+                L.append(f"- {t['name']}: {x['error']}")
+            else:
+                L.append(f"- {t['name']}: {fmt(x['per_query'], '2')} per query over {x['queries']} "
+                         f"queries ({x['lost']} lost): " +
+                         ", ".join(f"{k} {v}" for k, v in x["top"].items()))
+        L += ["", "(io_uring work submitted with io_uring_enter is one syscall for many "
+              "operations; strace slows the proxy, so this run is not measured otherwise.)", ""]
+    return L
+
+
+def text_table_udp(ctx, summary):
+    s, ts = summary["udp"], ctx.udp["targets"]
+    ref = next((t["key"] for t in ts if t["kind"] == "nginx"), None)
+    w0 = max(len(f"{m[1]} ({m[2]})") for m in UDP_METRICS) + 2
+    w = max(22, max(len(t["name"]) for t in ts) + 2)
+    lines = ["UDP".ljust(w0) + "".join(t["name"].rjust(w) for t in ts)]
+    for key, label, unit, better, how in UDP_METRICS:
+        lab = f"{label} ({unit})" if unit else label
+        cells = []
+        for t in ts:
+            v = s[t["key"]][key]
+            c = fmt(v, how)
+            if key in UDP_RATIOS and ref and t["key"] not in (ref, "direct"):
+                x = ratio(v, s[ref][key])
+                c += f" ({'-' if x is None else f'{x:.2f}'})"
+            cells.append(c.rjust(w))
+        lines.append(lab.ljust(w0) + "".join(cells))
+    lines.append("(ratios: vs nginx stream)")
+    for k, rows in udp_targets(ctx, s).items():
+        name = next(t["name"] for t in ts if t["key"] == k)
+        for text, met in rows:
+            lines.append(f"target {name}: {text}" + ("" if met is None else
+                                                      (" - met" if met else " - MISSED")))
+    return "\n".join(lines)
+
+
+def tcp_ran(ctx):
+    return any(ctx.results[p["key"]]["rounds"] for p in ctx.proxies)
 
 
 def ratio(v, ref):
@@ -91,6 +295,15 @@ def markdown(ctx, summary):
     L.append("Versions: " + ", ".join(f"{p['name']} {p['version']}" for p in pxs) +
              f"; wrk {ctx.tool_versions['wrk']}, iperf3 {ctx.tool_versions['iperf3']}.  ")
     cmd = " ".join(["bench/run.sh"] + ctx.argv)
+    if not tcp_ran(ctx):
+        L.append(f"Run: `{cmd}`: the UDP part only; total {ctx.elapsed / 60:.1f} min.")
+        L.append("")
+        if getattr(ctx, "udp", None):
+            L += markdown_udp(ctx, summary)
+        problems = ctx.problems()
+        if problems:
+            L += ["## Problems seen", ""] + [f"- {x}" for x in problems] + [""]
+        return "\n".join(L)
     L.append(f"Run: `{cmd}`, {a.rounds} rounds alternating "
              f"the proxies, medians; {a.acceptors} worker(s) per proxy; two nginx backends "
              f"({a.backend_workers} worker each); `wrk -t{a.wrk_threads} -c{a.wrk_conns} -d{a.duration}s "
@@ -171,6 +384,8 @@ def markdown(ctx, summary):
                      f"{'/'.join(map(str, conns)) if conns else 'n/a'}; CPU share "
                      f"{'/'.join(f'{x * 100:.0f}%' for x in share if x >= 0.01) or 'n/a'}")
         L.append("")
+    if getattr(ctx, "udp", None):
+        L += markdown_udp(ctx, summary)
     problems = ctx.problems()
     if problems:
         L += ["## Problems seen", ""] + [f"- {x}" for x in problems] + [""]
@@ -178,6 +393,13 @@ def markdown(ctx, summary):
 
 
 def text_table(ctx, summary):
+    parts = [text_table_tcp(ctx, summary)] if tcp_ran(ctx) else []
+    if getattr(ctx, "udp", None) and ctx.udp["targets"]:
+        parts.append(text_table_udp(ctx, summary))
+    return "\n\n".join(parts)
+
+
+def text_table_tcp(ctx, summary):
     pxs = ctx.proxies
     ref_h = next((p["key"] for p in pxs if p["kind"] == "haproxy"), None)
     ref_n = next((p["key"] for p in pxs if p["kind"] == "nginx"), None)

@@ -5,6 +5,8 @@
 #   bench/run.sh --quick         smoke run (about a minute)
 #   bench/run.sh --acceptors 2   2 workers in every proxy (layer4-lb NUM_ACCEPTORS, HAProxy
 #                                nbthread, nginx worker_processes)
+#   bench/run.sh --only udp      the UDP part alone (dnsperf and iperf3 -u against nginx stream,
+#                                about 3 minutes; results in latest-udp.*); --only tcp the rest
 #   bench/run.sh --help          every option (rounds, durations, wrk -t/-c, CPU pinning, ...)
 #
 # Builds the Release binary, installs the Debian packages it needs when run as root (else
@@ -17,9 +19,10 @@ case " $* " in *" -h "*|*" --help "*) exec python3 bench/bench.py --help ;; esac
 
 # The build's own packages come from scripts/deps.sh (one list for every script); the bench
 # adds the proxies it compares and its load tools.
-LB_DEPS_EXTRA="haproxy nginx libnginx-mod-stream wrk iperf3 gnuplot-nox iproute2 util-linux" \
+LB_DEPS_EXTRA="haproxy nginx libnginx-mod-stream wrk iperf3 gnuplot-nox iproute2 util-linux dnsperf unbound strace" \
 	scripts/deps.sh
-# The Debian nginx package starts a system nginx on port 80; the bench never uses it.
+# The Debian nginx and unbound packages may start system services (ports 80 and 53); the bench
+# never uses them: it starts its own, on its own ports.
 
 echo "bench: building the Release binary"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
