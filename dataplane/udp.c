@@ -48,7 +48,8 @@ struct dp_flow {
 	int fd;                 /* connected to the backend */
 	int bidx;
 	unsigned sends;         /* datagrams to the backend in flight on fd */
-	uint32_t replies;
+	uint32_t requests;       /* datagrams from the client */
+	uint32_t replies;        /* ... and from the backend */
 	uint32_t hnext;         /* next in its hash bucket */
 	uint64_t hash;
 	uint64_t last_ms;
@@ -525,6 +526,7 @@ void dp_udp_client_dgram(struct dp_worker *w, struct dp_wlistener *wl, int res, 
 	s->slot = f->slot;
 	s->gen = f->gen;
 	f->sends++;
+	f->requests++;
 	f->bytes_in += d->payloadlen;
 	DP_STAT_INC(ustats(w, f->set)->dgrams_in);
 	DP_STAT_ADD(ustats(w, f->set)->bytes_in, d->payloadlen);
@@ -590,8 +592,12 @@ static void reply(struct dp_worker *w, struct dp_flow *f, int bid)
 	DP_STAT_INC(us->dgrams_out);
 	DP_STAT_ADD(us->bytes_out, d->payloadlen);
 	w->eng->dgram_send(w, f->wl->fd, &s->msg, dp_tag(DP_OP_DSEND, 0, (uint32_t)bid));
-	/* nginx's proxy_responses: a DNS flow is done with its answer. */
-	if (responses && ++f->replies >= responses)
+	/*
+	 * nginx's proxy_responses: `responses` replies to each of the client's datagrams, and the
+	 * flow is done.  Per datagram, not per flow: a resolver sends its A and AAAA queries
+	 * together from one socket, and the second answer must not find the flow gone.
+	 */
+	if (responses && ++f->replies >= (uint64_t)responses * f->requests)
 		flow_close(w, f);
 }
 

@@ -396,7 +396,17 @@ static void test_responses_close_the_flow_after_its_answer(void **state)
 	/* The client's next query is a new flow. */
 	from_client(1, "q2");
 	assert_int_equal(DP_STAT_GET(stats()->flows_created), 2);
-	dp_udp_close_flows(&fx->w, &fx->wl);
+	fd = last_send(got, sizeof(got));
+	settle();
+	/* Two queries in flight (a resolver's A and AAAA): the flow waits for both answers. */
+	from_client(1, "q3");
+	settle();
+	from_backend(fd, "a2");
+	assert_false(pending(F_RECV, fd)->cancelled);
+	assert_int_equal(fx->wl.n_open, 1);
+	from_backend(fd, "a3");
+	assert_true(pending(F_RECV, fd)->cancelled);
+	assert_int_equal(fx->wl.n_open, 0);
 }
 
 static void test_max_flows_evicts_the_least_recently_active(void **state)
