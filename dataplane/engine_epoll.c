@@ -527,7 +527,7 @@ static void dgram_event(struct dp_worker *w, uint64_t tag)
 	n = recvmmsg(fd, mm, k, MSG_DONTWAIT | MSG_TRUNC, NULL);
 	if (n < 0 && errno != EAGAIN && errno != EINTR)
 		dgram_end(w, fd, tag, -errno);
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n && i < (int)k; i++) { /* n <= k: said for the analyzer */
 		struct dp_dgram *d = (struct dp_dgram *)ep_buf(w, bids[i]);
 
 		*d = (struct dp_dgram){

@@ -428,7 +428,7 @@ static struct dp_flow *flow_open(struct dp_worker *w, struct dp_wlistener *wl, s
 	struct pick_ctx ctx = { set, w->now_ms };
 	const struct dp_backend *b;
 	struct dp_flow *f;
-	int idx, fd, r;
+	int idx, fd = -1, r; /* -1: the analyzer cannot see that a failure is never 0 */
 
 	while (wl->n_open >= lc->max_flows && !dp_list_empty(&wl->flows)) {
 		f = dp_list_first(&wl->flows, struct dp_flow, lru);
