@@ -272,13 +272,14 @@ struct dp_engine {
 	void (*trim)(struct dp_worker *w);
 	/*
 	 * Datagrams (udp.c).  dgram_recv keeps receiving on fd, each datagram into a pool buffer
-	 * laid out as udp.h's struct dp_dgram says (named: with its source and destination
-	 * address, for a listener socket), one completion each, until an error or
-	 * dgram_cancel(fd, tag) ends it.  dgram_send sends one datagram as msg says; msg and
-	 * what it points at stay put until the completion of tag.
+	 * laid out as udp.h's struct dp_dgram says (for a listener socket, DP_OP_DRECVL: with its
+	 * source and destination address), one completion each, until an error or
+	 * dgram_cancel(fd, tag) ends it; *eng is the engine's byte of state for that receive,
+	 * kept by its owner.  dgram_send sends one datagram as msg says; msg and what it points
+	 * at stay put until the completion of tag.
 	 */
-	void (*dgram_recv)(struct dp_worker *w, int fd, uint64_t tag, bool named);
-	void (*dgram_cancel)(struct dp_worker *w, int fd, uint64_t tag);
+	void (*dgram_recv)(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng);
+	void (*dgram_cancel)(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng);
 	void (*dgram_send)(struct dp_worker *w, int fd, struct msghdr *msg, uint64_t tag);
 	/* Submit what is queued, wait up to timeout_ms, dispatch completions. */
 	int (*run)(struct dp_worker *w, unsigned timeout_ms);

@@ -474,25 +474,49 @@ static void accept_event(struct dp_worker *w, uint64_t tag)
  * out as io_uring's multishot recvmsg lays them (udp.h), one completion each.  Sends wait in
  * e->out until the end of the turn and go out with one sendmmsg per run of the same socket.
  */
-static void ep_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, bool named)
+/* The byte of state of a datagram receive (its owner's eng). */
+enum {
+	EPD_ARMED = 1 << 0, /* its end has not been pushed yet */
+	EPD_INSET = 1 << 1, /* the socket is in the epoll set */
+};
+
+static void ep_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
 
-	(void)named; /* the tag's op says it: DP_OP_DRECVL */
-	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
+	if (!(*eng & EPD_INSET) && epoll_ctl(E(w)->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
+		*eng = 0;
 		push(w, tag, -errno, -1, 0);
+		return;
+	}
+	*eng = EPD_ARMED | EPD_INSET;
 }
 
-/* Its end, once: by a cancel, or by an error of its own (whichever takes it out first). */
-static void dgram_end(struct dp_worker *w, int fd, uint64_t tag, int res)
+/* Its end, once: by a cancel, or by an error of its own (whichever comes first). */
+static void dgram_end(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng, int res)
 {
-	if (epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, fd, NULL) == 0)
-		push(w, tag, res, -1, 0);
+	if (!(*eng & EPD_ARMED))
+		return;
+	if (*eng & EPD_INSET)
+		epoll_ctl(E(w)->epfd, EPOLL_CTL_DEL, fd, NULL);
+	*eng = 0;
+	push(w, tag, res, -1, 0);
 }
 
-static void ep_dgram_cancel(struct dp_worker *w, int fd, uint64_t tag)
+/*
+ * A flow's socket is ours alone and is closed right after its receive ends, which takes it out
+ * of the epoll set: no EPOLL_CTL_DEL for it (a system call per flow).  Until then its events
+ * are ignored (not ARMED).  A listener's socket is always taken out: after a handover a
+ * successor's clients keep it readable, and it stays open while our flows drain.
+ */
+static void ep_dgram_cancel(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng)
 {
-	dgram_end(w, fd, tag, -ECANCELED);
+	if (dp_tag_op(tag) == DP_OP_DRECVF && (*eng & EPD_ARMED)) {
+		*eng = EPD_INSET;
+		push(w, tag, -ECANCELED, -1, 0);
+		return;
+	}
+	dgram_end(w, fd, tag, eng, -ECANCELED);
 }
 
 static void dgram_event(struct dp_worker *w, uint64_t tag)
@@ -503,9 +527,10 @@ static void dgram_event(struct dp_worker *w, uint64_t tag)
 	struct mmsghdr mm[DP_EP_DGRAM_BATCH];
 	struct iovec iov[DP_EP_DGRAM_BATCH];
 	unsigned bids[DP_EP_DGRAM_BATCH], k;
-	int fd = dp_udp_tag_fd(w, tag), n;
+	uint8_t *eng;
+	int fd = dp_udp_tag_fd(w, tag, &eng), n;
 
-	if (fd < 0)
+	if (fd < 0 || !(*eng & EPD_ARMED))
 		return; /* ended since this event was fetched */
 	for (k = 0; k < DP_EP_DGRAM_BATCH && e->free.n; k++) {
 		char *b = ep_buf(w, bids[k] = dp_bufstack_pop(&e->free));
@@ -521,12 +546,12 @@ static void dgram_event(struct dp_worker *w, uint64_t tag)
 		};
 	}
 	if (!k) {
-		dgram_end(w, fd, tag, -ENOBUFS); /* made again once buffers come back */
+		dgram_end(w, fd, tag, eng, -ENOBUFS); /* made again once buffers come back */
 		return;
 	}
 	n = recvmmsg(fd, mm, k, MSG_DONTWAIT | MSG_TRUNC, NULL);
 	if (n < 0 && errno != EAGAIN && errno != EINTR)
-		dgram_end(w, fd, tag, -errno);
+		dgram_end(w, fd, tag, eng, -errno);
 	for (int i = 0; i < n && i < (int)k; i++) { /* n <= k: said for the analyzer */
 		struct dp_dgram *d = (struct dp_dgram *)ep_buf(w, bids[i]);
 

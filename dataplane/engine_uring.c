@@ -431,10 +431,12 @@ static void uring_cancel(struct dp_worker *w, struct dp_conn *c)
  * its source address and IP_PKTINFO) in front, as udp.h's struct dp_dgram.  MSG_TRUNC makes
  * payloadlen the datagram's whole length, so one too long for a buffer is known as such.
  */
-static void uring_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, bool named)
+static void uring_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
+	bool named = dp_tag_op(tag) == DP_OP_DRECVL;
 
+	(void)eng;
 	io_uring_prep_recvmsg_multishot(sqe, fd, named ? &U(w)->dgram_named : &U(w)->dgram_plain,
 					MSG_TRUNC);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -443,11 +445,12 @@ static void uring_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, bool nam
 	U(w)->recvs++;
 }
 
-static void uring_dgram_cancel(struct dp_worker *w, int fd, uint64_t tag)
+static void uring_dgram_cancel(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	(void)fd;
+	(void)eng;
 	io_uring_prep_cancel64(sqe, tag, 0);
 	io_uring_sqe_set_data64(sqe, dp_tag(DP_OP_CANCEL, 0, UINT32_MAX));
 }

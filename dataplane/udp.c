@@ -45,6 +45,7 @@ struct dp_flow {
 	bool armed;             /* its receive is in flight */
 	bool rearm;             /* on udp->rearm: the receive ended for want of buffers */
 	bool has_local;         /* replies name their source (a wildcard listener) */
+	uint8_t eng;            /* the engine's state of its receive */
 	int fd;                 /* connected to the backend */
 	int bidx;
 	unsigned sends;         /* datagrams to the backend in flight on fd */
@@ -265,7 +266,7 @@ static uint64_t flow_tag(const struct dp_flow *f)
 static void flow_arm(struct dp_worker *w, struct dp_flow *f)
 {
 	f->armed = true;
-	w->eng->dgram_recv(w, f->fd, flow_tag(f), false);
+	w->eng->dgram_recv(w, f->fd, flow_tag(f), &f->eng);
 }
 
 static void flow_free(struct dp_worker *w, struct dp_flow *f)
@@ -301,7 +302,7 @@ static void flow_close(struct dp_worker *w, struct dp_flow *f)
 	}
 	/* A cancel by tag, not by descriptor: the number stays ours until the final completion. */
 	if (f->armed)
-		w->eng->dgram_cancel(w, f->fd, flow_tag(f));
+		w->eng->dgram_cancel(w, f->fd, flow_tag(f), &f->eng);
 	else if (!f->sends)
 		flow_free(w, f);
 }
@@ -713,26 +714,32 @@ void dp_udp_listen(struct dp_worker *w, struct dp_wlistener *wl)
 		return;
 	}
 	wl->flags |= DP_WL_ARMED;
-	w->eng->dgram_recv(w, wl->fd, dp_tag(DP_OP_DRECVL, wl->gen, wl->idx), true);
+	w->eng->dgram_recv(w, wl->fd, dp_tag(DP_OP_DRECVL, wl->gen, wl->idx), &wl->eng);
 }
 
 void dp_udp_listen_cancel(struct dp_worker *w, struct dp_wlistener *wl)
 {
-	w->eng->dgram_cancel(w, wl->fd, dp_tag(DP_OP_DRECVL, wl->gen, wl->idx));
+	w->eng->dgram_cancel(w, wl->fd, dp_tag(DP_OP_DRECVL, wl->gen, wl->idx), &wl->eng);
 }
 
-int dp_udp_tag_fd(struct dp_worker *w, uint64_t tag)
+int dp_udp_tag_fd(struct dp_worker *w, uint64_t tag, uint8_t **eng)
 {
 	uint32_t slot = dp_tag_slot(tag);
+	struct dp_flow *f;
 
 	if (dp_tag_op(tag) == DP_OP_DRECVL) {
 		struct dp_wlistener *wl = slot < w->n_wls ? w->wls[slot] : NULL;
 
-		return wl && wl->gen == dp_tag_gen(tag) ? wl->fd : -1;
+		if (!wl || wl->gen != dp_tag_gen(tag))
+			return -1;
+		*eng = &wl->eng;
+		return wl->fd;
 	}
-	struct dp_flow *f = flow_get(w->udp, slot, dp_tag_gen(tag));
-
-	return f && f->armed ? f->fd : -1;
+	f = flow_get(w->udp, slot, dp_tag_gen(tag));
+	if (!f)
+		return -1;
+	*eng = &f->eng;
+	return f->fd;
 }
 
 /* --- timers ------------------------------------------------------------------------- */

@@ -50,8 +50,11 @@ void dp_udp_client_dgram(struct dp_worker *w, struct dp_wlistener *wl, int res, 
 void dp_udp_flow_dgram(struct dp_worker *w, uint32_t slot, uint32_t gen, int res, int bid,
 		       unsigned flags);
 void dp_udp_sent(struct dp_worker *w, uint32_t bid, int res);
-/* The socket a tag of DP_OP_DRECVL or DP_OP_DRECVF receives on, or -1 when it is stale. */
-int dp_udp_tag_fd(struct dp_worker *w, uint64_t tag);
+/*
+ * The socket a tag of DP_OP_DRECVL or DP_OP_DRECVF receives on, and the engine's byte of its
+ * receive (*eng); -1 when the tag is stale.
+ */
+int dp_udp_tag_fd(struct dp_worker *w, uint64_t tag, uint8_t **eng);
 
 /* Timers: idle flows of wl, and flows to removed backends past their drain. */
 void dp_udp_expire(struct dp_worker *w, struct dp_wlistener *wl, uint64_t *next_ms);

@@ -77,18 +77,22 @@ static struct fake_op *record(enum fake_kind kind, int fd, uint64_t tag)
 	return &F.ops[F.n_ops++];
 }
 
-static void fake_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, bool named)
+static void fake_dgram_recv(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng)
 {
+	bool named = dp_tag_op(tag) == DP_OP_DRECVL;
+
 	(void)w;
+	(void)eng;
 	/* One receive per socket at a time. */
 	for (unsigned i = 0; i < F.n_ops; i++)
 		assert_false(!F.ops[i].done && F.ops[i].kind == F_RECV && F.ops[i].tag == tag);
 	record(F_RECV, fd, tag)->named = named;
 }
 
-static void fake_dgram_cancel(struct dp_worker *w, int fd, uint64_t tag)
+static void fake_dgram_cancel(struct dp_worker *w, int fd, uint64_t tag, uint8_t *eng)
 {
 	(void)w;
+	(void)eng;
 	for (unsigned i = 0; i < F.n_ops; i++)
 		if (!F.ops[i].done && F.ops[i].kind == F_RECV && F.ops[i].tag == tag)
 			F.ops[i].cancelled = true;
