@@ -537,6 +537,25 @@ drop:
 	w->eng->buf_put(w, (unsigned)bid);
 }
 
+/* The one control message of a reply: the source address, the one the client wrote to. */
+static void reply_source(struct dp_dsend *s, const struct dp_flow *f)
+{
+	struct in_pktinfo pi4 = { .ipi_spec_dst = f->local.v4 };
+	struct in6_pktinfo pi6 = { .ipi6_addr = f->local.v6 };
+	bool v4 = f->client.sa.sa_family == AF_INET;
+	size_t len = v4 ? sizeof(pi4) : sizeof(pi6);
+	struct cmsghdr *c;
+
+	memset(&s->ctl, 0, sizeof(s->ctl));
+	s->msg.msg_control = s->ctl.buf;
+	s->msg.msg_controllen = CMSG_SPACE(len);
+	c = CMSG_FIRSTHDR(&s->msg);
+	c->cmsg_level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
+	c->cmsg_type = v4 ? IP_PKTINFO : IPV6_PKTINFO;
+	c->cmsg_len = CMSG_LEN(len);
+	memcpy(CMSG_DATA(c), v4 ? (const void *)&pi4 : (const void *)&pi6, len);
+}
+
 /* A reply from the backend: back to the client, from the address it wrote to. */
 static void reply(struct dp_worker *w, struct dp_flow *f, int bid)
 {
@@ -561,31 +580,8 @@ static void reply(struct dp_worker *w, struct dp_flow *f, int bid)
 	memcpy(&s->to, &f->client, f->clen);
 	s->msg.msg_name = &s->to;
 	s->msg.msg_namelen = f->clen;
-	if (f->has_local) {
-		struct cmsghdr *c;
-
-		memset(&s->ctl, 0, sizeof(s->ctl));
-		s->msg.msg_control = s->ctl.buf;
-		if (f->client.sa.sa_family == AF_INET) {
-			struct in_pktinfo pi = { .ipi_spec_dst = f->local.v4 };
-
-			s->msg.msg_controllen = CMSG_SPACE(sizeof(pi));
-			c = CMSG_FIRSTHDR(&s->msg);
-			c->cmsg_level = IPPROTO_IP;
-			c->cmsg_type = IP_PKTINFO;
-			c->cmsg_len = CMSG_LEN(sizeof(pi));
-			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-		} else {
-			struct in6_pktinfo pi = { .ipi6_addr = f->local.v6 };
-
-			s->msg.msg_controllen = CMSG_SPACE(sizeof(pi));
-			c = CMSG_FIRSTHDR(&s->msg);
-			c->cmsg_level = IPPROTO_IPV6;
-			c->cmsg_type = IPV6_PKTINFO;
-			c->cmsg_len = CMSG_LEN(sizeof(pi));
-			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-		}
-	}
+	if (f->has_local)
+		reply_source(s, f);
 	s->to_client = true;
 	s->wl = f->wl;
 	f->wl->users++;

@@ -282,15 +282,33 @@ void dp_worker_accept(struct dp_worker *w, struct dp_wlistener *wl, int fd)
 	dp_conn_accepted(w, set, fd);
 }
 
-/* The multishot accept stopped: decide whether to re-arm, pause or give up. */
-void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err)
+/*
+ * A listener's accept or datagram receive ended.  False when that settles it: the listener is
+ * stopping (and freed once nothing uses its socket), or paused (resume_paused re-arms it).
+ */
+static bool wl_ended(struct dp_worker *w, struct dp_wlistener *wl)
 {
 	wl->flags &= ~DP_WL_ARMED;
 	if ((wl->flags & DP_WL_STOPPING) || !wl->set) {
 		dp_wl_release(w, wl);
-		return;
+		return false;
 	}
-	if (wl->flags & DP_WL_PAUSED)
+	return !(wl->flags & DP_WL_PAUSED);
+}
+
+/* An error nothing explains: said, and tried again in a second. */
+static void wl_failed(struct dp_worker *w, struct dp_wlistener *wl, const char *what, int err)
+{
+	log_err("worker %u: listener %s: %s failed: %s; retrying in 1 s", w->id,
+		wl->set->sl->conf->name, what, strerror(-err));
+	wl->flags |= DP_WL_PAUSED;
+	wl->resume_ms = w->now_ms + 1000;
+}
+
+/* The multishot accept stopped: decide whether to re-arm, pause or give up. */
+void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int err)
+{
+	if (!wl_ended(w, wl))
 		return;
 	switch (err) {
 	case -EMFILE:
@@ -314,10 +332,8 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
 		wl_arm(w, wl);
 		return;
 	default:
-		log_err("worker %u: listener %s: accept failed: %s; retrying in 1 s", w->id,
-			wl->set->sl->conf->name, strerror(-err));
 		pause_accept(w, wl);
-		wl->resume_ms = w->now_ms + 1000;
+		wl_failed(w, wl, "accept", err);
 	}
 }
 
@@ -327,12 +343,7 @@ void dp_worker_accept_ended(struct dp_worker *w, struct dp_wlistener *wl, int er
  */
 void dp_worker_dgram_ended(struct dp_worker *w, struct dp_wlistener *wl, int err)
 {
-	wl->flags &= ~DP_WL_ARMED;
-	if ((wl->flags & DP_WL_STOPPING) || !wl->set) {
-		dp_wl_release(w, wl);
-		return;
-	}
-	if (wl->flags & DP_WL_PAUSED)
+	if (!wl_ended(w, wl))
 		return;
 	switch (err) {
 	case 0:
@@ -347,10 +358,7 @@ void dp_worker_dgram_ended(struct dp_worker *w, struct dp_wlistener *wl, int err
 		wl->resume_ms = w->now_ms;
 		return;
 	default:
-		log_err("worker %u: listener %s: receive failed: %s; retrying in 1 s", w->id,
-			wl->set->sl->conf->name, strerror(-err));
-		wl->flags |= DP_WL_PAUSED;
-		wl->resume_ms = w->now_ms + 1000;
+		wl_failed(w, wl, "receive", err);
 	}
 }
 

@@ -146,15 +146,8 @@ def gen_hash(seed, n):
 # Backends
 
 
-class DeadPort:
-    """A port that refuses connections: bound (so nobody else takes it) but never listening."""
-
-    def __init__(self, host="127.0.0.1"):
-        self.host = host
-        self.sock = socket.socket(family_of(host), socket.SOCK_STREAM)
-        self.sock.bind((host, 0))
-        self.port = self.sock.getsockname()[1]
-        self.name = f"dead-{self.port}"
+class Endpoint:
+    """A server of the tests' (host, port): its address as a tuple, and as config text."""
 
     @property
     def addr(self):
@@ -163,6 +156,17 @@ class DeadPort:
     @property
     def addr_str(self):
         return fmt_addr(self.host, self.port)
+
+
+class DeadPort(Endpoint):
+    """A port that refuses connections: bound (so nobody else takes it) but never listening."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
+        self.sock = socket.socket(family_of(host), socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.name = f"dead-{self.port}"
 
     def close(self):
         self.sock.close()
@@ -181,7 +185,7 @@ def _read_line(sock, buf, limit=4096):
     return line.rstrip(b"\r"), rest
 
 
-class Backend:
+class Backend(Endpoint):
     """A threaded TCP backend speaking a tiny line protocol (one thread per connection).
 
     The first line of a connection is a command:
@@ -215,14 +219,6 @@ class Backend:
         self._stop = None
         self.port = None
         self.start_listening(port)
-
-    @property
-    def addr(self):
-        return (self.host, self.port)
-
-    @property
-    def addr_str(self):
-        return fmt_addr(self.host, self.port)
 
     def start_listening(self, port=None):
         if self._ls is not None:
@@ -379,7 +375,7 @@ class Backend:
             line, buf = _read_line(c, buf)
 
 
-class EchoServer:
+class EchoServer(Endpoint):
     """A selector-based echo backend for many concurrent connections (one thread in all)."""
 
     def __init__(self, name="echo", host="127.0.0.1"):
@@ -404,14 +400,6 @@ class EchoServer:
         self._conns = {}
         self._thr = threading.Thread(target=self._loop, name=f"echo-{name}", daemon=True)
         self._thr.start()
-
-    @property
-    def addr(self):
-        return (self.host, self.port)
-
-    @property
-    def addr_str(self):
-        return fmt_addr(self.host, self.port)
 
     def counts(self):
         with self.lock:
@@ -506,56 +494,75 @@ class EchoServer:
 # Clients
 
 
-class UdpBackend:
-    """A UDP server in a thread: answers each datagram with b"<name>:" and the datagram, and
-    counts datagrams and the distinct client addresses (the proxy's flows) they came from."""
+class UdpEcho(Endpoint):
+    """A UDP backend in a thread.  Each datagram is answered, to the address it came from,
+    with b"<name>|<that address's port>|" + the datagram, except:
+      b"TWICE ..."          -> that reply sent twice
+      b"BIG <n>"            -> one reply of n bytes
+      b"DRIBBLE <k> <ms>"   -> k replies b"<name>|<port>|dribble <i>", ms apart
+    Every datagram received is recorded as (peer address, length): the port shows which flow
+    socket of the proxy sent it, and the length that nothing was cut."""
 
     def __init__(self, name, host="127.0.0.1"):
         self.name = name
         self.host = host
+        self.sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
-        self.datagrams = 0
-        self.clients = set()
-        self._s = socket.socket(family_of(host), socket.SOCK_DGRAM)
-        self._s.bind((host, 0))
-        self._s.settimeout(0.2)
-        self.port = self._s.getsockname()[1]
-        self._stop = False
+        self.seen = []
+        self._stop = threading.Event()
         self._thr = threading.Thread(target=self._loop, name=f"udp-{name}", daemon=True)
         self._thr.start()
 
-    @property
-    def addr(self):
-        return (self.host, self.port)
+    def peers(self):
+        with self.lock:
+            return [p for p, _ in self.seen]
 
-    @property
-    def addr_str(self):
-        return fmt_addr(self.host, self.port)
+    def lengths(self):
+        with self.lock:
+            return [n for _, n in self.seen]
+
+    def close(self):
+        self._stop.set()
+        self._thr.join(HANG)
+        self.sock.close()
 
     def _loop(self):
-        while not self._stop:
+        while not self._stop.is_set():
             try:
-                d, a = self._s.recvfrom(65535)
+                data, peer = self.sock.recvfrom(65535)
             except socket.timeout:
                 continue
             except OSError:
-                return
+                continue          # ICMP errors from earlier sends to a closed flow socket
             with self.lock:
-                self.datagrams += 1
-                self.clients.add(a)
+                self.seen.append((peer, len(data)))
+            tag = f"{self.name}|{peer[1]}|".encode()
             try:
-                self._s.sendto(self.name.encode() + b":" + d, a)
+                if data.startswith(b"BIG "):
+                    self.sock.sendto(b"x" * int(data.split()[1]), peer)
+                elif data.startswith(b"DRIBBLE "):
+                    k, ms = (int(x) for x in data.split()[1:3])
+                    threading.Thread(target=self._dribble, args=(peer, tag, k, ms),
+                                     daemon=True).start()
+                elif data.startswith(b"TWICE"):
+                    self.sock.sendto(tag + data, peer)
+                    self.sock.sendto(tag + data, peer)
+                else:
+                    self.sock.sendto(tag + data, peer)
             except OSError:
                 pass
 
-    def counts(self):
-        with self.lock:
-            return dict(datagrams=self.datagrams, clients=len(self.clients))
-
-    def close(self):
-        self._stop = True
-        self._thr.join(HANG)
-        self._s.close()
+    def _dribble(self, peer, tag, k, ms):
+        for i in range(k):
+            if i:
+                time.sleep(ms / 1000.0)
+            try:
+                self.sock.sendto(tag + f"dribble {i}".encode(), peer)
+            except OSError:
+                return
 
 
 def udp_query(addr, data=b"WHO", sock=None, src=None, timeout=HANG):
@@ -1042,7 +1049,7 @@ class LBTestCase(unittest.TestCase):
         return [self.backend(n, **kw) for n in names]
 
     def udp_backend(self, name, **kw):
-        b = UdpBackend(name, **kw)
+        b = UdpEcho(name, **kw)
         self.addCleanup(b.close)
         return b
 

@@ -114,7 +114,7 @@ class BinderTest(LBTestCase):
                                                 binder_socket=self.sock),
                            ready=[(LOCAL, port)], num_acceptors=2, log_level="info",
                            prefix=UNPRIVILEGED)
-        self.assertEqual(lbtest.udp_query((LOCAL, port), b"q"), b"u:q")
+        self.assertRegex(lbtest.udp_query((LOCAL, port), b"q"), rb"^u\|\d+\|q$")
         self.assertEqual(lbtest.who((LOCAL, port)), "a")
         self.assertEqual(capabilities(lb.pid)["CapEff"], "0" * 16)
         self.assertEqual(len(re.findall(r"binder: 2 sockets for pid %d" % lb.pid,

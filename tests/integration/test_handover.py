@@ -196,7 +196,7 @@ class HandoverLoadTest(HandoverCase):
         uaddr = (LOCAL, uport)
         sticky = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(sticky.close)
-        first = udp_query(uaddr, b"q0", sock=sticky, timeout=OP_GUARD).split(b":")[0]
+        first = udp_query(uaddr, b"q0", sock=sticky, timeout=OP_GUARD).split(b"|")[0]
         stop, lost, answered, moved = threading.Event(), [], [0], []
 
         def queries():
@@ -206,7 +206,7 @@ class HandoverLoadTest(HandoverCase):
                     udp_query(uaddr, b"q", timeout=OP_GUARD)
                     who = udp_query(uaddr, b"s", sock=sticky, timeout=OP_GUARD)
                     answered[0] += 1
-                    if who.split(b":")[0] != first:
+                    if who.split(b"|")[0] != first:
                         moved.append(who)
                 except OSError as e:
                     lost.append(repr(e))

@@ -28,7 +28,7 @@ import threading
 import time
 
 import lbtest
-from lbtest import (LBTestCase, ctl_call, family_of, fmt_addr, free_port, have_ipv6, listener,
+from lbtest import (LBTestCase, UdpEcho, ctl_call, family_of, free_port, have_ipv6, listener,
                     run_lb, status_listener, tally, wait_for, who)
 from test_metrics import Metrics, parse_prometheus
 
@@ -173,7 +173,7 @@ def dig(addr, src=None, timeout=2):
 # Backends
 
 
-class Unbound:
+class Unbound(lbtest.Endpoint):
     """A real DNS server: unbound in the foreground, answering who.test TXT "<name>" from a
     local-zone (static: it never recurses), on host at a port free for UDP and TCP (its TCP
     port serves the UDP listener's active health check)."""
@@ -194,14 +194,6 @@ class Unbound:
                 self.stop()
                 if attempt == 2:
                     raise
-
-    @property
-    def addr(self):
-        return (self.host, self.port)
-
-    @property
-    def addr_str(self):
-        return fmt_addr(self.host, self.port)
 
     def _start(self):
         conf = os.path.join(self.dir, "unbound.conf")
@@ -269,81 +261,6 @@ remote-control:
         lbtest._live.discard(p)
         self._log.close()
         self.proc = None
-
-
-class UdpEcho:
-    """A UDP backend in a thread.  Each datagram is answered, to the address it came from,
-    with b"<name>|<that address's port>|" + the datagram, except:
-      b"TWICE ..."          -> that reply sent twice
-      b"BIG <n>"            -> one reply of n bytes
-      b"DRIBBLE <k> <ms>"   -> k replies b"<name>|<port>|dribble <i>", ms apart
-    Every datagram received is recorded as (peer address, length): the port shows which flow
-    socket of the proxy sent it, and the length that nothing was cut."""
-
-    def __init__(self, name, host=LOCAL):
-        self.name = name
-        self.host = host
-        self.sock = socket.socket(family_of(host), socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.seen = []
-        self._stop = threading.Event()
-        self._thr = threading.Thread(target=self._loop, name=f"udp-{name}", daemon=True)
-        self._thr.start()
-
-    @property
-    def addr_str(self):
-        return fmt_addr(self.host, self.port)
-
-    def peers(self):
-        with self.lock:
-            return [p for p, _ in self.seen]
-
-    def lengths(self):
-        with self.lock:
-            return [n for _, n in self.seen]
-
-    def close(self):
-        self._stop.set()
-        self._thr.join(lbtest.HANG)
-        self.sock.close()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            except OSError:
-                continue          # ICMP errors from earlier sends to a closed flow socket
-            with self.lock:
-                self.seen.append((peer, len(data)))
-            tag = f"{self.name}|{peer[1]}|".encode()
-            try:
-                if data.startswith(b"BIG "):
-                    self.sock.sendto(b"x" * int(data.split()[1]), peer)
-                elif data.startswith(b"DRIBBLE "):
-                    k, ms = (int(x) for x in data.split()[1:3])
-                    threading.Thread(target=self._dribble, args=(peer, tag, k, ms),
-                                     daemon=True).start()
-                elif data.startswith(b"TWICE"):
-                    self.sock.sendto(tag + data, peer)
-                    self.sock.sendto(tag + data, peer)
-                else:
-                    self.sock.sendto(tag + data, peer)
-            except OSError:
-                pass
-
-    def _dribble(self, peer, tag, k, ms):
-        for i in range(k):
-            if i:
-                time.sleep(ms / 1000.0)
-            try:
-                self.sock.sendto(tag + f"dribble {i}".encode(), peer)
-            except OSError:
-                return
 
 
 class UdpClient:
