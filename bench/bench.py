@@ -37,6 +37,7 @@ import tempfile
 import time
 import urllib.request
 
+import l4lbconf
 import udp
 from report import chart, fmt, markdown, summarize, text_table
 
@@ -350,20 +351,8 @@ def start_layer4lb(ctx, px, d, http_port, iperf_port):
     a = ctx.args
     conf = os.path.join(d, "lb.yaml")
     backends = "\n".join(f"      - address: 127.0.0.1:{p}" for p in ctx.backend_ports)
-    # Every feature on in its default setting, as a deployment has it: metrics, the control
-    # socket and active health checks.  No benchmark-only configuration.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics_port = s.getsockname()[1]
     with open(conf, "w") as f:
-        f.write(f"""acceptors: {a.acceptors}
-log_level: info
-io_engine: {px.get("io_engine", "auto")}
-drain_timeout_ms: 2000
-metrics: 127.0.0.1:{metrics_port}
-control_socket: {d}/control.sock
-listeners:
-  - name: web
+        f.write(l4lbconf.head(a, px, d) + f"""  - name: web
     listen: 127.0.0.1:{http_port}
     algorithm: round_robin
     health_check: {{}}

@@ -34,6 +34,8 @@ import statistics
 import subprocess
 import time
 
+import l4lbconf
+
 UDP_KINDS = ("nginx", "layer4-lb")
 DNS_NAMES = ["www", "mail", "ns1", "api", "cdn", "db", "git", "vpn"]
 DIRECT = dict(key="direct", name="direct (no proxy)", kind="direct")
@@ -229,22 +231,12 @@ stream {{
 def layer4lb_conf(ctx, h, px, d, dns_port, iperf_port):
     a, u = ctx.args, ctx.udp
     conf = os.path.join(d, "lb.yaml")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics_port = s.getsockname()[1]
-    # As the TCP part: every feature on in its default setting (metrics, control socket,
-    # active health checks, which for a udp listener are a TCP connect to a named port: unbound
-    # and iperf3 both listen on TCP too).  idle_timeout_ms and max_flows keep their defaults
-    # (30000 and 16384), as nginx's proxy_timeout 30s.
+    # As the TCP part (l4lbconf.head): every feature on in its default setting; a udp
+    # listener's active checks are a TCP connect to a named port (unbound and iperf3 both listen
+    # on TCP too).  idle_timeout_ms and max_flows keep their defaults (30000 and 16384), as
+    # nginx's proxy_timeout 30s.
     with open(conf, "w") as f:
-        f.write(f"""acceptors: {a.acceptors}
-log_level: info
-io_engine: {px.get("io_engine", "auto")}
-drain_timeout_ms: 2000
-metrics: 127.0.0.1:{metrics_port}
-control_socket: {d}/control.sock
-listeners:
-  - name: dns
+        f.write(l4lbconf.head(a, px, d) + f"""  - name: dns
     listen: 127.0.0.1:{dns_port}
     protocol: udp
     responses: 1
