@@ -54,7 +54,9 @@ class MemoryBudgetTest(LBTestCase):
         # anything buffered per connection; the pool is 16 MiB.
         for _ in range(300):
             clients.append(stalled_client((LOCAL, port), 64 << 20))
-        src.wait_open(lambda n: n == 300)
+        # A hang guard, and a generous one: 300 backend connections, each with a thread of the
+        # test's sending, come up slowly on a machine busy with other tests.
+        src.wait_open(lambda n: n == 300, timeout=60)
         peak = base
         deadline = time.monotonic() + 8  # the load's length, not a timing of the proxy
         while time.monotonic() < deadline:
@@ -68,7 +70,7 @@ class MemoryBudgetTest(LBTestCase):
         for s in clients:
             s.close()
         clients.clear()
-        src.wait_open(lambda n: n == 0)
+        src.wait_open(lambda n: n == 0, timeout=60)
         # Idle buffers are given back within two trim periods (5 s each): a hang guard.
         lbtest.wait_for(lambda: rss(pid) - base <= POOL // 8, timeout=60,
                         what="RSS back near its start")
