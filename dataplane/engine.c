@@ -42,8 +42,12 @@ static void complete_dgram(struct dp_worker *w, uint64_t tag, int res, unsigned 
 	}
 	if (!(flags & DP_CF_MORE))
 		wl->flags &= ~DP_WL_ARMED;
-	if (bid >= 0)
+	if (bid >= 0) {
+		/* Evicting a flow for this one must not free wl under us: see wl.h. */
+		wl->users++;
 		dp_udp_client_dgram(w, wl, res, bid);
+		wl->users--; /* the end of the receive, below, frees a stopped wl */
+	}
 	if (!(flags & DP_CF_MORE))
 		dp_worker_dgram_ended(w, wl, res < 0 ? res : 0);
 }

@@ -584,13 +584,21 @@ static void dgram_flush(struct dp_worker *w)
 			j++;
 		}
 		n = sendmmsg(e->out[i].fd, mm, j - i, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
+		if (n <= 0) {
+			/* The first datagram's error, and only when nothing was sent (0: never). */
+			int err = n < 0 ? errno : EAGAIN;
+
+			if (err != EINTR)
+				push(w, e->out[i++].tag, -err, -1, 0);
 			continue;
-		for (k = 0; n > 0 && k < (unsigned)n; k++)
+		}
+		/*
+		 * Short of the run: the next one failed, and sendmmsg does not say why.  The rest
+		 * goes again on the next pass, where a failure is the first datagram's, with its
+		 * own errno.
+		 */
+		for (k = 0; k < (unsigned)n; k++)
 			push(w, e->out[i + k].tag, (int)mm[k].msg_len, -1, 0);
-		/* The first one not sent failed with errno; the rest of the run is tried again. */
-		if (i + k < j)
-			push(w, e->out[i + k++].tag, -errno, -1, 0);
 		i += k;
 	}
 	e->n_out = 0;

@@ -1,5 +1,6 @@
 /* engine_uring.c - the io_uring engine: one ring and one provided-buffer ring per worker. */
 #include <errno.h>
+#include <stddef.h>
 #include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -425,6 +426,18 @@ static void uring_cancel(struct dp_worker *w, struct dp_conn *c)
 		c->inflight++;
 	}
 }
+
+/* The datagram layout udp.c reads is io_uring's own, which the epoll engine writes too. */
+_Static_assert(sizeof(struct dp_dgram) == sizeof(struct io_uring_recvmsg_out) &&
+		       offsetof(struct dp_dgram, namelen) ==
+			       offsetof(struct io_uring_recvmsg_out, namelen) &&
+		       offsetof(struct dp_dgram, controllen) ==
+			       offsetof(struct io_uring_recvmsg_out, controllen) &&
+		       offsetof(struct dp_dgram, payloadlen) ==
+			       offsetof(struct io_uring_recvmsg_out, payloadlen) &&
+		       offsetof(struct dp_dgram, flags) ==
+			       offsetof(struct io_uring_recvmsg_out, flags),
+	       "struct dp_dgram must be struct io_uring_recvmsg_out");
 
 /*
  * A multishot recvmsg: each datagram lands in a buffer of the ring with its header (and, named,

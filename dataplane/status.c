@@ -32,8 +32,9 @@ static bool udp_sum(const struct dp_slistener *sl, struct usum *u)
 		u->dgrams_out += DP_STAT_GET(w->dgrams_out);
 		u->bytes_in += DP_STAT_GET(w->bytes_in);
 		u->bytes_out += DP_STAT_GET(w->bytes_out);
-		u->created += DP_STAT_GET(w->flows_created);
+		/* Closes first: a close read is of a flow whose creation the next read sees. */
 		u->closed += DP_STAT_GET(w->flows_closed);
+		u->created += DP_STAT_GET(w->flows_created);
 		u->evicted += DP_STAT_GET(w->flows_evicted);
 		u->timed_out += DP_STAT_GET(w->flows_timed_out);
 		for (int k = 0; k < DP_UDROP_N; k++)
@@ -42,7 +43,7 @@ static bool udp_sum(const struct dp_slistener *sl, struct usum *u)
 	return true;
 }
 
-/* Open flows: created less closed, read in that order so a close is never seen first. */
+/* Open flows: created less closed (read after them, see udp_sum), never below 0. */
 static uint64_t udp_active(const struct usum *u)
 {
 	return u->created > u->closed ? u->created - u->closed : 0;

@@ -88,7 +88,8 @@ struct dp_udp {
 	uint32_t *buckets;      /* flow slots, chained through hnext */
 	unsigned n_buckets;     /* a power of two */
 	unsigned n_hashed;
-	struct dp_list rearm;
+	struct dp_list rearm;   /* flows whose receive waits for buffers ... */
+	uint64_t rearm_ms;      /* ... until then */
 	struct dp_dsend *sends; /* buffer_count of them */
 };
 
@@ -618,7 +619,8 @@ void dp_udp_flow_dgram(struct dp_worker *w, uint32_t slot, uint32_t gen, int res
 		else
 			w->eng->buf_put(w, (unsigned)bid);
 	}
-	if (f->armed)
+	/* Still receiving, or freed just now: its answer reached `responses` (reply()). */
+	if (f->armed || f->state == FLOW_FREE)
 		return;
 	if (f->state == FLOW_CLOSING) {
 		if (!f->sends)
@@ -632,13 +634,20 @@ void dp_udp_flow_dgram(struct dp_worker *w, uint32_t slot, uint32_t gen, int res
 		flow_failed(w, f, res);
 		return;
 	case -ENOBUFS:
-		/* The buffer ring ran dry: again on the next turn, once it has been refilled. */
+		/*
+		 * The pool is empty.  A receive made now would fail at once (it takes its buffer
+		 * before looking for data), so it waits DP_UDP_NOBUF_RETRY_MS; the kernel keeps
+		 * the datagrams in the socket meanwhile.
+		 */
+		if (dp_list_empty(&w->udp->rearm))
+			w->udp->rearm_ms = w->now_ms + DP_UDP_NOBUF_RETRY_MS;
 		f->rearm = true;
 		dp_list_add_tail(&w->udp->rearm, &f->wait);
 		return;
 	default:
-		if (res >= 0 || res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
-			flow_arm(w, f); /* a multishot ends when the CQ fills up: just go on */
+		/* A data completion that ends the multishot (the CQ was full): just go on. */
+		if (res >= 0 || res == -EINTR || res == -EAGAIN) {
+			flow_arm(w, f);
 			return;
 		}
 		log_debug("flow %u: receive failed: %s", f->slot, strerror(-res));
@@ -646,10 +655,15 @@ void dp_udp_flow_dgram(struct dp_worker *w, uint32_t slot, uint32_t gen, int res
 	}
 }
 
-void dp_udp_rearm(struct dp_worker *w)
+void dp_udp_rearm(struct dp_worker *w, uint64_t *next_ms)
 {
-	if (!w->udp)
+	if (!w->udp || dp_list_empty(&w->udp->rearm))
 		return;
+	if (w->now_ms < w->udp->rearm_ms) {
+		if (w->udp->rearm_ms < *next_ms)
+			*next_ms = w->udp->rearm_ms;
+		return;
+	}
 	while (!dp_list_empty(&w->udp->rearm)) {
 		struct dp_flow *f = dp_list_first(&w->udp->rearm, struct dp_flow, wait);
 
@@ -745,7 +759,7 @@ int dp_udp_tag_fd(struct dp_worker *w, uint64_t tag, uint8_t **eng)
  * set was replaced and whose backend is gone from the configuration: they had the drain
  * timeout to finish, as a connection to a removed backend has.
  */
-void dp_udp_expire(struct dp_worker *w, struct dp_wlistener *wl, uint64_t *next_ms)
+static void expire_flows(struct dp_worker *w, struct dp_wlistener *wl, uint64_t *next_ms)
 {
 	const struct dp_lset *cur = wl->set ? wl->set : wl->late;
 	uint64_t idle, current;
@@ -782,8 +796,20 @@ void dp_udp_expire(struct dp_worker *w, struct dp_wlistener *wl, uint64_t *next_
 	}
 }
 
+void dp_udp_expire(struct dp_worker *w, struct dp_wlistener *wl, uint64_t *next_ms)
+{
+	if (dp_list_empty(&wl->flows))
+		return;
+	/* A stopped wl goes with its last user: not while we walk its flows (wl.h). */
+	wl->users++;
+	expire_flows(w, wl, next_ms);
+	dp_wl_unuse(w, wl);
+}
+
 void dp_udp_close_flows(struct dp_worker *w, struct dp_wlistener *wl)
 {
+	wl->users++; /* as in dp_udp_expire */
 	while (!dp_list_empty(&wl->flows))
 		flow_close(w, dp_list_first(&wl->flows, struct dp_flow, lru));
+	dp_wl_unuse(w, wl);
 }

@@ -58,8 +58,14 @@ int dp_udp_tag_fd(struct dp_worker *w, uint64_t tag, uint8_t **eng);
 
 /* Timers: idle flows of wl, and flows to removed backends past their drain. */
 void dp_udp_expire(struct dp_worker *w, struct dp_wlistener *wl, uint64_t *next_ms);
-/* Flows whose receive must be made again (it ended for want of buffers). */
-void dp_udp_rearm(struct dp_worker *w);
+/*
+ * When the pool is empty, a datagram receive is made again after this long (a receive takes
+ * its buffer first, so one made at once would fail at once: a spin, not a wait).
+ */
+#define DP_UDP_NOBUF_RETRY_MS 20
+
+/* Flows whose receive must be made again, once DP_UDP_NOBUF_RETRY_MS has passed. */
+void dp_udp_rearm(struct dp_worker *w, uint64_t *next_ms);
 /* Close every flow of wl at once (the drain deadline). */
 void dp_udp_close_flows(struct dp_worker *w, struct dp_wlistener *wl);
 void dp_udp_free(struct dp_worker *w);

@@ -346,16 +346,16 @@ void dp_worker_dgram_ended(struct dp_worker *w, struct dp_wlistener *wl, int err
 	if (!wl_ended(w, wl))
 		return;
 	switch (err) {
-	case 0:
+	case 0: /* a data completion ended the multishot: the CQ was full */
 	case -EAGAIN:
 	case -EINTR:
-	case -ECANCELED: /* the CQ was full */
+	case -ECANCELED: /* a cancel not ours (ours sets STOPPING or PAUSED) */
 		wl_arm(w, wl);
 		return;
-	case -ENOBUFS:
+	case -ENOBUFS: /* the pool is empty: see DP_UDP_NOBUF_RETRY_MS */
 	case -ENOMEM:
 		wl->flags |= DP_WL_PAUSED;
-		wl->resume_ms = w->now_ms;
+		wl->resume_ms = w->now_ms + DP_UDP_NOBUF_RETRY_MS;
 		return;
 	default:
 		wl_failed(w, wl, "receive", err);
@@ -564,7 +564,7 @@ static uint64_t run_timers(struct dp_worker *w)
 	for (unsigned i = 0; i < w->n_wls; i++)
 		if (w->wls[i] && w->wls[i]->udp)
 			dp_udp_expire(w, w->wls[i], &next);
-	dp_udp_rearm(w);
+	dp_udp_rearm(w, &next);
 	resume_paused(w, &next);
 	if (w->now_ms >= w->trim_next_ms) {
 		w->eng->trim(w);
