@@ -57,6 +57,31 @@ def free_port(host="127.0.0.1"):
         s.close()
 
 
+def free_udp_port(host="127.0.0.1", tcp_too=False, hosts=None):
+    """A port free a moment ago for UDP (and TCP with tcp_too) on host, drawn at random below
+    the ephemeral range (as test_apply_load does): a port the kernel hands out for port 0 is
+    soon handed out again to another process's connected UDP socket, DNS lookups and the
+    like, and would be taken before the LB binds it."""
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(10000, 32000)
+        socks = []
+        try:
+            for h in hosts or (host,):
+                for typ in (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp_too else \
+                        (socket.SOCK_DGRAM,):
+                    s = socket.socket(family_of(h), typ)
+                    socks.append(s)
+                    s.bind((h, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free port in 200 tries")
+
+
 _ipv6 = None
 
 

@@ -186,7 +186,7 @@ class HandoverLoadTest(HandoverCase):
         flow keeps its backend across the two processes (maglev on either side)."""
         b = self.backend("tcp")
         u1, u2 = self.udp_backend("u1"), self.udp_backend("u2")
-        port, uport = free_port(), free_port()
+        port, uport = free_port(), lbtest.free_udp_port()
         conf = render_config([listener(port, [b]),
                               listener(uport, [u1, u2], name="dns", protocol="udp",
                                        algorithm="maglev")],
