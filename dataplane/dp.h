@@ -270,6 +270,8 @@ struct dp_engine {
 	void (*buf_put)(struct dp_worker *w, unsigned bid);
 	/* Give back the memory of receive buffers unused since the last call (bufstack.h). */
 	void (*trim)(struct dp_worker *w);
+	/* Whether the pool has a free buffer (in the ring or ready to go in at the next turn). */
+	bool (*bufs_left)(const struct dp_worker *w);
 	/*
 	 * Datagrams (udp.c).  dgram_recv keeps receiving on fd, each datagram into a pool buffer
 	 * laid out as udp.h's struct dp_dgram says (for a listener socket, DP_OP_DRECVL: with its

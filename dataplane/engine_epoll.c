@@ -133,6 +133,11 @@ static void ep_buf_put(struct dp_worker *w, unsigned bid)
 	dp_bufstack_push(&E(w)->free, bid);
 }
 
+static bool ep_bufs_left(const struct dp_worker *w)
+{
+	return ((const struct dp_epoll *)w->engine)->free.n != 0;
+}
+
 static void ep_trim(struct dp_worker *w)
 {
 	struct dp_epoll *e = E(w);
@@ -743,6 +748,7 @@ const struct dp_engine dp_engine_epoll = {
 	.cancel = ep_cancel,
 	.buf_put = ep_buf_put,
 	.trim = ep_trim,
+	.bufs_left = ep_bufs_left,
 	.dgram_recv = ep_dgram_recv,
 	.dgram_cancel = ep_dgram_cancel,
 	.dgram_send = ep_dgram_send,

@@ -481,6 +481,13 @@ static void uring_dgram_send(struct dp_worker *w, int fd, struct msghdr *msg, ui
 	io_uring_sqe_set_data64(sqe, tag);
 }
 
+static bool uring_bufs_left(const struct dp_worker *w)
+{
+	const struct dp_uring *u = w->engine;
+
+	return u->in_ring || u->spare.n;
+}
+
 static void uring_buf_put(struct dp_worker *w, unsigned bid)
 {
 	dp_bufstack_push(&U(w)->spare, bid);
@@ -619,6 +626,7 @@ const struct dp_engine dp_engine_uring = {
 	.cancel = uring_cancel,
 	.buf_put = uring_buf_put,
 	.trim = uring_trim,
+	.bufs_left = uring_bufs_left,
 	.dgram_recv = uring_dgram_recv,
 	.dgram_cancel = uring_dgram_cancel,
 	.dgram_send = uring_dgram_send,

@@ -634,13 +634,9 @@ void dp_udp_flow_dgram(struct dp_worker *w, uint32_t slot, uint32_t gen, int res
 		flow_failed(w, f, res);
 		return;
 	case -ENOBUFS:
-		/*
-		 * The pool is empty.  A receive made now would fail at once (it takes its buffer
-		 * before looking for data), so it waits DP_UDP_NOBUF_RETRY_MS; the kernel keeps
-		 * the datagrams in the socket meanwhile.
-		 */
+		/* Again on the next turn, once the ring has been refilled (see dp_udp_rearm). */
 		if (dp_list_empty(&w->udp->rearm))
-			w->udp->rearm_ms = w->now_ms + DP_UDP_NOBUF_RETRY_MS;
+			w->udp->rearm_ms = w->now_ms;
 		f->rearm = true;
 		dp_list_add_tail(&w->udp->rearm, &f->wait);
 		return;
@@ -659,6 +655,13 @@ void dp_udp_rearm(struct dp_worker *w, uint64_t *next_ms)
 {
 	if (!w->udp || dp_list_empty(&w->udp->rearm))
 		return;
+	/*
+	 * The ring ran dry: refilled from the free buffers before the engine waits.  With none
+	 * free at all a receive made now would fail at once (it takes its buffer before it looks
+	 * for data), so it waits DP_UDP_NOBUF_RETRY_MS; the kernel keeps the datagrams meanwhile.
+	 */
+	if (w->now_ms >= w->udp->rearm_ms && !w->eng->bufs_left(w))
+		w->udp->rearm_ms = w->now_ms + DP_UDP_NOBUF_RETRY_MS;
 	if (w->now_ms < w->udp->rearm_ms) {
 		if (w->udp->rearm_ms < *next_ms)
 			*next_ms = w->udp->rearm_ms;

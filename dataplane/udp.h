@@ -59,12 +59,13 @@ int dp_udp_tag_fd(struct dp_worker *w, uint64_t tag, uint8_t **eng);
 /* Timers: idle flows of wl, and flows to removed backends past their drain. */
 void dp_udp_expire(struct dp_worker *w, struct dp_wlistener *wl, uint64_t *next_ms);
 /*
- * When the pool is empty, a datagram receive is made again after this long (a receive takes
- * its buffer first, so one made at once would fail at once: a spin, not a wait).
+ * A datagram receive that ended for want of buffers is made again on the next turn, when the
+ * ring has been refilled; with no buffer free at all, after this long (a receive takes its
+ * buffer first, so one made at once would fail at once: a spin, not a wait).
  */
 #define DP_UDP_NOBUF_RETRY_MS 20
 
-/* Flows whose receive must be made again, once DP_UDP_NOBUF_RETRY_MS has passed. */
+/* Flows whose receive must be made again (see DP_UDP_NOBUF_RETRY_MS). */
 void dp_udp_rearm(struct dp_worker *w, uint64_t *next_ms);
 /* Close every flow of wl at once (the drain deadline). */
 void dp_udp_close_flows(struct dp_worker *w, struct dp_wlistener *wl);

@@ -352,10 +352,10 @@ void dp_worker_dgram_ended(struct dp_worker *w, struct dp_wlistener *wl, int err
 	case -ECANCELED: /* a cancel not ours (ours sets STOPPING or PAUSED) */
 		wl_arm(w, wl);
 		return;
-	case -ENOBUFS: /* the pool is empty: see DP_UDP_NOBUF_RETRY_MS */
+	case -ENOBUFS: /* the ring ran dry: see DP_UDP_NOBUF_RETRY_MS */
 	case -ENOMEM:
 		wl->flags |= DP_WL_PAUSED;
-		wl->resume_ms = w->now_ms + DP_UDP_NOBUF_RETRY_MS;
+		wl->resume_ms = w->now_ms + (w->eng->bufs_left(w) ? 0 : DP_UDP_NOBUF_RETRY_MS);
 		return;
 	default:
 		wl_failed(w, wl, "receive", err);

@@ -115,9 +115,16 @@ static void fake_buf_put(struct dp_worker *w, unsigned bid)
 	F.free_bids[F.n_free++] = bid;
 }
 
+static bool fake_bufs_left(const struct dp_worker *w)
+{
+	(void)w;
+	return F.n_free != 0;
+}
+
 static const struct dp_engine fake_engine = {
 	.name = "fake",
 	.buf_put = fake_buf_put,
+	.bufs_left = fake_bufs_left,
 	.dgram_recv = fake_dgram_recv,
 	.dgram_cancel = fake_dgram_cancel,
 	.dgram_send = fake_dgram_send,
@@ -541,20 +548,32 @@ static void test_a_receive_out_of_buffers_is_made_again_later(void **state)
 {
 	struct fixture *fx = *state;
 	uint64_t next = UINT64_MAX;
+	unsigned held[BUF_COUNT], n_held = 0;
 	char got[64];
 	int fd;
 
 	from_client(1, "a");
 	fd = last_send(got, sizeof(got));
 	settle();
+	/* The ring ran dry but buffers are free: again on the next turn, once it is refilled. */
 	complete(pending(F_RECV, fd), -ENOBUFS, -1, 0);
 	assert_null(pending(F_RECV, fd));
 	assert_int_equal(fx->wl.n_open, 1); /* the flow stays */
-	/* Not at once: a receive made with the pool empty would fail at once again (a spin). */
+	dp_udp_rearm(&fx->w, &next);
+	assert_non_null(pending(F_RECV, fd));
+	/* The whole pool in use: a receive made now would fail at once again (a spin). */
+	while (F.n_free)
+		held[n_held++] = F.free_bids[--F.n_free];
+	complete(pending(F_RECV, fd), -ENOBUFS, -1, 0);
 	dp_udp_rearm(&fx->w, &next);
 	assert_null(pending(F_RECV, fd));
 	assert_int_equal(next, fx->w.now_ms + DP_UDP_NOBUF_RETRY_MS);
 	fx->w.now_ms = next;
+	dp_udp_rearm(&fx->w, &next); /* still none: another wait */
+	assert_null(pending(F_RECV, fd));
+	while (n_held)
+		F.free_bids[F.n_free++] = held[--n_held];
+	fx->w.now_ms += DP_UDP_NOBUF_RETRY_MS;
 	dp_udp_rearm(&fx->w, &next);
 	assert_non_null(pending(F_RECV, fd));
 	dp_udp_close_flows(&fx->w, &fx->wl);
