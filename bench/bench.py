@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 
-import l4lbconf
+import proxyconf
 import udp
 from report import chart, fmt, markdown, summarize, text_table
 
@@ -319,16 +319,9 @@ def start_nginx(ctx, px, d, http_port, iperf_port):
     conf = os.path.join(d, "nginx.conf")
     servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ctx.backend_ports)
     with open(conf, "w") as f:
-        f.write(f"""load_module {NGINX_STREAM_MODULE};
-daemon off;
-master_process on;
-worker_processes {a.acceptors};
-worker_rlimit_nofile {ctx.nofile};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections {2 * a.idle_conns + 1024}; }}
-stream {{
-    upstream web {{
+        head = proxyconf.nginx_head(a, ctx.nofile, d, NGINX_STREAM_MODULE,
+                                    2 * a.idle_conns + 1024)
+        f.write(head + f"""    upstream web {{
 {servers}
     }}
     upstream iperf {{
@@ -352,7 +345,7 @@ def start_layer4lb(ctx, px, d, http_port, iperf_port):
     conf = os.path.join(d, "lb.yaml")
     backends = "\n".join(f"      - address: 127.0.0.1:{p}" for p in ctx.backend_ports)
     with open(conf, "w") as f:
-        f.write(l4lbconf.head(a, px, d) + f"""  - name: web
+        f.write(proxyconf.l4lb_head(a, px, d) + f"""  - name: web
     listen: 127.0.0.1:{http_port}
     algorithm: round_robin
     health_check: {{}}

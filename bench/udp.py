@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import time
 
-import l4lbconf
+import proxyconf
 
 UDP_KINDS = ("nginx", "layer4-lb")
 DNS_NAMES = ["www", "mail", "ns1", "api", "cdn", "db", "git", "vpn"]
@@ -199,16 +199,7 @@ def nginx_conf(ctx, h, d, dns_port, iperf_port):
     a, u = ctx.args, ctx.udp
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(f"""load_module {h.NGINX_STREAM_MODULE};
-daemon off;
-master_process on;
-worker_processes {a.acceptors};
-worker_rlimit_nofile {ctx.nofile};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 20000; }}
-stream {{
-    server {{
+        f.write(proxyconf.nginx_head(a, ctx.nofile, d, h.NGINX_STREAM_MODULE, 20000) + f"""    server {{
         listen 127.0.0.1:{dns_port} udp reuseport;
         proxy_pass 127.0.0.1:{u['dns_port']};
         proxy_responses 1;
@@ -231,12 +222,12 @@ stream {{
 def layer4lb_conf(ctx, h, px, d, dns_port, iperf_port):
     a, u = ctx.args, ctx.udp
     conf = os.path.join(d, "lb.yaml")
-    # As the TCP part (l4lbconf.head): every feature on in its default setting; a udp
+    # As the TCP part (proxyconf.l4lb_head): every feature on in its default setting; a udp
     # listener's active checks are a TCP connect to a named port (unbound and iperf3 both listen
     # on TCP too).  idle_timeout_ms and max_flows keep their defaults (30000 and 16384), as
     # nginx's proxy_timeout 30s.
     with open(conf, "w") as f:
-        f.write(l4lbconf.head(a, px, d) + f"""  - name: dns
+        f.write(proxyconf.l4lb_head(a, px, d) + f"""  - name: dns
     listen: 127.0.0.1:{dns_port}
     protocol: udp
     responses: 1

@@ -25,6 +25,7 @@
 #include "dataplane/engine.h"
 #include "dataplane/lset.h"
 #include "dataplane/worker.h"
+#include "tests/unit/fixture.h"
 
 #define N_BACKENDS 3
 #define BUF_COUNT 8
@@ -203,7 +204,6 @@ static void complete_all_cancelled(void)
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
-	struct dp_lb_spec specs[N_BACKENDS];
 	struct dp_worker *w;
 
 	assert_non_null(fx);
@@ -231,26 +231,10 @@ static int setup(void **state)
 	fx->conf.connect_retries = 2;
 	fx->conf.max_fails = 3;
 	fx->conf.fail_timeout_ms = 10000;
-	for (int i = 0; i < N_BACKENDS; i++) {
-		char text[32];
-
-		snprintf(text, sizeof(text), "127.0.0.1:%d", 9001 + i);
-		assert_int_equal(lb_addr_parse(text, false, &fx->backends[i].addr, NULL, 0), 0);
-		snprintf(fx->backends[i].name, sizeof(fx->backends[i].name), "%s", text);
-		fx->backends[i].weight = 1;
-		dp_bstate_init(&fx->bstate[i]);
-		fx->backends[i].st = &fx->bstate[i];
-		specs[i] = (struct dp_lb_spec){ .weight = 1 };
-	}
+	fixture_backends(fx->backends, fx->bstate, N_BACKENDS);
 	fx->sl = (struct dp_slistener){ .conf = &fx->conf, .st = &fx->lstate,
 					.backends = fx->backends, .n_backends = N_BACKENDS };
-	fx->set = calloc(1, sizeof(*fx->set));
-	assert_non_null(fx->set);
-	fx->set->refs = 1; /* the worker's, while the set is current */
-	fx->set->sl = &fx->sl;
-	dp_list_init(&fx->set->idle);
-	assert_int_equal(dp_lb_init(&fx->set->lb, LB_ALGO_ROUND_ROBIN, specs, N_BACKENDS, 1), 0);
-	dp_list_add_tail(&w->lsets, &fx->set->link);
+	fx->set = fixture_set(w, &fx->sl, 1); /* the worker's, while the set is current */
 	*state = fx;
 	return 0;
 }
